@@ -1,0 +1,16 @@
+//! tuntox: reach machines behind NATs over the Tox peer-to-peer network.
+//!
+//! This package is both the Tox library and the `tuntox` binary. Its layers,
+//! from the bottom up (docs/architecture.md draws them):
+//!
+//! - [`crypto`]: the only module that touches a crypto library (libsodium);
+//! - [`wire`]: Tox byte formats, one per file, decode and encode, no state;
+//! - [`app`]: identity storage and the wiring of Tox friends to the tunnel
+//!   and VPN engines;
+//! - [`cli`]: the command line, logging, and the `run` entry point the
+//!   binary calls.
+
+pub mod app;
+pub mod cli;
+pub mod crypto;
+pub mod wire;
