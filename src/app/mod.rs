@@ -1,1 +1,5 @@
-//! Placeholder
+//! The application layer: our identity, the shared secret, and (as the
+//! engines land) the wiring of Tox friends to the tunnel and VPN engines.
+
+pub mod identity;
+pub mod secret;

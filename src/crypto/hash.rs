@@ -21,10 +21,7 @@ mod tests {
 
     #[test]
     fn fips_180_abc_vectors() {
-        assert_eq!(
-            sha256(b"abc"),
-            hex!("ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad")
-        );
+        assert_eq!(sha256(b"abc"), hex!("ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"));
         assert_eq!(
             sha512(b"abc"),
             hex!(

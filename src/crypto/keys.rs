@@ -58,11 +58,7 @@ impl fmt::Display for PublicKey {
 impl fmt::Debug for PublicKey {
     /// The first 8 hex digits: enough to tell keys apart in logs.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "PublicKey({:02X}{:02X}{:02X}{:02X}…)",
-            self.0[0], self.0[1], self.0[2], self.0[3]
-        )
+        write!(f, "PublicKey({:02X}{:02X}{:02X}{:02X}…)", self.0[0], self.0[1], self.0[2], self.0[3])
     }
 }
 
@@ -127,10 +123,7 @@ impl KeyPair {
 
     /// The key pair of a known secret key.
     pub fn from_secret(secret: SecretKey) -> Self {
-        Self {
-            public: secret.public_key(),
-            secret,
-        }
+        Self { public: secret.public_key(), secret }
     }
 
     /// The public half.
@@ -146,10 +139,7 @@ impl KeyPair {
 
 impl fmt::Debug for KeyPair {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("KeyPair")
-            .field("public", &self.public)
-            .field("secret", &self.secret)
-            .finish()
+        f.debug_struct("KeyPair").field("public", &self.public).field("secret", &self.secret).finish()
     }
 }
 
@@ -164,10 +154,7 @@ mod tests {
     fn secret_key_debug_is_redacted() {
         let secret = SecretKey::from_bytes([0xAB; 32]);
         let shown = format!("{secret:?} {:?}", KeyPair::from_secret(secret.clone()));
-        assert!(
-            !shown.contains("AB") && !shown.contains("ab") && !shown.contains("171"),
-            "{shown}"
-        );
+        assert!(!shown.contains("AB") && !shown.contains("ab") && !shown.contains("171"), "{shown}");
         assert!(shown.contains("redacted"));
     }
 

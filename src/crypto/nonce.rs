@@ -92,10 +92,7 @@ mod tests {
 
     fn as_u192(nonce: &Nonce) -> (u64, u128) {
         let b = nonce.as_bytes();
-        (
-            u64::from_be_bytes(b[..8].try_into().unwrap()),
-            u128::from_be_bytes(b[8..].try_into().unwrap()),
-        )
+        (u64::from_be_bytes(b[..8].try_into().unwrap()), u128::from_be_bytes(b[8..].try_into().unwrap()))
     }
 
     fn add_u192((hi, lo): (u64, u128), amount: u128) -> (u64, u128) {

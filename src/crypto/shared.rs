@@ -27,10 +27,7 @@ impl SharedKey {
     /// `crypto_box_beforenm(their_public, our_secret)`. Both sides of a pair
     /// compute the same key. Refuses low-order public keys, whose shared
     /// secret is all zeros.
-    pub fn precompute(
-        their_public: &PublicKey,
-        our_secret: &SecretKey,
-    ) -> Result<Self, CryptoError> {
+    pub fn precompute(their_public: &PublicKey, our_secret: &SecretKey) -> Result<Self, CryptoError> {
         let mut key = Self([0; SHARED_KEY_LEN]);
         sodium::box_beforenm(their_public.as_bytes(), our_secret.as_bytes(), &mut key.0)?;
         Ok(key)
@@ -83,11 +80,7 @@ impl SharedKey {
 
     /// Opens `[MAC][ciphertext]` held in `buf`, decrypting in place, and
     /// returns the plaintext part of `buf`.
-    pub fn open_in_place<'a>(
-        &self,
-        nonce: &Nonce,
-        buf: &'a mut [u8],
-    ) -> Result<&'a mut [u8], CryptoError> {
+    pub fn open_in_place<'a>(&self, nonce: &Nonce, buf: &'a mut [u8]) -> Result<&'a mut [u8], CryptoError> {
         if buf.len() < MAC_LEN {
             return Err(CryptoError::TooShort);
         }
@@ -149,10 +142,7 @@ mod tests {
         assert_eq!(key.open(&other, &sealed), Err(CryptoError::Decrypt));
         sealed[MAC_LEN] ^= 1;
         assert_eq!(key.open(&nonce, &sealed), Err(CryptoError::Decrypt));
-        assert_eq!(
-            key.open(&nonce, &sealed[..MAC_LEN - 1]),
-            Err(CryptoError::TooShort)
-        );
+        assert_eq!(key.open(&nonce, &sealed[..MAC_LEN - 1]), Err(CryptoError::TooShort));
         // An empty plaintext still carries a MAC.
         let empty = key.seal(&nonce, b"");
         assert_eq!(key.open(&nonce, &empty).unwrap(), b"");

@@ -57,20 +57,11 @@ pub(super) fn scalarmult_base(secret: &[u8; 32]) -> [u8; 32] {
 }
 
 /// `crypto_box_beforenm`: X25519 then HSalsa20. Fails on low-order keys.
-pub(super) fn box_beforenm(
-    public: &[u8; 32],
-    secret: &[u8; 32],
-    out: &mut [u8; 32],
-) -> Result<(), CryptoError> {
+pub(super) fn box_beforenm(public: &[u8; 32], secret: &[u8; 32], out: &mut [u8; 32]) -> Result<(), CryptoError> {
     init()?;
     // SAFETY: all three buffers are 32 bytes.
-    let rc =
-        unsafe { ffi::crypto_box_beforenm(out.as_mut_ptr(), public.as_ptr(), secret.as_ptr()) };
-    if rc == 0 {
-        Ok(())
-    } else {
-        Err(CryptoError::LowOrderKey)
-    }
+    let rc = unsafe { ffi::crypto_box_beforenm(out.as_mut_ptr(), public.as_ptr(), secret.as_ptr()) };
+    if rc == 0 { Ok(()) } else { Err(CryptoError::LowOrderKey) }
 }
 
 /// Encrypts `buf` in place and returns the MAC (`crypto_box_detached_afternm`).
@@ -82,14 +73,7 @@ pub(super) fn seal_detached(key: &[u8; 32], nonce: &[u8; 24], buf: &mut [u8]) ->
     // MAC, nonce and key buffers have the sizes the function requires.
     // It cannot fail for lengths a slice can hold.
     unsafe {
-        ffi::crypto_box_detached_afternm(
-            ptr,
-            mac.as_mut_ptr(),
-            ptr,
-            buf.len() as u64,
-            nonce.as_ptr(),
-            key.as_ptr(),
-        )
+        ffi::crypto_box_detached_afternm(ptr, mac.as_mut_ptr(), ptr, buf.len() as u64, nonce.as_ptr(), key.as_ptr())
     };
     mac
 }
@@ -106,20 +90,9 @@ pub(super) fn open_detached(
     // SAFETY: as in `seal_detached`; libsodium verifies the MAC before it
     // writes anything, and supports in-place decryption.
     let rc = unsafe {
-        ffi::crypto_box_open_detached_afternm(
-            ptr,
-            ptr,
-            mac.as_ptr(),
-            buf.len() as u64,
-            nonce.as_ptr(),
-            key.as_ptr(),
-        )
+        ffi::crypto_box_open_detached_afternm(ptr, ptr, mac.as_ptr(), buf.len() as u64, nonce.as_ptr(), key.as_ptr())
     };
-    if rc == 0 {
-        Ok(())
-    } else {
-        Err(CryptoError::Decrypt)
-    }
+    if rc == 0 { Ok(()) } else { Err(CryptoError::Decrypt) }
 }
 
 pub(super) fn sha256(data: &[u8]) -> [u8; 32] {

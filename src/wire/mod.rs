@@ -1,1 +1,39 @@
-//! Placeholder
+//! Tox byte formats: one format per file, decode and encode, no state.
+//!
+//! Conventions every codec here follows:
+//! - decoding reads from a [`bytes::Bytes`] (payloads are split off it, not
+//!   copied), returns a [`DecodeError`] on anything malformed and never
+//!   panics or indexes untrusted input;
+//! - encoding writes into a [`bytes::BufMut`], and `encoded_len` is exactly
+//!   what `encode` writes;
+//! - multi-byte integers on the wire are big-endian unless the format says
+//!   otherwise (the save file is little-endian).
+//!
+//! Spec: <https://toktok.ltd/spec.html>.
+
+mod reader;
+pub mod savedata;
+pub mod tox_id;
+
+pub use reader::Reader;
+
+/// Why bytes could not be decoded. Small and `Copy`; never carries the bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum DecodeError {
+    /// The input ended before the format did.
+    #[error("input ends early: {what} needs {needed} more bytes, {available} left")]
+    UnexpectedEnd {
+        /// The field being read.
+        what: &'static str,
+        /// Bytes the field needs.
+        needed: usize,
+        /// Bytes that were left.
+        available: usize,
+    },
+    /// A field holds a value the format does not allow.
+    #[error("invalid {0}")]
+    Invalid(&'static str),
+    /// Bytes were left over after a format that must fill its input.
+    #[error("{0} trailing bytes after the packet")]
+    TrailingBytes(usize),
+}

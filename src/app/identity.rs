@@ -1,0 +1,229 @@
+//! The identity store: our long-term Tox key pair and nospam, kept in
+//! `<config dir>/tox_save` in c-toxcore's save format.
+//!
+//! A `tox_save` written by C tuntox or any c-toxcore program keeps its Tox ID
+//! here, and ours loads in c-toxcore. Sections we do not interpret are kept
+//! when we rewrite the file. The file is created with mode 0600 and every
+//! write is atomic (a temporary file in the same directory, fsync, rename),
+//! so a crash never leaves a half-written identity. Unlike C tuntox, a
+//! client given `-C` keeps its identity too.
+
+use std::fs::{self, DirBuilder, File, OpenOptions};
+use std::io::{self, Write};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+use crate::crypto::{KeyPair, SodiumRng};
+use crate::wire::savedata::{SaveData, SaveDataError};
+use crate::wire::tox_id::{NoSpam, ToxId};
+
+/// The file name inside the config directory, as C tuntox names it.
+pub const SAVE_FILE_NAME: &str = "tox_save";
+
+/// Why the identity could not be loaded or stored.
+#[derive(Debug, thiserror::Error)]
+pub enum IdentityError {
+    /// A file-system operation failed.
+    #[error("cannot {action} {}: {cause}", path.display())]
+    Io {
+        /// What we tried to do.
+        action: &'static str,
+        /// The file or directory.
+        path: PathBuf,
+        /// The OS error (part of the message, so not a separate source).
+        cause: io::Error,
+    },
+    /// The file is not a valid save.
+    #[error("{}: {source}", path.display())]
+    Format {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong with it.
+        source: SaveDataError,
+    },
+    /// The save holds no key pair (no NOSPAMKEYS section).
+    #[error("{}: the save holds no identity (no NOSPAMKEYS section)", path.display())]
+    NoIdentity {
+        /// The file.
+        path: PathBuf,
+    },
+}
+
+fn io_error<'p>(action: &'static str, path: &'p Path) -> impl FnOnce(io::Error) -> IdentityError + 'p {
+    move |cause| IdentityError::Io { action, path: path.to_owned(), cause }
+}
+
+/// Our identity and the save it lives in.
+#[derive(Debug)]
+pub struct Identity {
+    path: PathBuf,
+    nospam: NoSpam,
+    keys: KeyPair,
+    save: SaveData,
+}
+
+impl Identity {
+    /// Loads `<dir>/tox_save`, or creates a fresh identity there (and the
+    /// directory, mode 0700) when the file does not exist. Returns whether
+    /// it was created.
+    pub fn load_or_create(dir: &Path) -> Result<(Self, bool), IdentityError> {
+        if let Some(identity) = Self::load(dir)? {
+            return Ok((identity, false));
+        }
+        DirBuilder::new().recursive(true).mode(0o700).create(dir).map_err(io_error("create directory", dir))?;
+        let mut rng = SodiumRng;
+        let nospam = NoSpam::random(&mut rng);
+        let keys = KeyPair::generate(&mut rng);
+        let identity =
+            Self { path: dir.join(SAVE_FILE_NAME), save: SaveData::with_identity(nospam, &keys), nospam, keys };
+        identity.store()?;
+        tracing::info!(path = %identity.path.display(), "created a new Tox identity");
+        Ok((identity, true))
+    }
+
+    /// Loads `<dir>/tox_save`; `Ok(None)` when it does not exist.
+    pub fn load(dir: &Path) -> Result<Option<Self>, IdentityError> {
+        let path = dir.join(SAVE_FILE_NAME);
+        let bytes = match fs::read(&path) {
+            Ok(bytes) => bytes,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(io_error("read", &path)(e)),
+        };
+        let save = SaveData::decode(bytes).map_err(|source| IdentityError::Format { path: path.clone(), source })?;
+        let (nospam, keys) = match save.identity() {
+            Some(Ok(identity)) => identity,
+            Some(Err(source)) => return Err(IdentityError::Format { path, source }),
+            None => return Err(IdentityError::NoIdentity { path }),
+        };
+        if let Ok(meta) = fs::metadata(&path)
+            && meta.permissions().mode() & 0o077 != 0
+        {
+            tracing::warn!(
+                path = %path.display(),
+                mode = format_args!("{:o}", meta.permissions().mode() & 0o777),
+                "the identity file is readable by other users; it holds a secret key (chmod 600 it)"
+            );
+        }
+        Ok(Some(Self { path, nospam, keys, save }))
+    }
+
+    /// Our Tox ID.
+    pub fn tox_id(&self) -> ToxId {
+        ToxId::new(*self.keys.public(), self.nospam)
+    }
+
+    /// Our long-term key pair.
+    pub fn keys(&self) -> &KeyPair {
+        &self.keys
+    }
+
+    /// Our nospam.
+    pub fn nospam(&self) -> NoSpam {
+        self.nospam
+    }
+
+    /// The file this identity lives in.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Writes the save atomically, mode 0600.
+    pub fn store(&self) -> Result<(), IdentityError> {
+        write_atomic(&self.path, &self.save.encode())
+    }
+}
+
+/// Writes `bytes` to `path` through a temporary file in the same directory,
+/// created with mode 0600, synced, then renamed over `path`; the directory is
+/// synced so the rename survives a crash.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), IdentityError> {
+    let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("file");
+    let tmp = dir.join(format!(".{name}.tmp.{}", std::process::id()));
+    let result = (|| {
+        let mut file = OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&tmp)
+            .map_err(io_error("create", &tmp))?;
+        // An old temporary file of ours may have had another mode.
+        file.set_permissions(fs::Permissions::from_mode(0o600)).map_err(io_error("chmod", &tmp))?;
+        file.write_all(bytes).map_err(io_error("write", &tmp))?;
+        file.sync_all().map_err(io_error("sync", &tmp))?;
+        fs::rename(&tmp, path).map_err(io_error("replace", path))?;
+        File::open(dir).and_then(|d| d.sync_all()).map_err(io_error("sync directory", dir))
+    })();
+    if result.is_err() {
+        let _ = fs::remove_file(&tmp);
+    }
+    result
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn creates_once_then_loads_the_same_identity() {
+        let dir = tempfile::tempdir().unwrap();
+        let conf = dir.path().join("conf");
+        let (first, created) = Identity::load_or_create(&conf).unwrap();
+        assert!(created);
+        let (second, created) = Identity::load_or_create(&conf).unwrap();
+        assert!(!created);
+        assert_eq!(first.tox_id(), second.tox_id());
+        assert_eq!(first.keys(), second.keys());
+
+        let mode = fs::metadata(conf.join(SAVE_FILE_NAME)).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+        let dir_mode = fs::metadata(&conf).unwrap().permissions().mode();
+        assert_eq!(dir_mode & 0o777, 0o700);
+        // No temporary file is left behind.
+        assert_eq!(fs::read_dir(&conf).unwrap().count(), 1);
+    }
+
+    #[test]
+    fn a_c_toxcore_save_keeps_its_id_and_sections() {
+        let dir = tempfile::tempdir().unwrap();
+        let c_save = include_bytes!("../../tests/data/c-toxcore-0.2.18.tox_save");
+        fs::write(dir.path().join(SAVE_FILE_NAME), c_save).unwrap();
+        let identity = Identity::load(dir.path()).unwrap().unwrap();
+        assert_eq!(
+            identity.tox_id().to_string(),
+            "C8FECA81BE196CDF2CADEABF13C4903D7632DCE4955AA68B6E5D9ADEF54E2616123456786FC2"
+        );
+        identity.store().unwrap();
+        let rewritten = fs::read(dir.path().join(SAVE_FILE_NAME)).unwrap();
+        assert_eq!(rewritten[..], c_save[..rewritten.len()]);
+    }
+
+    #[test]
+    fn bad_files_give_errors_naming_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(SAVE_FILE_NAME);
+        fs::write(&path, b"not a save").unwrap();
+        let err = Identity::load(dir.path()).unwrap_err().to_string();
+        assert!(err.contains("tox_save") && err.contains("bad header"), "{err}");
+
+        fs::write(&path, SaveData::default().encode()).unwrap();
+        let err = Identity::load_or_create(dir.path()).unwrap_err().to_string();
+        assert!(err.contains("no identity"), "{err}");
+
+        assert!(Identity::load(&dir.path().join("missing")).unwrap().is_none());
+    }
+
+    #[test]
+    fn atomic_write_replaces_and_tightens_mode() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("f");
+        fs::write(&path, b"old").unwrap();
+        fs::set_permissions(&path, fs::Permissions::from_mode(0o644)).unwrap();
+        write_atomic(&path, b"new").unwrap();
+        assert_eq!(fs::read(&path).unwrap(), b"new");
+        assert_eq!(fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o600);
+        let err = write_atomic(&dir.path().join("no/such/dir/f"), b"x").unwrap_err().to_string();
+        assert!(err.starts_with("cannot create"), "{err}");
+    }
+}

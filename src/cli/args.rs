@@ -1,0 +1,390 @@
+//! The command line, declared with clap. The doc comments are the help text;
+//! docs/cli.md is generated from them (and a test keeps it in step).
+//!
+//! Without a subcommand, tuntox takes C tuntox's flags: it is a client when
+//! `-L`, `-W`, `-D` or `-p` is given and a server otherwise.
+
+use std::fmt;
+use std::path::PathBuf;
+use std::str::FromStr;
+
+use clap::{Args, Parser, Subcommand};
+use ipnet::IpNet;
+use tunnel::spec::{DynamicForward, LocalForward, Target};
+
+use crate::app::secret::Secret;
+use crate::crypto::PublicKey;
+use crate::wire::tox_id::{ParseIdError, TOX_ID_HEX_LEN, ToxId, parse_public_key};
+
+/// The default config directory, as in C tuntox.
+pub const DEFAULT_CONFIG_DIR: &str = "/etc/tuntox/";
+
+/// Reach machines behind NATs over the Tox network.
+///
+/// Run `tuntox` on the remote machine (the server); it prints its Tox ID.
+/// On your machine, `tuntox -i <ToxID> -L 2222:127.0.0.1:22` makes port 2222
+/// reach the server's port 22; `ssh -o ProxyCommand='tuntox -i <ToxID> -W
+/// %h:%p' host` does the same for one ssh session. Use `-s SECRET` on both
+/// sides.
+#[derive(Debug, Parser)]
+#[command(name = "tuntox", version, args_conflicts_with_subcommands = true, disable_help_subcommand = true)]
+pub struct Cli {
+    /// A subcommand; without one, tuntox runs as C tuntox does.
+    #[command(subcommand)]
+    pub command: Option<Command>,
+
+    /// C tuntox's flags.
+    #[command(flatten)]
+    pub forward: ForwardArgs,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Print our Tox ID (creating the identity when missing) and exit.
+    Id(IdArgs),
+    /// Run an IP tunnel (TUN device) to a tuntox server.
+    #[command(subcommand)]
+    Vpn(VpnCommand),
+    /// Run a Tox bootstrap node and TCP relay.
+    Relay(RelayArgs),
+    /// Show the state of a running tuntox.
+    Status(StatusArgs),
+    /// Measure the round trip to a tuntox server over Tox.
+    Ping(PingArgs),
+}
+
+/// Options every mode shares.
+#[derive(Debug, Args)]
+pub struct CommonArgs {
+    /// Config directory: holds our identity (`tox_save`).
+    #[arg(short = 'C', value_name = "DIR", default_value = DEFAULT_CONFIG_DIR)]
+    pub config_dir: PathBuf,
+
+    /// More logging: -d debug, -dd trace for tuntox, -ddd trace for everything.
+    /// RUST_LOG, when set, overrides -d and -q.
+    #[arg(short = 'd', action = clap::ArgAction::Count)]
+    pub debug: u8,
+
+    /// Log errors only.
+    #[arg(short = 'q', conflicts_with = "debug")]
+    pub quiet: bool,
+
+    /// Log to syslog (facility LOCAL1) instead of standard error.
+    #[arg(short = 'S')]
+    pub syslog: bool,
+}
+
+/// C tuntox's flags: server by default, client with -L, -W, -D or -p.
+#[derive(Debug, Args)]
+pub struct ForwardArgs {
+    /// Client: forward a local port to HOST:HOSTPORT as seen from the server.
+    /// OpenSSH syntax; `@` may replace `:`; IPv6 in brackets. Binds 127.0.0.1
+    /// unless a bind address is given (`*` for all interfaces). Repeatable.
+    #[arg(short = 'L', value_name = "[BIND:]PORT:HOST:HOSTPORT")]
+    pub local: Vec<LocalForward>,
+
+    /// Client: connect standard input and output to HOST:PORT as seen from
+    /// the server (for ssh's ProxyCommand).
+    #[arg(short = 'W', value_name = "HOST:PORT", conflicts_with_all = ["local", "dynamic", "ping"])]
+    pub stdio: Option<Target>,
+
+    /// Client: a SOCKS5 proxy on [BIND:]PORT whose connections the server
+    /// makes. Binds 127.0.0.1 unless a bind address is given.
+    #[arg(short = 'D', value_name = "[BIND:]PORT")]
+    pub dynamic: Vec<DynamicForward>,
+
+    /// Client: ping the server and print round-trip times.
+    #[arg(short = 'p')]
+    pub ping: bool,
+
+    /// Client: the server's Tox ID. Server: a Tox ID or public key allowed
+    /// to connect; repeatable; all others are refused.
+    #[arg(short = 'i', value_name = "TOXID")]
+    pub peers: Vec<PeerId>,
+
+    /// Shared secret: the client sends it, the server requires it. At most
+    /// 1015 bytes.
+    #[arg(short = 's', value_name = "SECRET", env = "TUNTOX_SHARED_SECRET", hide_env_values = true)]
+    pub secret: Option<Secret>,
+
+    /// Write our Tox ID to FILE.
+    #[arg(short = 'I', value_name = "FILE")]
+    pub id_file: Option<PathBuf>,
+
+    /// Server: only allow destinations listed in FILE (`host:port` lines).
+    #[arg(short = 'f', value_name = "FILE")]
+    pub rules: Option<PathBuf>,
+
+    /// Also run a Tox TCP relay on PORT (off unless given).
+    #[arg(short = 't', value_name = "PORT")]
+    pub tcp_relay_port: Option<u16>,
+
+    /// UDP port range for Tox, FIRST:LAST (default 33445:33545).
+    #[arg(short = 'u', value_name = "FIRST:LAST")]
+    pub udp_ports: Option<PortRange>,
+
+    /// Bootstrap nodes from FILE in nodes.tox.chat JSON format.
+    #[arg(short = 'b', value_name = "FILE")]
+    pub nodes_file: Option<PathBuf>,
+
+    /// Run in the background (logs go to syslog).
+    #[arg(short = 'z')]
+    pub daemonize: bool,
+
+    /// Write the process ID to FILE.
+    #[arg(short = 'F', value_name = "FILE")]
+    pub pid_file: Option<PathBuf>,
+
+    /// Drop privileges to USER (name or uid) after start-up.
+    #[arg(short = 'U', value_name = "USER")]
+    pub user: Option<String>,
+
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub common: CommonArgs,
+}
+
+/// `tuntox id`.
+#[derive(Debug, Args)]
+pub struct IdArgs {
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub common: CommonArgs,
+}
+
+/// `tuntox vpn ...`.
+#[derive(Debug, Subcommand)]
+pub enum VpnCommand {
+    /// Bring up a TUN device linked to a tuntox server and run in the
+    /// foreground until stopped.
+    Up(VpnUpArgs),
+}
+
+/// `tuntox vpn up`.
+#[derive(Debug, Args)]
+pub struct VpnUpArgs {
+    /// The server's Tox ID.
+    #[arg(long, value_name = "TOXID")]
+    pub peer: ToxId,
+
+    /// Shared secret the server requires.
+    #[arg(short = 's', value_name = "SECRET", env = "TUNTOX_SHARED_SECRET", hide_env_values = true)]
+    pub secret: Option<Secret>,
+
+    /// Route CIDR through the server (it must offer it). Repeatable.
+    #[arg(long, value_name = "CIDR")]
+    pub route: Vec<IpNet>,
+
+    /// MTU of the TUN device, 576-1372 (one IP packet per Tox packet).
+    #[arg(long, value_name = "BYTES", default_value_t = vpn::mtu::DEFAULT_MTU, value_parser = parse_mtu)]
+    pub mtu: u16,
+
+    /// Name of the TUN device.
+    #[arg(long, value_name = "NAME", default_value = "tuntox0")]
+    pub dev: String,
+
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub common: CommonArgs,
+}
+
+/// `tuntox relay`.
+#[derive(Debug, Args)]
+pub struct RelayArgs {
+    /// UDP port of the DHT bootstrap node.
+    #[arg(long, value_name = "PORT", default_value_t = 33445)]
+    pub port: u16,
+
+    /// TCP relay port; repeatable (default 33445).
+    #[arg(long = "tcp-port", value_name = "PORT")]
+    pub tcp_ports: Vec<u16>,
+
+    /// Print the relay's public key (64 hex characters) and exit.
+    #[arg(long)]
+    pub print_key: bool,
+
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub common: CommonArgs,
+}
+
+/// `tuntox status`.
+#[derive(Debug, Args)]
+pub struct StatusArgs {
+    /// Print JSON instead of text.
+    #[arg(long)]
+    pub json: bool,
+
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub common: CommonArgs,
+}
+
+/// `tuntox ping`.
+#[derive(Debug, Args)]
+pub struct PingArgs {
+    /// The server's Tox ID.
+    #[arg(value_name = "TOXID")]
+    pub peer: ToxId,
+
+    /// Shared secret the server requires.
+    #[arg(short = 's', value_name = "SECRET", env = "TUNTOX_SHARED_SECRET", hide_env_values = true)]
+    pub secret: Option<Secret>,
+
+    /// Stop after COUNT round trips.
+    #[arg(short = 'c', value_name = "COUNT")]
+    pub count: Option<u32>,
+
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub common: CommonArgs,
+}
+
+fn parse_mtu(s: &str) -> Result<u16, String> {
+    let mtu = s.parse::<u16>().map_err(|_| format!("'{s}' is not a number"))?;
+    vpn::mtu::check_mtu(mtu).map_err(|e| e.to_string())
+}
+
+/// `-i`: a full Tox ID, or (on a server's allow-list) just a public key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PeerId {
+    /// 76 hex characters.
+    ToxId(ToxId),
+    /// 64 hex characters.
+    PublicKey(PublicKey),
+}
+
+impl PeerId {
+    /// The peer's long-term public key.
+    pub fn public_key(&self) -> &PublicKey {
+        match self {
+            Self::ToxId(id) => id.public_key(),
+            Self::PublicKey(key) => key,
+        }
+    }
+}
+
+impl FromStr for PeerId {
+    type Err = PeerIdError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.trim().chars().count() {
+            TOX_ID_HEX_LEN => s.parse().map(Self::ToxId).map_err(PeerIdError::Parse),
+            64 => parse_public_key(s).map(Self::PublicKey).map_err(PeerIdError::Parse),
+            got => Err(PeerIdError::Length(got)),
+        }
+    }
+}
+
+/// Why an `-i` value is not a Tox ID or public key.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PeerIdError {
+    /// Neither 76 nor 64 characters.
+    #[error("expected a Tox ID (76 hex characters) or a public key (64), got {0} characters")]
+    Length(usize),
+    /// Right length, bad content.
+    #[error(transparent)]
+    Parse(ParseIdError),
+}
+
+/// `-u FIRST:LAST`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PortRange {
+    /// First port.
+    pub first: u16,
+    /// Last port, included.
+    pub last: u16,
+}
+
+impl FromStr for PortRange {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let expected = "expected FIRST:LAST, two ports in 1-65535 with FIRST <= LAST";
+        let (first, last) = s.split_once(':').ok_or_else(|| format!("no ':'; {expected}"))?;
+        let port = |p: &str| match p.parse::<u16>() {
+            Ok(0) | Err(_) => Err(format!("'{p}' is not a port; {expected}")),
+            Ok(port) => Ok(port),
+        };
+        let (first, last) = (port(first)?, port(last)?);
+        if first > last {
+            return Err(format!("{first} is above {last}; {expected}"));
+        }
+        Ok(Self { first, last })
+    }
+}
+
+impl fmt::Display for PortRange {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}", self.first, self.last)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    use super::*;
+
+    const ID: &str = "C8FECA81BE196CDF2CADEABF13C4903D7632DCE4955AA68B6E5D9ADEF54E2616123456786FC2";
+
+    fn parse(args: &[&str]) -> Result<Cli, clap::Error> {
+        Cli::try_parse_from(std::iter::once("tuntox").chain(args.iter().copied()))
+    }
+
+    #[test]
+    fn the_definition_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn c_tuntox_client_flags() {
+        let cli = parse(&["-i", ID, "-s", "pw", "-L", "2222:127.0.0.1:22", "-L", "8080@web@80", "-d", "-d"]).unwrap();
+        assert!(cli.command.is_none());
+        let f = &cli.forward;
+        assert_eq!(f.local.len(), 2);
+        assert_eq!(f.peers, [PeerId::ToxId(ID.parse().unwrap())]);
+        assert_eq!(f.secret, Some(Secret::new("pw").unwrap()));
+        assert_eq!(f.common.debug, 2);
+        assert_eq!(f.common.config_dir, PathBuf::from("/etc/tuntox/"));
+    }
+
+    #[test]
+    fn server_flags_and_subcommands() {
+        let cli =
+            parse(&["-C", "/tmp/x", "-i", &ID[..64], "-u", "4000:4010", "-t", "0", "-z", "-U", "nobody"]).unwrap();
+        assert_eq!(cli.forward.udp_ports, Some(PortRange { first: 4000, last: 4010 }));
+        assert!(matches!(cli.forward.peers[0], PeerId::PublicKey(_)));
+
+        let cli = parse(&["id", "-C", "/tmp/t1"]).unwrap();
+        let Some(Command::Id(id)) = cli.command else { panic!("not id") };
+        assert_eq!(id.common.config_dir, PathBuf::from("/tmp/t1"));
+
+        let cli = parse(&["vpn", "up", "--peer", ID, "--route", "192.168.77.0/24"]).unwrap();
+        let Some(Command::Vpn(VpnCommand::Up(up))) = cli.command else { panic!("not vpn up") };
+        assert_eq!(up.route, ["192.168.77.0/24".parse::<IpNet>().unwrap()]);
+        assert_eq!(up.mtu, 1280);
+    }
+
+    #[test]
+    fn bad_values_are_refused() {
+        for args in [
+            &["-L", "99999:x:1"][..],
+            &["-i", "NOTHEX"],
+            &["-W", "host"],
+            &["-W", "h:22", "-L", "1:h:2"],
+            &["-u", "10:5"],
+            &["-q", "-d"],
+            &["-s", ""],
+            &["vpn", "up", "--peer", "x"],
+            &["vpn", "up", "--peer", ID, "--mtu", "1500"],
+            &["-C", "/x", "id"],
+        ] {
+            let err = parse(args).unwrap_err();
+            assert_ne!(err.exit_code(), 0, "{args:?}");
+        }
+        let err = parse(&["-i", "NOTHEX"]).unwrap_err().to_string();
+        assert!(err.contains("expected a Tox ID (76 hex characters) or a public key (64), got 6"), "{err}");
+    }
+}

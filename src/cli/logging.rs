@@ -1,0 +1,70 @@
+//! Logging to standard error through `tracing`.
+//!
+//! Levels follow C tuntox: info by default (error for `-W`, whose standard
+//! output is the tunnel), `-q` errors only, `-d` debug, `-dd` trace for
+//! tuntox's own crates, `-ddd` trace for everything. `RUST_LOG` overrides.
+
+use tracing_subscriber::EnvFilter;
+
+use super::args::CommonArgs;
+
+/// The default level of a mode, before `-d`/`-q`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DefaultLevel {
+    /// Info: servers, `-L`, `-D`.
+    Info,
+    /// Warnings only: commands whose output matters (`id`).
+    Warn,
+    /// Errors only: `-W`, which owns standard output.
+    Error,
+}
+
+/// The filter directives for the given flags.
+pub fn directives(common: &CommonArgs, default: DefaultLevel) -> String {
+    let ours = |level: &str| format!("warn,tuntox={level},tunnel={level},vpn={level}");
+    if common.quiet {
+        return "error".into();
+    }
+    match common.debug {
+        0 => match default {
+            DefaultLevel::Info => ours("info"),
+            DefaultLevel::Warn => "warn".into(),
+            DefaultLevel::Error => "error".into(),
+        },
+        1 => ours("debug"),
+        2 => ours("trace"),
+        _ => "trace".into(),
+    }
+}
+
+/// Installs the global subscriber, writing to standard error.
+pub fn init(common: &CommonArgs, default: DefaultLevel) {
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(directives(common, default)));
+    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::PathBuf;
+
+    use super::*;
+
+    fn common(debug: u8, quiet: bool) -> CommonArgs {
+        CommonArgs { config_dir: PathBuf::new(), debug, quiet, syslog: false }
+    }
+
+    #[test]
+    fn levels_follow_the_flags() {
+        assert_eq!(directives(&common(0, false), DefaultLevel::Info), "warn,tuntox=info,tunnel=info,vpn=info");
+        assert_eq!(directives(&common(0, false), DefaultLevel::Error), "error");
+        assert_eq!(directives(&common(0, true), DefaultLevel::Info), "error");
+        assert_eq!(directives(&common(1, false), DefaultLevel::Error), "warn,tuntox=debug,tunnel=debug,vpn=debug");
+        assert_eq!(directives(&common(2, false), DefaultLevel::Info), "warn,tuntox=trace,tunnel=trace,vpn=trace");
+        assert_eq!(directives(&common(3, false), DefaultLevel::Info), "trace");
+        for level in [DefaultLevel::Info, DefaultLevel::Warn, DefaultLevel::Error] {
+            for debug in 0..4 {
+                assert!(EnvFilter::try_new(directives(&common(debug, false), level)).is_ok());
+            }
+        }
+    }
+}

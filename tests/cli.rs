@@ -1,0 +1,103 @@
+//! The `tuntox` binary's command line, run as a process.
+
+use std::os::unix::fs::PermissionsExt;
+use std::process::{Command, Output};
+
+fn tuntox(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_tuntox"))
+        .args(args)
+        .env_remove("RUST_LOG")
+        .env_remove("TUNTOX_SHARED_SECRET")
+        .output()
+        .expect("run tuntox")
+}
+
+fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+/// Exit status 2 and exactly one line on standard error containing `needle`.
+fn assert_usage_error(args: &[&str], needle: &str) {
+    let out = tuntox(args);
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(2), "{args:?}: {err}");
+    assert_eq!(err.lines().count(), 1, "{args:?} printed more than one line: {err}");
+    assert!(err.starts_with("tuntox: ") && err.contains(needle), "{args:?}: {err}");
+    assert!(out.stdout.is_empty(), "{args:?} wrote to stdout");
+}
+
+#[test]
+fn malformed_values_exit_2_with_one_line() {
+    assert_usage_error(&["-L", "99999:x:1"], "local port 99999 is out of range 1-65535");
+    assert_usage_error(&["-L", "99999:x:1"], "[bind_address:]port:host:hostport");
+    assert_usage_error(&["-i", "NOTHEX"], "expected a Tox ID (76 hex characters) or a public key (64), got 6");
+    let bad_checksum = "D8FECA81BE196CDF2CADEABF13C4903D7632DCE4955AA68B6E5D9ADEF54E2616123456786FC2";
+    assert_usage_error(&["-i", bad_checksum], "checksum mismatch: not a Tox ID");
+    assert_usage_error(&["-W", "nohostport"], "expected host:port");
+    assert_usage_error(&["-u", "9:1"], "FIRST:LAST");
+    assert_usage_error(&["--no-such-flag"], "--no-such-flag");
+    assert_usage_error(&["-s", &"x".repeat(1016)], "at most 1015");
+}
+
+#[test]
+fn modes_without_an_engine_say_so() {
+    let id = "C8FECA81BE196CDF2CADEABF13C4903D7632DCE4955AA68B6E5D9ADEF54E2616123456786FC2";
+    let dir = tempfile::tempdir().unwrap();
+    let conf = dir.path().to_str().unwrap();
+    for args in [
+        vec!["-C", conf],
+        vec!["-C", conf, "-i", id, "-L", "2222:127.0.0.1:22"],
+        vec!["vpn", "up", "--peer", id],
+        vec!["relay", "-C", conf],
+        vec!["status"],
+        vec!["ping", id],
+        vec!["id", "-C", conf, "-S"],
+    ] {
+        let out = tuntox(&args);
+        assert_eq!(out.status.code(), Some(2), "{args:?}");
+        assert!(stderr(&out).contains("not implemented yet"), "{args:?}: {}", stderr(&out));
+        assert!(out.stdout.is_empty());
+    }
+}
+
+#[test]
+fn id_creates_once_and_prints_only_the_id() {
+    let dir = tempfile::tempdir().unwrap();
+    let conf = dir.path().join("t1");
+    let conf = conf.to_str().unwrap();
+    let first = tuntox(&["id", "-C", conf]);
+    assert!(first.status.success(), "{}", stderr(&first));
+    let text = String::from_utf8(first.stdout).unwrap();
+    assert_eq!(text.len(), 77, "{text:?}");
+    assert!(text.ends_with('\n'));
+    assert!(text[..76].bytes().all(|b| b.is_ascii_digit() || (b'A'..=b'F').contains(&b)), "{text}");
+    text.trim().parse::<tuntox::wire::tox_id::ToxId>().unwrap();
+
+    let second = tuntox(&["id", "-C", conf]);
+    assert_eq!(String::from_utf8(second.stdout).unwrap(), text);
+    let mode = std::fs::metadata(dir.path().join("t1/tox_save")).unwrap().permissions().mode();
+    assert_eq!(mode & 0o777, 0o600);
+}
+
+#[test]
+fn id_reports_an_unusable_config_dir() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("file");
+    std::fs::write(&file, b"x").unwrap();
+    let out = tuntox(&["id", "-C", file.join("sub").to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = stderr(&out);
+    assert!(err.starts_with("tuntox: cannot ") && err.contains("file/sub"), "{err}");
+    assert_eq!(err.matches("Not a directory").count(), 1, "{err}");
+    assert!(out.stdout.is_empty());
+}
+
+#[test]
+fn help_and_version_succeed() {
+    let help = tuntox(&["--help"]);
+    assert!(help.status.success());
+    assert!(String::from_utf8_lossy(&help.stdout).contains("-L <[BIND:]PORT:HOST:HOSTPORT>"));
+    let version = tuntox(&["-V"]);
+    assert!(version.status.success());
+    assert_eq!(String::from_utf8_lossy(&version.stdout).trim(), format!("tuntox {}", env!("CARGO_PKG_VERSION")));
+}
