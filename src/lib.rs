@@ -5,6 +5,9 @@
 //!
 //! - [`crypto`]: the only module that touches a crypto library (libsodium);
 //! - [`wire`]: Tox byte formats, one per file, decode and encode, no state;
+//! - [`proto`]: the Tox protocol as sans-IO state machines, composed into a
+//!   [`proto::Node`];
+//! - [`sim`]: a deterministic network simulator for those nodes;
 //! - [`app`]: identity storage and the wiring of Tox friends to the tunnel
 //!   and VPN engines;
 //! - [`cli`]: the command line, logging, and the `run` entry point the
@@ -13,4 +16,6 @@
 pub mod app;
 pub mod cli;
 pub mod crypto;
+pub mod proto;
+pub mod sim;
 pub mod wire;

@@ -89,7 +89,7 @@ pub struct ForwardArgs {
     #[arg(short = 'W', value_name = "HOST:PORT", conflicts_with_all = ["local", "dynamic", "ping"])]
     pub stdio: Option<Target>,
 
-    /// Client: a SOCKS5 proxy on [BIND:]PORT whose connections the server
+    /// Client: a SOCKS5 proxy on PORT (or BIND:PORT) whose connections the server
     /// makes. Binds 127.0.0.1 unless a bind address is given.
     #[arg(short = 'D', value_name = "[BIND:]PORT")]
     pub dynamic: Vec<DynamicForward>,

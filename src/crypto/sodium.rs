@@ -66,6 +66,10 @@ pub(super) fn box_beforenm(public: &[u8; 32], secret: &[u8; 32], out: &mut [u8; 
 
 /// Encrypts `buf` in place and returns the MAC (`crypto_box_detached_afternm`).
 pub(super) fn seal_detached(key: &[u8; 32], nonce: &[u8; 24], buf: &mut [u8]) -> [u8; 16] {
+    // A symmetric key (`SharedKey::from_bytes`) may reach here before any
+    // other call has initialised libsodium; after the first call this is a
+    // single atomic read.
+    init_or_panic();
     let mut mac = [0u8; 16];
     let ptr = buf.as_mut_ptr();
     // SAFETY: `ptr` covers `buf.len()` bytes for both reading and writing;
@@ -86,6 +90,7 @@ pub(super) fn open_detached(
     buf: &mut [u8],
     mac: &[u8; 16],
 ) -> Result<(), CryptoError> {
+    init()?;
     let ptr = buf.as_mut_ptr();
     // SAFETY: as in `seal_detached`; libsodium verifies the MAC before it
     // writes anything, and supports in-place decryption.

@@ -11,8 +11,22 @@
 //!
 //! Spec: <https://toktok.ltd/spec.html>.
 
+pub mod bootstrap_info;
+pub mod dht_packet;
+pub mod dht_request;
+pub mod lan_discovery;
+pub mod nat_ping;
+pub mod nodes_request;
+pub mod nodes_response;
+pub mod onion_ip_port;
+pub mod packed_node;
+pub mod packet_kind;
+pub mod ping_request;
+pub mod ping_response;
 mod reader;
 pub mod savedata;
+#[cfg(test)]
+mod test_support;
 pub mod tox_id;
 
 pub use reader::Reader;

@@ -1,0 +1,783 @@
+//! The DHT, sans-IO: how a node finds other nodes and is found by them.
+//!
+//! Protocol flow (spec: <https://toktok.ltd/spec.html#dht>), following
+//! c-toxcore 0.2.18's behaviour so that its nodes keep us in their lists:
+//!
+//! - **Bootstrap**: ask a known node for the nodes closest to our DHT key
+//!   (a nodes request, 0x02). Every node in an answer (0x04) that would fit
+//!   our close list is asked the same on the next tick, so we walk towards
+//!   our own key, learning the nodes around us.
+//! - **Admission**: a node enters a list only after it answered one of our
+//!   requests (matching 8-byte id, key and address). Whoever asks us
+//!   something is pinged (0x00) within 2 seconds, which is how c-toxcore
+//!   nodes learn about us and how we learn about them.
+//! - **Upkeep**: every listed node is asked for nodes once per minute (the
+//!   DHT's keep-alive); one random good node per list every 20 seconds. A
+//!   node silent for 122 s is bad (replaceable, not given out), for 182 s
+//!   dead (no longer asked). When the close list runs dry we go back to the
+//!   bootstrap nodes, every 10 seconds, for as long as it takes.
+//! - **Searches**: for each searched key (friends' DHT keys, plus two random
+//!   keys that keep us exploring, as c-toxcore does) a list of the 8 closest
+//!   nodes is kept the same way; the node with the key itself is found when
+//!   it answers.
+//! - **Answers**: pings are echoed; nodes requests get up to 4 good nodes
+//!   closest to the asked key, LAN addresses only to LAN peers.
+//! - **DHT requests** (0x20) addressed to us are decrypted (NAT pings are
+//!   answered here; the rest go up as events); others are routed to the
+//!   addressee if it is in our close list.
+//! - **LAN discovery** (0x21) announces our key to the LAN every 10 s, and
+//!   a LAN peer's announcement is answered with a nodes request.
+//! - **Bootstrap info** (0xF0) is answered when a version and MOTD are set
+//!   (relay nodes set them).
+//!
+//! Time is passed in; the DHT does its periodic work on a one-second tick
+//! and says when it next wants to run through [`Dht::poll_timeout`].
+
+pub mod client;
+pub mod lists;
+pub mod pending;
+
+use std::collections::VecDeque;
+use std::net::{IpAddr, SocketAddr};
+use std::time::{Duration, Instant};
+
+use bytes::{Bytes, BytesMut};
+use rand_chacha::ChaCha20Rng;
+use rand_core::{Rng, SeedableRng};
+
+use self::client::{Client, PING_INTERVAL};
+use self::lists::{Admission, Candidates, CloseList, SearchList};
+use self::pending::{Pending, RequestKind};
+use super::addr::{is_lan, normalize};
+use super::key_cache::KeyCache;
+use crate::crypto::{KeyPair, Nonce, PublicKey};
+use crate::wire::bootstrap_info::{BootstrapInfoRequest, BootstrapInfoResponse};
+use crate::wire::dht_packet::{DhtPacket, DhtPacketKind, DhtPayload};
+use crate::wire::dht_request::{DhtRequest, DhtRequestPayload};
+use crate::wire::lan_discovery::LanDiscovery;
+use crate::wire::nodes_request::NodesRequest;
+use crate::wire::nodes_response::NodesResponse;
+use crate::wire::packed_node::{PackedNode, Protocol};
+use crate::wire::ping_request::PingRequest;
+use crate::wire::ping_response::PingResponse;
+
+/// How often the periodic work runs.
+pub const TICK: Duration = Duration::from_secs(1);
+/// How often one random good node of each list is asked for nodes
+/// (c-toxcore's GET_NODE_INTERVAL).
+pub const RANDOM_ASK_INTERVAL: Duration = Duration::from_secs(20);
+/// How soon an unanswered keep-alive is repeated. c-toxcore waits a full
+/// minute, so two lost datagrams make a node bad; retrying keeps lossy links'
+/// nodes listed, at no cost on clean ones.
+pub const KEEPALIVE_RETRY: Duration = Duration::from_secs(10);
+/// How often nodes that asked us something are pinged (TIME_TO_PING).
+pub const PING_ROUND_INTERVAL: Duration = Duration::from_secs(2);
+/// How often the bootstrap nodes are asked while the close list is empty.
+pub const REBOOTSTRAP_INTERVAL: Duration = Duration::from_secs(10);
+/// How often our key is announced on the LAN (LAN_DISCOVERY_INTERVAL).
+pub const LAN_DISCOVERY_INTERVAL: Duration = Duration::from_secs(10);
+/// Nodes in a nodes response (MAX_SENT_NODES).
+pub const MAX_SENT_NODES: usize = 4;
+/// Nodes pinged per round (MAX_TO_PING).
+pub const MAX_TO_PING: usize = 32;
+/// Close-list candidates asked per tick (MAX_CLOSE_TO_BOOTSTRAP_NODES).
+pub const MAX_CLOSE_TO_ASK: usize = 8;
+/// Random keys searched to keep exploring (DHT_FAKE_FRIEND_NUMBER).
+pub const EXPLORATION_SEARCHES: usize = 2;
+/// While a list keeps changing, its periodic ask happens every tick rather
+/// than every 20 s, until this many asks in a row changed nothing (c-toxcore
+/// asks fast only for its first 5, MAX_BOOTSTRAP_TIMES; settling by result
+/// converges faster under loss and is as quiet once settled).
+pub const FAST_ASKS_UNTIL_SETTLED: u32 = 10;
+/// Tox's default UDP port, where LAN discovery is always sent.
+pub const DEFAULT_PORT: u16 = 33445;
+/// The end of Tox's default port range.
+pub const LAST_DEFAULT_PORT: u16 = 33545;
+/// Extra ports tried per LAN discovery round (PORTS_PER_DISCOVERY).
+pub const LAN_PORTS_PER_ROUND: u16 = 10;
+
+/// How the DHT behaves.
+#[derive(Debug, Clone, Default)]
+pub struct DhtConfig {
+    /// Announce ourselves on the LAN and answer LAN announcements.
+    pub lan_discovery: bool,
+    /// Nodes to bootstrap from, and to return to when the close list is empty.
+    pub bootstrap_nodes: Vec<PackedNode>,
+    /// Answer bootstrap-info requests with this version and message of the day.
+    pub bootstrap_info: Option<(u32, Bytes)>,
+}
+
+/// What the DHT tells the layers above.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DhtEvent {
+    /// The node holding a searched key answered from `addr`.
+    Found {
+        /// The searched key.
+        key: PublicKey,
+        /// Where it is.
+        addr: SocketAddr,
+    },
+    /// A DHT request (0x20) addressed to us with a payload another layer
+    /// handles (DHT-PK announcements, friend requests).
+    Request {
+        /// Its sender's public key (a real or DHT key, depending on kind).
+        sender: PublicKey,
+        /// The payload's first byte.
+        kind: u8,
+        /// The payload after that byte.
+        data: Bytes,
+        /// Where it came from (the last hop).
+        from: SocketAddr,
+    },
+}
+
+/// A datagram to send.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Transmit {
+    /// Where to.
+    pub dst: SocketAddr,
+    /// The bytes.
+    pub payload: Bytes,
+}
+
+/// Counters of what the DHT sent, answered and refused.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct DhtStats {
+    /// Nodes requests sent.
+    pub nodes_requests_sent: u64,
+    /// Ping requests sent.
+    pub pings_sent: u64,
+    /// Requests of others answered.
+    pub requests_answered: u64,
+    /// Packets that did not decode or decrypt.
+    pub dropped_malformed: u64,
+    /// Answers to requests we did not send (or too late).
+    pub dropped_unsolicited: u64,
+    /// Packets claiming to come from our own key.
+    pub dropped_from_self: u64,
+    /// DHT requests routed on to another node.
+    pub requests_routed: u64,
+    /// DHT requests for unknown nodes, dropped.
+    pub dropped_unroutable: u64,
+}
+
+#[derive(Debug)]
+struct Search {
+    list: SearchList,
+    to_ask: Candidates,
+    last_random_ask: Option<Instant>,
+    asks: u32,
+    /// Periodic asks since a node last entered the list.
+    asks_since_change: u32,
+}
+
+impl Search {
+    fn new(target: PublicKey) -> Self {
+        Self {
+            list: SearchList::new(target),
+            to_ask: Candidates::new(MAX_SENT_NODES),
+            last_random_ask: None,
+            asks: 0,
+            asks_since_change: 0,
+        }
+    }
+}
+
+/// The DHT state machine. Feed it packets and time; drain its transmits
+/// and events.
+#[derive(Debug)]
+pub struct Dht {
+    keys: KeyPair,
+    config: DhtConfig,
+    close: CloseList,
+    close_to_ask: Candidates,
+    close_last_random_ask: Option<Instant>,
+    close_asks: u32,
+    close_asks_since_change: u32,
+    searches: Vec<Search>,
+    to_ping: Candidates,
+    last_ping_round: Option<Instant>,
+    pending: Pending,
+    key_cache: KeyCache,
+    last_bootstrap: Option<Instant>,
+    lan_targets: Vec<IpAddr>,
+    last_lan_discovery: Option<Instant>,
+    next_lan_port: u16,
+    next_tick: Option<Instant>,
+    rng: ChaCha20Rng,
+    transmits: VecDeque<Transmit>,
+    events: VecDeque<DhtEvent>,
+    stats: DhtStats,
+}
+
+impl Dht {
+    /// A DHT with the key pair `keys` (the node's DHT key pair, made fresh at
+    /// every start), whose randomness comes from `seed`.
+    pub fn new(keys: KeyPair, config: DhtConfig, seed: [u8; 32]) -> Self {
+        let mut rng = ChaCha20Rng::from_seed(seed);
+        let searches = (0..EXPLORATION_SEARCHES)
+            .map(|_| {
+                let mut random = [0u8; 32];
+                rng.fill_bytes(&mut random);
+                Search::new(PublicKey::from_bytes(random))
+            })
+            .collect();
+        Self {
+            close: CloseList::new(*keys.public()),
+            keys,
+            config,
+            close_to_ask: Candidates::new(MAX_CLOSE_TO_ASK),
+            close_last_random_ask: None,
+            close_asks: 0,
+            close_asks_since_change: 0,
+            searches,
+            to_ping: Candidates::new(MAX_TO_PING),
+            last_ping_round: None,
+            pending: Pending::default(),
+            key_cache: KeyCache::new(1024),
+            last_bootstrap: None,
+            lan_targets: Vec::new(),
+            last_lan_discovery: None,
+            next_lan_port: DEFAULT_PORT + 1,
+            next_tick: None,
+            rng,
+            transmits: VecDeque::new(),
+            events: VecDeque::new(),
+            stats: DhtStats::default(),
+        }
+    }
+
+    /// Our DHT public key.
+    pub fn public_key(&self) -> &PublicKey {
+        self.keys.public()
+    }
+
+    /// Counters.
+    pub fn stats(&self) -> DhtStats {
+        self.stats
+    }
+
+    /// The close list.
+    pub fn close_list(&self) -> &CloseList {
+        &self.close
+    }
+
+    /// Good nodes in the close list.
+    pub fn good_nodes(&self, now: Instant) -> usize {
+        self.close.iter().filter(|c| c.is_good(now)).count()
+    }
+
+    /// Where LAN discovery announcements go (the driver knows the
+    /// interfaces' broadcast addresses).
+    pub fn set_lan_targets(&mut self, targets: Vec<IpAddr>) {
+        self.lan_targets = targets;
+    }
+
+    /// Asks `node` for the nodes around our key and remembers it as a
+    /// bootstrap node.
+    pub fn bootstrap(&mut self, now: Instant, node: PackedNode) {
+        if node.protocol != Protocol::Udp {
+            return;
+        }
+        if !self.config.bootstrap_nodes.contains(&node) {
+            self.config.bootstrap_nodes.push(node);
+        }
+        self.next_tick.get_or_insert(now);
+        let own = *self.keys.public();
+        self.send_nodes_request(now, node.public_key, normalize(node.addr), own);
+    }
+
+    /// Starts looking for the node with DHT key `key`. Returns false if it
+    /// is already searched.
+    pub fn add_search(&mut self, key: PublicKey) -> bool {
+        if self.searches.iter().any(|s| *s.list.target() == key) {
+            return false;
+        }
+        self.searches.push(Search::new(key));
+        true
+    }
+
+    /// Stops looking for `key`.
+    pub fn remove_search(&mut self, key: &PublicKey) {
+        self.searches.retain(|s| s.list.target() != key);
+    }
+
+    /// The nodes found so far closest to a searched key.
+    pub fn search_results(&self, key: &PublicKey) -> Option<&[Client]> {
+        self.searches.iter().find(|s| s.list.target() == key).map(|s| s.list.clients())
+    }
+
+    /// Where the node with key `key` is, if it is in one of our lists and good.
+    pub fn addr_of(&self, key: &PublicKey, now: Instant) -> Option<SocketAddr> {
+        self.close
+            .get(key)
+            .into_iter()
+            .chain(self.searches.iter().filter_map(|s| s.list.clients().iter().find(|c| c.public_key == *key)))
+            .find_map(|c| c.best_addr(now))
+    }
+
+    /// Up to `max` good nodes closest to `key` from all our lists,
+    /// closest first; LAN addresses only if `lan_ok`.
+    pub fn closest_nodes(&self, key: &PublicKey, max: usize, lan_ok: bool, now: Instant) -> Vec<PackedNode> {
+        let mut best = Candidates::new(max);
+        let lists = self.close.iter().chain(self.searches.iter().flat_map(|s| s.list.clients()));
+        for client in lists {
+            if let Some(addr) = client.best_addr(now)
+                && (lan_ok || !is_lan(addr.ip()))
+            {
+                best.add(key, client.public_key, addr);
+            }
+        }
+        best.take()
+            .into_iter()
+            .map(|(public_key, addr)| PackedNode { protocol: Protocol::Udp, addr, public_key })
+            .collect()
+    }
+
+    /// The next datagram to send.
+    pub fn poll_transmit(&mut self) -> Option<Transmit> {
+        self.transmits.pop_front()
+    }
+
+    /// The next event for the layers above.
+    pub fn poll_event(&mut self) -> Option<DhtEvent> {
+        self.events.pop_front()
+    }
+
+    /// When [`handle_timeout`](Self::handle_timeout) should next be called;
+    /// `None` until the first input or timeout call (the owner calls
+    /// `handle_timeout` once at start).
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        self.next_tick
+    }
+
+    /// Runs the periodic work if it is due. The first call runs it at once.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        if self.next_tick.is_some_and(|t| now < t) {
+            return;
+        }
+        self.next_tick = Some(now + TICK);
+        self.pending.expire(now);
+        self.tick_close(now);
+        self.tick_searches(now);
+        self.tick_pings(now);
+        self.tick_bootstrap(now);
+        self.tick_lan(now);
+    }
+
+    /// Handles one UDP datagram. Packets of kinds the DHT does not handle
+    /// are ignored (the node dispatches those elsewhere).
+    pub fn handle_packet(&mut self, now: Instant, from: SocketAddr, data: Bytes) {
+        self.next_tick.get_or_insert(now);
+        let from = normalize(from);
+        let Some(&kind) = data.first() else { return };
+        let handled = match kind {
+            0x00..=0x02 | 0x04 => self.handle_dht_packet(now, from, data),
+            0x20 => self.handle_dht_request(now, from, data),
+            0x21 => self.handle_lan_discovery(now, from, data),
+            0xf0 => self.handle_bootstrap_info(from, data),
+            _ => Ok(()),
+        };
+        if handled.is_err() {
+            self.stats.dropped_malformed += 1;
+        }
+    }
+
+    // ---- receiving --------------------------------------------------------
+
+    fn handle_dht_packet(&mut self, now: Instant, from: SocketAddr, data: Bytes) -> Result<(), Malformed> {
+        let packet = DhtPacket::decode(data).map_err(|_| Malformed)?;
+        if packet.sender == *self.keys.public() {
+            self.stats.dropped_from_self += 1;
+            return Ok(());
+        }
+        let key = self.key_cache.get(&packet.sender, self.keys.secret()).map_err(|_| Malformed)?;
+        let plain = packet.open(key).map_err(|_| Malformed)?;
+        let sender = packet.sender;
+        match packet.kind {
+            DhtPacketKind::PingRequest => {
+                let ping = PingRequest::decode(plain).map_err(|_| Malformed)?;
+                self.send_sealed(from, sender, &ping.response());
+                self.stats.requests_answered += 1;
+                self.consider_pinging(now, sender, from);
+            }
+            DhtPacketKind::PingResponse => {
+                let pong = PingResponse::decode(plain).map_err(|_| Malformed)?;
+                if self.pending.take(pong.ping_id, RequestKind::Ping, &sender, from, now) {
+                    self.heard_from(now, sender, from);
+                } else {
+                    self.stats.dropped_unsolicited += 1;
+                }
+            }
+            DhtPacketKind::NodesRequest => {
+                let request = NodesRequest::decode(plain).map_err(|_| Malformed)?;
+                let nodes = self.closest_nodes(&request.searched, MAX_SENT_NODES, is_lan(from.ip()), now);
+                let response = NodesResponse::new(nodes, request.ping_id).map_err(|_| Malformed)?;
+                self.send_sealed(from, sender, &response);
+                self.stats.requests_answered += 1;
+                self.consider_pinging(now, sender, from);
+            }
+            DhtPacketKind::NodesResponse => {
+                let response = NodesResponse::decode(plain).map_err(|_| Malformed)?;
+                if !self.pending.take(response.ping_id, RequestKind::Nodes, &sender, from, now) {
+                    self.stats.dropped_unsolicited += 1;
+                    return Ok(());
+                }
+                self.heard_from(now, sender, from);
+                for node in response.into_nodes() {
+                    if node.protocol == Protocol::Udp {
+                        self.learned_of(now, node.public_key, normalize(node.addr), sender);
+                    }
+                }
+            }
+            _ => return Err(Malformed),
+        }
+        Ok(())
+    }
+
+    fn handle_dht_request(&mut self, now: Instant, from: SocketAddr, data: Bytes) -> Result<(), Malformed> {
+        let request = DhtRequest::decode(data.clone()).map_err(|_| Malformed)?;
+        if request.receiver != *self.keys.public() {
+            // Not for us: pass it on if we know the addressee.
+            match self.close.get(&request.receiver).and_then(|c| c.best_addr(now)) {
+                Some(dst) => {
+                    self.transmits.push_back(Transmit { dst, payload: data });
+                    self.stats.requests_routed += 1;
+                }
+                None => self.stats.dropped_unroutable += 1,
+            }
+            return Ok(());
+        }
+        if request.sender == *self.keys.public() {
+            self.stats.dropped_from_self += 1;
+            return Ok(());
+        }
+        let key = self.key_cache.get(&request.sender, self.keys.secret()).map_err(|_| Malformed)?;
+        let plain = request.open(key).map_err(|_| Malformed)?;
+        match DhtRequestPayload::decode(plain).map_err(|_| Malformed)? {
+            DhtRequestPayload::NatPingRequest(ping) => {
+                self.send_dht_request(now, request.sender, &ping.response().into());
+            }
+            DhtRequestPayload::NatPingResponse(_) => {}
+            DhtRequestPayload::Other { kind, data } => {
+                self.events.push_back(DhtEvent::Request { sender: request.sender, kind, data, from });
+            }
+        }
+        Ok(())
+    }
+
+    fn handle_lan_discovery(&mut self, now: Instant, from: SocketAddr, data: Bytes) -> Result<(), Malformed> {
+        let announce = LanDiscovery::decode(data).map_err(|_| Malformed)?;
+        if self.config.lan_discovery && is_lan(from.ip()) && announce.public_key != *self.keys.public() {
+            let own = *self.keys.public();
+            self.send_nodes_request(now, announce.public_key, from, own);
+        }
+        Ok(())
+    }
+
+    fn handle_bootstrap_info(&mut self, from: SocketAddr, data: Bytes) -> Result<(), Malformed> {
+        BootstrapInfoRequest::decode(data).map_err(|_| Malformed)?;
+        if let Some((version, motd)) = &self.config.bootstrap_info {
+            let response = BootstrapInfoResponse::new(*version, motd.clone());
+            let mut buf = BytesMut::with_capacity(response.encoded_len());
+            response.encode(&mut buf);
+            self.transmits.push_back(Transmit { dst: from, payload: buf.freeze() });
+            self.stats.requests_answered += 1;
+        }
+        Ok(())
+    }
+
+    /// A node answered one of our requests: it may enter our lists. A node
+    /// that just entered one is asked once for the nodes around its own key:
+    /// answers carry only 4 nodes, so without this the 5th to 8th closest
+    /// nodes to a key are never named by anyone once the closest 4 are known.
+    fn heard_from(&mut self, now: Instant, key: PublicKey, addr: SocketAddr) {
+        let mut added = self.close.heard_from(&key, addr, now) == Admission::Added;
+        if added {
+            self.close_asks_since_change = 0;
+        }
+        for search in &mut self.searches {
+            let admission = search.list.heard_from(&key, addr, now);
+            if admission == Admission::Added {
+                added = true;
+                search.asks_since_change = 0;
+            }
+            if admission.is_listed() && *search.list.target() == key {
+                self.events.push_back(DhtEvent::Found { key, addr });
+            }
+        }
+        if added {
+            self.send_nodes_request(now, key, addr, key);
+        }
+    }
+
+    /// A node we heard of from `via`: ask it for nodes if it would improve a
+    /// list, and note what `via` says about searched keys and about us.
+    fn learned_of(&mut self, now: Instant, key: PublicKey, addr: SocketAddr, via: PublicKey) {
+        let own = *self.keys.public();
+        if key == own {
+            if let Some(client) = self.close.get_mut(&via) {
+                for assoc in client.assocs_mut() {
+                    assoc.returned = Some((addr, now));
+                }
+            }
+            return;
+        }
+        if self.close.can_add(&key, now) {
+            self.close_to_ask.add(&own, key, addr);
+        }
+        for search in &mut self.searches {
+            if *search.list.target() == key
+                && let Some(client) = search.list.get_mut(&via)
+            {
+                for assoc in client.assocs_mut() {
+                    assoc.returned = Some((addr, now));
+                }
+            }
+            if search.list.can_add(&key, now) {
+                let target = *search.list.target();
+                search.to_ask.add(&target, key, addr);
+            }
+        }
+    }
+
+    /// Someone asked us something: ping them soon if they would fit a list
+    /// (c-toxcore's `ping_add`), which is how we learn about them safely.
+    fn consider_pinging(&mut self, now: Instant, key: PublicKey, addr: SocketAddr) {
+        let useful = self.close.can_add(&key, now) || self.searches.iter().any(|s| s.list.can_add(&key, now));
+        if useful {
+            let own = *self.keys.public();
+            self.to_ping.add(&own, key, addr);
+        }
+    }
+
+    // ---- periodic work ----------------------------------------------------
+
+    fn tick_close(&mut self, now: Instant) {
+        let own = *self.keys.public();
+        for (key, addr) in self.close_to_ask.take() {
+            self.send_nodes_request(now, key, addr, own);
+        }
+        let due = self.keepalive_due(now, ListRef::Close);
+        for (key, addr) in due {
+            self.send_nodes_request(now, key, addr, own);
+        }
+        let fast = self.close_asks_since_change < FAST_ASKS_UNTIL_SETTLED;
+        if (fast || self.close_last_random_ask.is_none_or(|t| now >= t + RANDOM_ASK_INTERVAL))
+            && let Some((key, addr, probe)) = plan_ask(&mut self.rng, self.close_asks, &own, self.close.iter(), now)
+        {
+            self.send_nodes_request(now, key, addr, probe);
+            self.close_last_random_ask = Some(now);
+            self.close_asks += 1;
+            self.close_asks_since_change += 1;
+        }
+    }
+
+    fn tick_searches(&mut self, now: Instant) {
+        for i in 0..self.searches.len() {
+            let target = *self.searches[i].list.target();
+            for (key, addr) in self.searches[i].to_ask.take() {
+                self.send_nodes_request(now, key, addr, target);
+            }
+            for (key, addr) in self.keepalive_due(now, ListRef::Search(i)) {
+                self.send_nodes_request(now, key, addr, target);
+            }
+            let search = &self.searches[i];
+            let fast = search.asks_since_change < FAST_ASKS_UNTIL_SETTLED;
+            if (fast || search.last_random_ask.is_none_or(|t| now >= t + RANDOM_ASK_INTERVAL))
+                && let Some((key, addr, probe)) =
+                    plan_ask(&mut self.rng, search.asks, &target, search.list.clients().iter(), now)
+            {
+                self.send_nodes_request(now, key, addr, probe);
+                let search = &mut self.searches[i];
+                search.last_random_ask = Some(now);
+                search.asks += 1;
+                search.asks_since_change += 1;
+            }
+        }
+    }
+
+    /// Addresses of a list's live nodes that are due a keep-alive: not asked
+    /// for a minute, or, once a keep-alive went unanswered, not asked for
+    /// [`KEEPALIVE_RETRY`] (so a lost datagram or two does not make a node
+    /// bad). Marks them asked.
+    fn keepalive_due(&mut self, now: Instant, list: ListRef) -> Vec<(PublicKey, SocketAddr)> {
+        let mut due = Vec::new();
+        let mut visit = |client: &mut Client| {
+            let key = client.public_key;
+            for assoc in client.assocs_mut() {
+                let overdue = now >= assoc.last_seen + PING_INTERVAL + pending::REQUEST_TIMEOUT;
+                let wait = if overdue { KEEPALIVE_RETRY } else { PING_INTERVAL };
+                if assoc.is_alive(now) && assoc.last_pinged.is_none_or(|t| now >= t + wait) {
+                    assoc.last_pinged = Some(now);
+                    due.push((key, assoc.addr));
+                }
+            }
+        };
+        match list {
+            ListRef::Close => self.close.iter_mut().for_each(&mut visit),
+            ListRef::Search(i) => self.searches[i].list.clients_mut().iter_mut().for_each(&mut visit),
+        }
+        due
+    }
+
+    fn tick_pings(&mut self, now: Instant) {
+        if self.to_ping.is_empty() || self.last_ping_round.is_some_and(|t| now < t + PING_ROUND_INTERVAL) {
+            return;
+        }
+        self.last_ping_round = Some(now);
+        for (key, addr) in self.to_ping.take() {
+            let useful = self.close.can_add(&key, now) || self.searches.iter().any(|s| s.list.can_add(&key, now));
+            if useful {
+                self.send_ping(now, key, addr);
+            }
+        }
+    }
+
+    fn tick_bootstrap(&mut self, now: Instant) {
+        if self.good_nodes(now) > 0 || self.last_bootstrap.is_some_and(|t| now < t + REBOOTSTRAP_INTERVAL) {
+            return;
+        }
+        self.last_bootstrap = Some(now);
+        let own = *self.keys.public();
+        let nodes: Vec<PackedNode> = self.config.bootstrap_nodes.clone();
+        for node in nodes {
+            self.send_nodes_request(now, node.public_key, normalize(node.addr), own);
+        }
+    }
+
+    fn tick_lan(&mut self, now: Instant) {
+        if !self.config.lan_discovery
+            || self.lan_targets.is_empty()
+            || self.last_lan_discovery.is_some_and(|t| now < t + LAN_DISCOVERY_INTERVAL)
+        {
+            return;
+        }
+        self.last_lan_discovery = Some(now);
+        let first = self.next_lan_port;
+        let last = (first + LAN_PORTS_PER_ROUND).min(LAST_DEFAULT_PORT);
+        self.next_lan_port = if last == LAST_DEFAULT_PORT { DEFAULT_PORT + 1 } else { last };
+        let mut packet = BytesMut::new();
+        LanDiscovery { public_key: *self.keys.public() }.encode(&mut packet);
+        let packet = packet.freeze();
+        for ip in self.lan_targets.clone() {
+            for port in std::iter::once(DEFAULT_PORT).chain(first..last) {
+                self.transmits.push_back(Transmit { dst: SocketAddr::new(ip, port), payload: packet.clone() });
+            }
+        }
+    }
+
+    // ---- sending ----------------------------------------------------------
+
+    fn new_request_id(&mut self) -> u64 {
+        loop {
+            let id = self.rng.next_u64();
+            if id != 0 {
+                return id;
+            }
+        }
+    }
+
+    fn send_nodes_request(&mut self, now: Instant, key: PublicKey, addr: SocketAddr, searched: PublicKey) {
+        if key == *self.keys.public() {
+            return;
+        }
+        let ping_id = self.new_request_id();
+        if self.send_sealed(addr, key, &NodesRequest { searched, ping_id }) {
+            self.pending.insert(ping_id, RequestKind::Nodes, key, addr, now);
+            self.stats.nodes_requests_sent += 1;
+        }
+    }
+
+    fn send_ping(&mut self, now: Instant, key: PublicKey, addr: SocketAddr) {
+        let ping_id = self.new_request_id();
+        if self.send_sealed(addr, key, &PingRequest::new(ping_id)) {
+            self.pending.insert(ping_id, RequestKind::Ping, key, addr, now);
+            self.stats.pings_sent += 1;
+        }
+    }
+
+    /// Seals a DHT packet for `key` and queues it; false if the key is unusable.
+    fn send_sealed<P: DhtPayload>(&mut self, dst: SocketAddr, key: PublicKey, payload: &P) -> bool {
+        let nonce = Nonce::random(&mut self.rng);
+        let Ok(shared) = self.key_cache.get(&key, self.keys.secret()) else { return false };
+        let packet = DhtPacket::seal_payload(*self.keys.public(), shared, nonce, payload);
+        let mut buf = BytesMut::with_capacity(packet.encoded_len());
+        packet.encode(&mut buf);
+        self.transmits.push_back(Transmit { dst, payload: buf.freeze() });
+        true
+    }
+
+    /// Sends a DHT request to the node with `receiver`'s key, through the
+    /// nodes that know it (or directly when we do).
+    fn send_dht_request(&mut self, now: Instant, receiver: PublicKey, payload: &DhtRequestPayload) {
+        let nonce = Nonce::random(&mut self.rng);
+        let Ok(shared) = self.key_cache.get(&receiver, self.keys.secret()) else { return };
+        let Ok(request) = DhtRequest::seal(receiver, *self.keys.public(), shared, nonce, payload) else { return };
+        let mut buf = BytesMut::with_capacity(request.encoded_len());
+        request.encode(&mut buf);
+        let payload = buf.freeze();
+        let targets: Vec<SocketAddr> = match self.addr_of(&receiver, now) {
+            Some(addr) => vec![addr],
+            None => self
+                .searches
+                .iter()
+                .filter(|s| *s.list.target() == receiver)
+                .flat_map(|s| s.list.clients().iter().filter_map(|c| c.best_addr(now)))
+                .collect(),
+        };
+        for dst in targets {
+            self.transmits.push_back(Transmit { dst, payload: payload.clone() });
+        }
+    }
+}
+
+/// The periodic ask of a list: which node to ask about which key.
+///
+/// Rounds cycle through the list's own key (asked of a random good node)
+/// and that key with one bit flipped at each of the 4 depths from where its
+/// 8th closest known node sits (asked of the good node closest to that
+/// probe key, which knows that part of the key space best). Answers carry
+/// only the 4 nodes closest to the asked key, so asking about the exact key
+/// alone never names the 5th to 8th closest once the 4 closest are known;
+/// asking about a neighbouring subtree's key names that subtree's nodes
+/// closest to ours (Kademlia's bucket refresh, aimed where it matters).
+fn plan_ask<'a>(
+    rng: &mut ChaCha20Rng,
+    round: u32,
+    base: &PublicKey,
+    clients: impl Iterator<Item = &'a Client>,
+    now: Instant,
+) -> Option<(PublicKey, SocketAddr, PublicKey)> {
+    let good: Vec<(PublicKey, SocketAddr)> =
+        clients.filter_map(|c| c.best_addr(now).map(|addr| (c.public_key, addr))).collect();
+    if good.is_empty() {
+        return None;
+    }
+    let step = (round % 5) as usize;
+    if step == 0 {
+        let (key, addr) = good[(rng.next_u64() % good.len() as u64) as usize];
+        return Some((key, addr, *base));
+    }
+    let mut closest = Candidates::new(lists::BUCKET_SIZE);
+    for (key, addr) in &good {
+        closest.add(base, *key, *addr);
+    }
+    let radius = closest.take().last().map_or(0, |(key, _)| client::common_prefix_bits(base, key)).min(252);
+    let bit = radius + step - 1;
+    let mut probe = *base.as_bytes();
+    probe[bit / 8] ^= 0x80 >> (bit % 8);
+    let probe = PublicKey::from_bytes(probe);
+    let (key, addr) = good.into_iter().min_by(|a, b| client::cmp_distance(&probe, &a.0, &b.0))?;
+    Some((key, addr, probe))
+}
+
+#[derive(Debug, Clone, Copy)]
+enum ListRef {
+    Close,
+    Search(usize),
+}
+
+/// A packet that did not decode or decrypt (counted, never fatal).
+#[derive(Debug, Clone, Copy)]
+struct Malformed;
