@@ -8,6 +8,7 @@
 //! - [`proto`]: the Tox protocol as sans-IO state machines, composed into a
 //!   [`proto::Node`];
 //! - [`sim`]: a deterministic network simulator for those nodes;
+//! - [`driver`]: runs a node on a real UDP socket and clock (tokio);
 //! - [`app`]: identity storage and the wiring of Tox friends to the tunnel
 //!   and VPN engines;
 //! - [`cli`]: the command line, logging, and the `run` entry point the
@@ -16,6 +17,7 @@
 pub mod app;
 pub mod cli;
 pub mod crypto;
+pub mod driver;
 pub mod proto;
 pub mod sim;
 pub mod wire;

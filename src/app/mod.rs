@@ -1,5 +1,6 @@
 //! The application layer: our identity, the shared secret, and (as the
 //! engines land) the wiring of Tox friends to the tunnel and VPN engines.
 
+pub mod bootstrap;
 pub mod identity;
 pub mod secret;

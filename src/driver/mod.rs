@@ -1,0 +1,248 @@
+//! The driver: connects a sans-IO [`Node`] to a real UDP socket and clock.
+//!
+//! One tokio task owns the node. Each wake-up handles one cause (datagrams,
+//! a command, the node's timer), then sends everything the node queued and
+//! passes its events on. Datagrams are read in batches of up to
+//! [`RECV_BATCH`] per wake-up, and nothing spins: when idle the task sleeps
+//! until the node's next timer.
+
+// The driver is where real time enters.
+#![allow(clippy::disallowed_methods)]
+
+pub mod udp;
+
+use std::io;
+use std::net::SocketAddr;
+use std::time::Instant;
+
+use bytes::Bytes;
+use tokio::net::UdpSocket;
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use crate::proto::{Node, NodeEvent};
+
+/// Datagrams read per wake-up at most, before the node's output is flushed.
+pub const RECV_BATCH: usize = 64;
+/// Events waiting for the owner at most; more are dropped and counted.
+pub const EVENT_QUEUE: usize = 1024;
+/// Commands waiting for the node at most; senders wait beyond it.
+pub const COMMAND_QUEUE: usize = 64;
+/// The largest datagram read.
+pub const MAX_DATAGRAM: usize = 2048;
+
+/// A closure run on the node's task with the current time.
+pub type NodeFn = Box<dyn FnOnce(&mut Node, Instant) + Send>;
+
+/// Work for the node's task.
+pub enum Command {
+    /// Run a closure on the node (bootstrap, add a search, read state).
+    /// Whatever it queues is sent at once.
+    With(NodeFn),
+}
+
+impl std::fmt::Debug for Command {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Command::With(..)")
+    }
+}
+
+/// Counters of the driver itself.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct DriverStats {
+    /// Datagrams received.
+    pub received: u64,
+    /// Datagrams sent.
+    pub sent: u64,
+    /// Datagrams the socket refused to send (unreachable, wrong family...).
+    pub send_errors: u64,
+    /// Events dropped because the owner did not keep up.
+    pub events_dropped: u64,
+}
+
+/// The owner's side of a running node.
+#[derive(Debug)]
+pub struct NodeHandle {
+    commands: mpsc::Sender<Command>,
+    events: mpsc::Receiver<NodeEvent>,
+    local_addr: SocketAddr,
+    cancel: CancellationToken,
+    task: JoinHandle<DriverStats>,
+}
+
+/// Why the node's task is no longer there.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("the node has stopped")]
+pub struct Stopped;
+
+impl NodeHandle {
+    /// The socket's local address.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// Runs `f` on the node and returns its result.
+    pub async fn with<R: Send + 'static>(
+        &self,
+        f: impl FnOnce(&mut Node, Instant) -> R + Send + 'static,
+    ) -> Result<R, Stopped> {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let command = Command::With(Box::new(move |node, now| {
+            let _ = tx.send(f(node, now));
+        }));
+        self.commands.send(command).await.map_err(|_| Stopped)?;
+        rx.await.map_err(|_| Stopped)
+    }
+
+    /// The next event, or `None` once the node stopped.
+    pub async fn next_event(&mut self) -> Option<NodeEvent> {
+        self.events.recv().await
+    }
+
+    /// Stops the node and returns the driver's counters.
+    pub async fn shutdown(self) -> DriverStats {
+        self.cancel.cancel();
+        self.task.await.unwrap_or_default()
+    }
+}
+
+/// Starts the node's task on the current tokio runtime, on `socket` (see
+/// [`udp::bind`]). The task ends when `cancel` fires or the handle is
+/// shut down.
+pub fn spawn(node: Node, socket: std::net::UdpSocket, cancel: CancellationToken) -> io::Result<NodeHandle> {
+    let socket = UdpSocket::from_std(socket)?;
+    let local_addr = socket.local_addr()?;
+    let (commands, command_rx) = mpsc::channel(COMMAND_QUEUE);
+    let (event_tx, events) = mpsc::channel(EVENT_QUEUE);
+    let task = tokio::spawn(run(node, socket, command_rx, event_tx, cancel.clone()));
+    Ok(NodeHandle { commands, events, local_addr, cancel, task })
+}
+
+async fn run(
+    mut node: Node,
+    socket: UdpSocket,
+    mut commands: mpsc::Receiver<Command>,
+    events: mpsc::Sender<NodeEvent>,
+    cancel: CancellationToken,
+) -> DriverStats {
+    let local = socket.local_addr().unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)));
+    let mut stats = DriverStats::default();
+    let mut buf = vec![0u8; MAX_DATAGRAM];
+    node.handle_timeout(Instant::now());
+    loop {
+        flush(&mut node, &socket, local, &events, &mut stats).await;
+        let timer = node.poll_timeout().map(tokio::time::Instant::from_std);
+        tokio::select! {
+            () = cancel.cancelled() => break,
+            received = socket.recv_from(&mut buf) => {
+                let now = Instant::now();
+                if let Ok((len, from)) = received {
+                    stats.received += 1;
+                    node.handle_udp(now, from, Bytes::copy_from_slice(&buf[..len]));
+                }
+                // Drain what else is already queued, up to a batch.
+                for _ in 1..RECV_BATCH {
+                    match socket.try_recv_from(&mut buf) {
+                        Ok((len, from)) => {
+                            stats.received += 1;
+                            node.handle_udp(now, from, Bytes::copy_from_slice(&buf[..len]));
+                        }
+                        Err(_) => break,
+                    }
+                }
+            }
+            command = commands.recv() => match command {
+                Some(Command::With(f)) => f(&mut node, Instant::now()),
+                None => break,
+            },
+            () = sleep_until(timer) => node.handle_timeout(Instant::now()),
+        }
+    }
+    stats
+}
+
+async fn sleep_until(deadline: Option<tokio::time::Instant>) {
+    match deadline {
+        Some(deadline) => tokio::time::sleep_until(deadline).await,
+        None => std::future::pending().await,
+    }
+}
+
+async fn flush(
+    node: &mut Node,
+    socket: &UdpSocket,
+    local: SocketAddr,
+    events: &mpsc::Sender<NodeEvent>,
+    stats: &mut DriverStats,
+) {
+    while let Some(transmit) = node.poll_transmit() {
+        match socket.send_to(&transmit.payload, udp::send_addr(local, transmit.dst)).await {
+            Ok(_) => stats.sent += 1,
+            Err(e) => {
+                stats.send_errors += 1;
+                tracing::trace!(dst = %transmit.dst, error = %e, "send failed");
+            }
+        }
+    }
+    while let Some(event) = node.poll_event() {
+        if events.try_send(event).is_err() {
+            stats.events_dropped += 1;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::net::{IpAddr, Ipv4Addr};
+    use std::time::Duration;
+
+    use rand_chacha::ChaCha20Rng;
+    use rand_core::SeedableRng;
+
+    use super::*;
+    use crate::crypto::KeyPair;
+    use crate::proto::NodeConfig;
+    use crate::wire::packed_node::PackedNode;
+
+    fn loopback_node(seed: u64) -> (Node, std::net::UdpSocket) {
+        let mut rng = ChaCha20Rng::seed_from_u64(seed);
+        let keys = KeyPair::generate(&mut rng);
+        let node = Node::new(keys, NodeConfig::default(), [seed as u8; 32]);
+        let config = udp::UdpConfig {
+            ports: 41000..=41200,
+            bind_ip: Some(IpAddr::V4(Ipv4Addr::LOCALHOST)),
+            ..Default::default()
+        };
+        (node, udp::bind(&config).unwrap())
+    }
+
+    /// Two real nodes on loopback: one bootstraps from the other and each
+    /// ends up in the other's close list.
+    #[tokio::test]
+    async fn two_nodes_on_loopback_find_each_other() {
+        let (a, a_socket) = loopback_node(1);
+        let (b, b_socket) = loopback_node(2);
+        let a_key = *a.dht().public_key();
+        let b_key = *b.dht().public_key();
+        let a = spawn(a, a_socket, CancellationToken::new()).unwrap();
+        let b = spawn(b, b_socket, CancellationToken::new()).unwrap();
+        let a_addr = a.local_addr();
+        b.with(move |node, now| node.dht_mut().bootstrap(now, PackedNode::udp(a_addr, a_key))).await.unwrap();
+
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let a_knows = a.with(move |n, now| n.dht().close_list().get(&b_key).is_some_and(|c| c.is_good(now))).await;
+            let b_knows = b.with(move |n, now| n.dht().close_list().get(&a_key).is_some_and(|c| c.is_good(now))).await;
+            if a_knows == Ok(true) && b_knows == Ok(true) {
+                break;
+            }
+            assert!(Instant::now() < deadline, "nodes did not find each other within 10 s");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let a_stats = a.shutdown().await;
+        let b_stats = b.shutdown().await;
+        assert!(a_stats.received > 0 && b_stats.received > 0 && a_stats.sent > 0);
+        assert_eq!(a_stats.send_errors + b_stats.send_errors, 0);
+    }
+}

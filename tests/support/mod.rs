@@ -1,0 +1,13 @@
+//! Helpers shared by the integration tests: building the C programs that
+//! link Debian's libraries (libsodium, libtoxcore), network namespaces, a
+//! namespaced tox-bootstrapd, and the libtoxcore test peer.
+//!
+//! Each test file includes this module with `mod support;`; not every test
+//! uses every helper.
+#![allow(dead_code)]
+
+pub mod bootstrapd;
+pub mod cbuild;
+pub mod deadline;
+pub mod netns;
+pub mod toxpeer;
