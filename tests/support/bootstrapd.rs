@@ -31,11 +31,13 @@ pub struct BootstrapdConfig {
     pub tcp_port: u16,
     /// Message of the day, returned by the bootstrap-info request.
     pub motd: String,
+    /// Nodes the daemon bootstraps from: (IPv4 address, UDP port, 64-hex key).
+    pub bootstrap_nodes: Vec<(String, u16, String)>,
 }
 
 impl Default for BootstrapdConfig {
     fn default() -> BootstrapdConfig {
-        BootstrapdConfig { port: 33445, tcp_port: 33446, motd: "tuntox-test".to_owned() }
+        BootstrapdConfig { port: 33445, tcp_port: 33446, motd: "tuntox-test".to_owned(), bootstrap_nodes: Vec::new() }
     }
 }
 
@@ -122,12 +124,21 @@ impl Bootstrapd {
              tcp_relay_ports = [{tcp}]\n\
              enable_motd = true\n\
              motd = \"{motd}\"\n\
-             bootstrap_nodes = ()\n",
+             bootstrap_nodes = ({nodes})\n",
             port = self.config.port,
             keys = dir.join("keys").display(),
             pid = dir.join("tox-bootstrapd.pid").display(),
             tcp = self.config.tcp_port,
             motd = self.config.motd,
+            nodes = self
+                .config
+                .bootstrap_nodes
+                .iter()
+                .map(|(address, port, key)| {
+                    format!("{{ address = \"{address}\"\n port = {port}\n public_key = \"{key}\" }}")
+                })
+                .collect::<Vec<_>>()
+                .join(", "),
         );
         std::fs::write(self.config_path(), conf).expect("write bootstrapd.conf");
     }

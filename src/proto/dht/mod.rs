@@ -149,6 +149,10 @@ pub struct DhtStats {
     pub pings_sent: u64,
     /// Requests of others answered.
     pub requests_answered: u64,
+    /// Ping responses that matched a ping of ours.
+    pub pongs_accepted: u64,
+    /// Nodes responses that matched a request of ours.
+    pub nodes_responses_accepted: u64,
     /// Packets that did not decode or decrypt.
     pub dropped_malformed: u64,
     /// Answers to requests we did not send (or too late).
@@ -287,6 +291,12 @@ impl Dht {
         self.send_nodes_request(now, node.public_key, normalize(node.addr), own);
     }
 
+    /// Pings a node; if it answers, it may enter our lists.
+    pub fn ping(&mut self, now: Instant, key: PublicKey, addr: SocketAddr) {
+        self.next_tick.get_or_insert(now);
+        self.send_ping(now, key, normalize(addr));
+    }
+
     /// Starts looking for the node with DHT key `key`. Returns false if it
     /// is already searched.
     pub fn add_search(&mut self, key: PublicKey) -> bool {
@@ -404,6 +414,7 @@ impl Dht {
             DhtPacketKind::PingResponse => {
                 let pong = PingResponse::decode(plain).map_err(|_| Malformed)?;
                 if self.pending.take(pong.ping_id, RequestKind::Ping, &sender, from, now) {
+                    self.stats.pongs_accepted += 1;
                     self.heard_from(now, sender, from);
                 } else {
                     self.stats.dropped_unsolicited += 1;
@@ -423,6 +434,7 @@ impl Dht {
                     self.stats.dropped_unsolicited += 1;
                     return Ok(());
                 }
+                self.stats.nodes_responses_accepted += 1;
                 self.heard_from(now, sender, from);
                 for node in response.into_nodes() {
                     if node.protocol == Protocol::Udp {
