@@ -70,7 +70,10 @@ fn wait_until<T: Send + 'static>(
 fn our_node_joins_the_dht_of_tox_bootstrapd() {
     let netns = Netns::new("dhtjoin");
     let bootstrapd = Bootstrapd::start(&netns);
-    let peer = ToxPeer::spawn(&netns, &PeerOptions { bootstrap: vec![bootstrapd.bootstrap_arg()], ..PeerOptions::new("peer") });
+    let peer = ToxPeer::spawn(
+        &netns,
+        &PeerOptions { bootstrap: vec![bootstrapd.bootstrap_arg()], ..PeerOptions::new("peer") },
+    );
     let peer_dht = key(peer.dht_id());
     let bootstrapd_key = key(&bootstrapd.public_key_hex);
 
@@ -87,9 +90,9 @@ fn our_node_joins_the_dht_of_tox_bootstrapd() {
     .unwrap();
 
     let found = wait_until(&rt, &node, Duration::from_secs(30), "the libtoxcore peer", move |n, now| {
-        n.dht().search_results(&peer_dht)?.iter().find(|c| c.public_key == peer_dht && c.is_good(now)).cloned()
+        n.dht().search_results(&peer_dht)?.iter().find(|c| c.public_key == peer_dht).and_then(|c| c.best_addr(now))
     });
-    assert_eq!(found.best_addr(std::time::Instant::now()).map(|a| a.ip()), Some(IpAddr::V4(Ipv4Addr::LOCALHOST)));
+    assert_eq!(found.ip(), IpAddr::V4(Ipv4Addr::LOCALHOST));
 
     let stats = wait_until(&rt, &node, Duration::from_secs(10), "a ping response", |n, _| {
         let stats = n.dht().stats();
@@ -139,10 +142,11 @@ fn tox_bootstrapd_takes_our_node_into_its_dht() {
         n.dht_mut().add_search(seed_key);
     }))
     .unwrap();
-    let found = wait_until(&rt, &probe, Duration::from_secs(30), "our first node, via tox-bootstrapd", move |n, now| {
-        n.dht().search_results(&seed_key)?.iter().find(|c| c.public_key == seed_key && c.is_good(now)).cloned()
-    });
-    assert_eq!(found.best_addr(std::time::Instant::now()), Some(loopback(33600)));
+    let found =
+        wait_until(&rt, &probe, Duration::from_secs(30), "our first node, via tox-bootstrapd", move |n, now| {
+            n.dht().search_results(&seed_key)?.iter().find(|c| c.public_key == seed_key).and_then(|c| c.best_addr(now))
+        });
+    assert_eq!(found, loopback(33600));
     let seed_stats = rt.block_on(seed.with(|n, _| n.dht().stats())).unwrap();
     assert_eq!(seed_stats.dropped_malformed, 0, "{seed_stats:?}");
     rt.block_on(probe.shutdown());

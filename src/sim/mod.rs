@@ -8,6 +8,12 @@
 //! The loop repeatedly takes the earliest of: the next datagram delivery or
 //! the next node timer; advances the clock to it; hands it to the node; and
 //! queues whatever the node sends.
+//!
+//! Nodes may sit behind [`nat::Nat`]s: their datagrams leave with the NAT's
+//! public address, and datagrams to that address reach them only as the
+//! NAT's filtering allows, checked when they arrive.
+
+pub mod nat;
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap};
@@ -47,14 +53,22 @@ pub struct NetStats {
     pub delivered: u64,
     /// Datagrams lost on purpose.
     pub lost: u64,
-    /// Datagrams to addresses where no node lives.
+    /// Datagrams to addresses where no node lives, or that a NAT filtered.
     pub unroutable: u64,
 }
 
 #[derive(Debug, PartialEq, Eq, PartialOrd, Ord)]
 enum Wakeup {
-    Deliver { seq: u64, to: usize },
+    Deliver { seq: u64 },
     Timer { node: usize },
+}
+
+/// A datagram on the wire: source as the receiver sees it, destination.
+#[derive(Debug)]
+struct InFlight {
+    from: SocketAddr,
+    to: SocketAddr,
+    data: Bytes,
 }
 
 /// The virtual network and its nodes.
@@ -64,11 +78,13 @@ pub struct Sim {
     net: NetConfig,
     rng: ChaCha8Rng,
     addrs: Vec<SocketAddr>,
+    behind: Vec<Option<usize>>,
+    nats: Vec<nat::Nat>,
     nodes: Vec<Node>,
     online: Vec<bool>,
     by_addr: HashMap<SocketAddr, usize>,
     queue: BinaryHeap<Reverse<(Instant, Wakeup)>>,
-    in_flight: HashMap<u64, (SocketAddr, Bytes)>,
+    in_flight: HashMap<u64, InFlight>,
     next_seq: u64,
     events: Vec<(usize, NodeEvent)>,
     stats: NetStats,
@@ -86,6 +102,8 @@ impl Sim {
             net,
             rng: ChaCha8Rng::seed_from_u64(seed),
             addrs: Vec::new(),
+            behind: Vec::new(),
+            nats: Vec::new(),
             nodes: Vec::new(),
             online: Vec::new(),
             by_addr: HashMap::new(),
@@ -111,11 +129,29 @@ impl Sim {
 
     /// Adds a node reachable at `addr`; returns its index.
     pub fn add_node(&mut self, addr: SocketAddr, node: Node) -> usize {
+        self.add_node_inner(addr, None, node)
+    }
+
+    /// Adds a NAT; returns its index for [`add_node_behind`](Self::add_node_behind).
+    pub fn add_nat(&mut self, nat: nat::Nat) -> usize {
+        self.nats.push(nat);
+        self.nats.len() - 1
+    }
+
+    /// Adds a node at the private address `addr` behind NAT `nat`.
+    pub fn add_node_behind(&mut self, nat: usize, addr: SocketAddr, node: Node) -> usize {
+        self.add_node_inner(addr, Some(nat), node)
+    }
+
+    fn add_node_inner(&mut self, addr: SocketAddr, nat: Option<usize>, node: Node) -> usize {
         let index = self.nodes.len();
         self.addrs.push(addr);
+        self.behind.push(nat);
         self.nodes.push(node);
         self.online.push(true);
-        self.by_addr.insert(addr, index);
+        if nat.is_none() {
+            self.by_addr.insert(addr, index);
+        }
         let now = self.now;
         self.nodes[index].handle_timeout(now);
         self.flush(index);
@@ -176,17 +212,18 @@ impl Sim {
                 self.stats.lost += 1;
                 continue;
             }
-            let Some(&to) = self.by_addr.get(&transmit.dst) else {
-                self.stats.unroutable += 1;
-                continue;
+            let from = match self.behind[index] {
+                Some(nat) => self.nats[nat].outbound(self.addrs[index], transmit.dst),
+                None => self.addrs[index],
             };
             let copies = if self.chance(self.net.duplicate) { 2 } else { 1 };
             for _ in 0..copies {
                 let delay = self.random_delay();
                 let seq = self.next_seq;
                 self.next_seq += 1;
-                self.in_flight.insert(seq, (self.addrs[index], transmit.payload.clone()));
-                self.queue.push(Reverse((self.now + delay, Wakeup::Deliver { seq, to })));
+                let datagram = InFlight { from, to: transmit.dst, data: transmit.payload.clone() };
+                self.in_flight.insert(seq, datagram);
+                self.queue.push(Reverse((self.now + delay, Wakeup::Deliver { seq })));
             }
         }
         while let Some(event) = self.nodes[index].poll_event() {
@@ -214,6 +251,17 @@ impl Sim {
         }
     }
 
+    /// The node a datagram from `from` to `to` reaches: through a NAT whose
+    /// public IP `to` has (if its filtering lets `from` in), or directly.
+    fn resolve(&self, from: SocketAddr, to: SocketAddr) -> Option<usize> {
+        if let Some(nat) = self.nats.iter().position(|n| n.public_ip() == to.ip()) {
+            let inside = self.nats[nat].inbound(from, to.port())?;
+            return (0..self.nodes.len()).find(|&i| self.behind[i] == Some(nat) && self.addrs[i] == inside);
+        }
+        let index = *self.by_addr.get(&to)?;
+        self.behind[index].is_none().then_some(index)
+    }
+
     /// Runs until virtual time `deadline`.
     pub fn run_until(&mut self, deadline: Instant) {
         while let Some(Reverse((at, _))) = self.queue.peek() {
@@ -223,8 +271,12 @@ impl Sim {
             let Some(Reverse((at, wakeup))) = self.queue.pop() else { break };
             self.now = self.now.max(at);
             match wakeup {
-                Wakeup::Deliver { seq, to } => {
-                    let Some((from, data)) = self.in_flight.remove(&seq) else { continue };
+                Wakeup::Deliver { seq } => {
+                    let Some(InFlight { from, to, data }) = self.in_flight.remove(&seq) else { continue };
+                    let Some(to) = self.resolve(from, to) else {
+                        self.stats.unroutable += 1;
+                        continue;
+                    };
                     if !self.online[to] {
                         self.stats.lost += 1;
                         continue;

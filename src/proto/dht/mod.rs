@@ -35,6 +35,7 @@
 
 pub mod client;
 pub mod lists;
+pub mod nat;
 pub mod pending;
 
 use std::collections::VecDeque;
@@ -45,8 +46,9 @@ use bytes::{Bytes, BytesMut};
 use rand_chacha::ChaCha20Rng;
 use rand_core::{Rng, SeedableRng};
 
-use self::client::{Client, PING_INTERVAL};
+use self::client::{BAD_NODE_TIMEOUT, Client, PING_INTERVAL};
 use self::lists::{Admission, Candidates, CloseList, SearchList};
+use self::nat::NatState;
 use self::pending::{Pending, RequestKind};
 use super::addr::{is_lan, normalize};
 use super::key_cache::KeyCache;
@@ -55,6 +57,7 @@ use crate::wire::bootstrap_info::{BootstrapInfoRequest, BootstrapInfoResponse};
 use crate::wire::dht_packet::{DhtPacket, DhtPacketKind, DhtPayload};
 use crate::wire::dht_request::{DhtRequest, DhtRequestPayload};
 use crate::wire::lan_discovery::LanDiscovery;
+use crate::wire::nat_ping::NatPingRequest;
 use crate::wire::nodes_request::NodesRequest;
 use crate::wire::nodes_response::NodesResponse;
 use crate::wire::packed_node::{PackedNode, Protocol};
@@ -161,6 +164,10 @@ pub struct DhtStats {
     pub dropped_from_self: u64,
     /// DHT requests routed on to another node.
     pub requests_routed: u64,
+    /// NAT ping requests sent toward friends we cannot reach directly.
+    pub nat_pings_sent: u64,
+    /// Rounds of hole-punching pings sent.
+    pub punch_rounds: u64,
     /// DHT requests for unknown nodes, dropped.
     pub dropped_unroutable: u64,
 }
@@ -173,6 +180,7 @@ struct Search {
     asks: u32,
     /// Periodic asks since a node last entered the list.
     asks_since_change: u32,
+    nat: NatState,
 }
 
 impl Search {
@@ -183,6 +191,7 @@ impl Search {
             last_random_ask: None,
             asks: 0,
             asks_since_change: 0,
+            nat: NatState::default(),
         }
     }
 }
@@ -371,6 +380,7 @@ impl Dht {
         self.tick_close(now);
         self.tick_searches(now);
         self.tick_pings(now);
+        self.tick_nat(now);
         self.tick_bootstrap(now);
         self.tick_lan(now);
     }
@@ -468,9 +478,20 @@ impl Dht {
         let plain = request.open(key).map_err(|_| Malformed)?;
         match DhtRequestPayload::decode(plain).map_err(|_| Malformed)? {
             DhtRequestPayload::NatPingRequest(ping) => {
-                self.send_dht_request(now, request.sender, &ping.response().into());
+                self.send_dht_request(now, request.sender, &ping.response().into(), Route::One);
+                if let Some(search) = self.searches.iter_mut().find(|s| *s.list.target() == request.sender) {
+                    search.nat.received_ping = Some(now);
+                }
             }
-            DhtRequestPayload::NatPingResponse(_) => {}
+            DhtRequestPayload::NatPingResponse(pong) => {
+                let fresh = self.rng.next_u64() | 1;
+                if let Some(search) = self.searches.iter_mut().find(|s| *s.list.target() == request.sender)
+                    && search.nat.ping_id == pong.ping_id
+                {
+                    search.nat.ping_id = fresh;
+                    search.nat.punch_armed = true;
+                }
+            }
             DhtRequestPayload::Other { kind, data } => {
                 self.events.push_back(DhtEvent::Request { sender: request.sender, kind, data, from });
             }
@@ -646,6 +667,40 @@ impl Dht {
         }
     }
 
+    /// Hole punching toward searched keys we cannot reach directly (see
+    /// [`nat`]). The exploration searches are skipped: nobody reports
+    /// random keys' addresses.
+    fn tick_nat(&mut self, now: Instant) {
+        for i in EXPLORATION_SEARCHES..self.searches.len() {
+            let search = &self.searches[i];
+            let target = *search.list.target();
+            if search.list.clients().iter().any(|c| c.public_key == target && c.is_good(now)) {
+                continue;
+            }
+            let reports = returned_addrs(search.list.clients(), now);
+            if reports.len() < nat::MIN_REPORTS {
+                continue;
+            }
+            if search.nat.ping_due(now) {
+                if self.searches[i].nat.ping_id == 0 {
+                    self.searches[i].nat.ping_id = self.rng.next_u64() | 1;
+                }
+                let request = NatPingRequest::new(self.searches[i].nat.ping_id);
+                self.send_dht_request(now, target, &request.into(), Route::All);
+                self.searches[i].nat.last_ping = Some(now);
+                self.stats.nat_pings_sent += 1;
+            }
+            if self.searches[i].nat.punch_due(now)
+                && let Some(targets) = self.searches[i].nat.punch(now, &reports)
+            {
+                self.stats.punch_rounds += 1;
+                for addr in targets {
+                    self.send_ping(now, target, addr);
+                }
+            }
+        }
+    }
+
     fn tick_bootstrap(&mut self, now: Instant) {
         if self.good_nodes(now) > 0 || self.last_bootstrap.is_some_and(|t| now < t + REBOOTSTRAP_INTERVAL) {
             return;
@@ -720,24 +775,31 @@ impl Dht {
         true
     }
 
-    /// Sends a DHT request to the node with `receiver`'s key, through the
-    /// nodes that know it (or directly when we do).
-    fn send_dht_request(&mut self, now: Instant, receiver: PublicKey, payload: &DhtRequestPayload) {
+    /// Sends a DHT request to the node with `receiver`'s key: directly when
+    /// we know where it is, else through the nodes of its search list that
+    /// report its address (all of them, or one at random).
+    fn send_dht_request(&mut self, now: Instant, receiver: PublicKey, payload: &DhtRequestPayload, route: Route) {
         let nonce = Nonce::random(&mut self.rng);
         let Ok(shared) = self.key_cache.get(&receiver, self.keys.secret()) else { return };
         let Ok(request) = DhtRequest::seal(receiver, *self.keys.public(), shared, nonce, payload) else { return };
         let mut buf = BytesMut::with_capacity(request.encoded_len());
         request.encode(&mut buf);
         let payload = buf.freeze();
-        let targets: Vec<SocketAddr> = match self.addr_of(&receiver, now) {
+        let mut targets: Vec<SocketAddr> = match self.addr_of(&receiver, now) {
             Some(addr) => vec![addr],
             None => self
                 .searches
                 .iter()
                 .filter(|s| *s.list.target() == receiver)
-                .flat_map(|s| s.list.clients().iter().filter_map(|c| c.best_addr(now)))
+                .flat_map(|s| s.list.clients().iter())
+                .filter(|c| c.assocs().any(|a| a.returned.is_some_and(|(_, at)| now < at + BAD_NODE_TIMEOUT)))
+                .filter_map(|c| c.best_addr(now))
                 .collect(),
         };
+        if route == Route::One && targets.len() > 1 {
+            let pick = (self.rng.next_u64() % targets.len() as u64) as usize;
+            targets = vec![targets[pick]];
+        }
         for dst in targets {
             self.transmits.push_back(Transmit { dst, payload: payload.clone() });
         }
@@ -784,6 +846,24 @@ fn plan_ask<'a>(
     Some((key, addr, probe))
 }
 
+/// The addresses the nodes of a search list report for its key (fresh ones).
+fn returned_addrs(clients: &[Client], now: Instant) -> Vec<SocketAddr> {
+    clients
+        .iter()
+        .flat_map(|c| c.assocs())
+        .filter_map(|a| a.returned.filter(|(_, at)| now < *at + BAD_NODE_TIMEOUT).map(|(addr, _)| addr))
+        .collect()
+}
+
+/// How a DHT request travels when we do not know the addressee's address.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Route {
+    /// Through every node that reports the addressee's address.
+    All,
+    /// Through one of them.
+    One,
+}
+
 #[derive(Debug, Clone, Copy)]
 enum ListRef {
     Close,
@@ -793,3 +873,190 @@ enum ListRef {
 /// A packet that did not decode or decrypt (counted, never fatal).
 #[derive(Debug, Clone, Copy)]
 struct Malformed;
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+    use rand_chacha::ChaCha20Rng;
+    use rand_core::SeedableRng;
+
+    use super::*;
+    use crate::crypto::SharedKey;
+
+    fn dht(seed: u64, config: DhtConfig) -> Dht {
+        let keys = KeyPair::generate(&mut ChaCha20Rng::seed_from_u64(seed));
+        Dht::new(keys, config, [seed as u8; 32])
+    }
+
+    fn addr(s: &str) -> SocketAddr {
+        s.parse().unwrap()
+    }
+
+    /// Delivers everything `from` queued for `to_addr` to `to`.
+    fn deliver(from: &mut Dht, from_addr: SocketAddr, to: &mut Dht, to_addr: SocketAddr, now: Instant) -> usize {
+        let mut n = 0;
+        let mut keep = Vec::new();
+        while let Some(t) = from.poll_transmit() {
+            if t.dst == to_addr {
+                to.handle_packet(now, from_addr, t.payload);
+                n += 1;
+            } else {
+                keep.push(t);
+            }
+        }
+        from.transmits.extend(keep);
+        n
+    }
+
+    #[test]
+    fn a_bootstrap_exchange_lists_both_sides() {
+        let t0 = crate::proto::test_epoch();
+        let (a_addr, b_addr) = (addr("198.18.0.1:33445"), addr("198.18.0.2:33445"));
+        let (mut a, mut b) = (dht(1, DhtConfig::default()), dht(2, DhtConfig::default()));
+        a.bootstrap(t0, PackedNode::udp(b_addr, *b.public_key()));
+        assert_eq!(deliver(&mut a, a_addr, &mut b, b_addr, t0), 1);
+        assert_eq!(deliver(&mut b, b_addr, &mut a, a_addr, t0), 1, "the nodes response");
+        assert!(a.close_list().get(b.public_key()).is_some(), "b answered: a lists it");
+        assert!(b.close_list().get(a.public_key()).is_none(), "a only asked: b does not list it yet");
+        // b pings a at its next ping round; a's answer lists a in b.
+        b.handle_timeout(t0);
+        assert_eq!(deliver(&mut b, b_addr, &mut a, a_addr, t0), 1, "the ping");
+        // The pong, and a's nodes request about b's own neighbourhood (b just
+        // entered a's close list).
+        assert_eq!(deliver(&mut a, a_addr, &mut b, b_addr, t0), 2);
+        assert!(b.close_list().get(a.public_key()).is_some());
+        assert_eq!(b.stats().pongs_accepted, 1);
+    }
+
+    #[test]
+    fn unsolicited_and_self_addressed_answers_are_dropped() {
+        let t0 = crate::proto::test_epoch();
+        let (a_addr, b_addr) = (addr("198.18.0.1:33445"), addr("198.18.0.2:33445"));
+        let (mut a, mut b) = (dht(1, DhtConfig::default()), dht(2, DhtConfig::default()));
+        a.bootstrap(t0, PackedNode::udp(b_addr, *b.public_key()));
+        deliver(&mut a, a_addr, &mut b, b_addr, t0);
+        let response = b.poll_transmit().unwrap();
+        // From another address than asked: refused.
+        a.handle_packet(t0, addr("198.18.0.9:33445"), response.payload.clone());
+        assert_eq!(a.stats().dropped_unsolicited, 1);
+        // Too late: refused.
+        a.handle_packet(t0 + pending::REQUEST_TIMEOUT, b_addr, response.payload.clone());
+        assert_eq!(a.stats().dropped_unsolicited, 2);
+        assert!(a.close_list().get(b.public_key()).is_none());
+
+        // A packet claiming our own key.
+        let own = *a.public_key();
+        let key = SharedKey::precompute(&own, a.keys.secret()).unwrap();
+        let packet = DhtPacket::seal_payload(own, &key, Nonce::ZERO, &PingRequest::new(5));
+        let mut buf = BytesMut::new();
+        packet.encode(&mut buf);
+        a.handle_packet(t0, b_addr, buf.freeze());
+        assert_eq!(a.stats().dropped_from_self, 1);
+        assert!(a.poll_transmit().is_none(), "nothing answered");
+    }
+
+    #[test]
+    fn lan_addresses_are_only_given_to_lan_peers() {
+        let t0 = crate::proto::test_epoch();
+        let mut a = dht(1, DhtConfig::default());
+        let lan_node = dht(3, DhtConfig::default());
+        let public_node = dht(4, DhtConfig::default());
+        a.close.heard_from(lan_node.public_key(), addr("192.168.1.7:33445"), t0);
+        a.close.heard_from(public_node.public_key(), addr("198.18.0.4:33445"), t0);
+        let target = *a.public_key();
+        let to_lan = a.closest_nodes(&target, 4, true, t0);
+        let to_public = a.closest_nodes(&target, 4, false, t0);
+        assert_eq!(to_lan.len(), 2);
+        assert_eq!(to_public.len(), 1);
+        assert_eq!(to_public[0].public_key, *public_node.public_key());
+    }
+
+    #[test]
+    fn bootstrap_info_is_answered_only_when_set() {
+        let t0 = crate::proto::test_epoch();
+        let request = Bytes::from({
+            let mut v = vec![0u8; 78];
+            v[0] = 0xf0;
+            v
+        });
+        let mut silent = dht(1, DhtConfig::default());
+        silent.handle_packet(t0, addr("198.18.0.2:1"), request.clone());
+        assert!(silent.poll_transmit().is_none());
+        let info = DhtConfig { bootstrap_info: Some((1000002018, Bytes::from_static(b"hi"))), ..DhtConfig::default() };
+        let mut relay = dht(2, info);
+        relay.handle_packet(t0, addr("198.18.0.2:1"), request);
+        let answer = relay.poll_transmit().unwrap();
+        assert_eq!(&answer.payload[..], &[0xf0, 0x3b, 0x9a, 0xd1, 0xe2, b'h', b'i']);
+    }
+
+    #[test]
+    fn dht_requests_are_routed_to_listed_nodes_only() {
+        let t0 = crate::proto::test_epoch();
+        let mut router = dht(1, DhtConfig::default());
+        let (sender, receiver, stranger) =
+            (dht(2, DhtConfig::default()), dht(3, DhtConfig::default()), dht(4, DhtConfig::default()));
+        router.close.heard_from(receiver.public_key(), addr("198.18.0.3:33445"), t0);
+        let seal = |to: &Dht| {
+            let key = SharedKey::precompute(to.public_key(), sender.keys.secret()).unwrap();
+            let payload = DhtRequestPayload::Other { kind: 156, data: Bytes::from_static(b"dhtpk") };
+            let request =
+                DhtRequest::seal(*to.public_key(), *sender.public_key(), &key, Nonce::ZERO, &payload).unwrap();
+            let mut buf = BytesMut::new();
+            request.encode(&mut buf);
+            buf.freeze()
+        };
+        router.handle_packet(t0, addr("198.18.0.2:33445"), seal(&receiver));
+        let forwarded = router.poll_transmit().unwrap();
+        assert_eq!(forwarded.dst, addr("198.18.0.3:33445"));
+        router.handle_packet(t0, addr("198.18.0.2:33445"), seal(&stranger));
+        assert!(router.poll_transmit().is_none());
+        assert_eq!((router.stats().requests_routed, router.stats().dropped_unroutable), (1, 1));
+
+        // The addressee opens it and hands it up.
+        let mut receiver = receiver;
+        receiver.handle_packet(t0, addr("198.18.0.1:33445"), forwarded.payload);
+        assert_eq!(
+            receiver.poll_event(),
+            Some(DhtEvent::Request {
+                sender: *sender.public_key(),
+                kind: 156,
+                data: Bytes::from_static(b"dhtpk"),
+                from: addr("198.18.0.1:33445"),
+            })
+        );
+    }
+
+    #[test]
+    fn lan_discovery_announces_and_answers() {
+        let t0 = crate::proto::test_epoch();
+        let config = DhtConfig { lan_discovery: true, ..DhtConfig::default() };
+        let mut a = dht(1, config.clone());
+        a.set_lan_targets(vec!["192.168.1.255".parse().unwrap()]);
+        a.handle_timeout(t0);
+        let announces: Vec<Transmit> =
+            std::iter::from_fn(|| a.poll_transmit()).filter(|t| t.payload[0] == 0x21).collect();
+        let ports: Vec<u16> = announces.iter().map(|t| t.dst.port()).collect();
+        assert_eq!(ports, [33445, 33446, 33447, 33448, 33449, 33450, 33451, 33452, 33453, 33454, 33455]);
+
+        let mut b = dht(2, config);
+        b.handle_packet(t0, addr("192.168.1.20:33445"), announces[0].payload.clone());
+        let asked = b.poll_transmit().unwrap();
+        assert_eq!((asked.dst, asked.payload[0]), (addr("192.168.1.20:33445"), 0x02));
+        // Not from a LAN address: ignored.
+        b.handle_packet(t0, addr("198.18.0.20:33445"), announces[0].payload.clone());
+        assert!(b.poll_transmit().is_none());
+    }
+
+    proptest! {
+        #[test]
+        fn arbitrary_datagrams_never_panic(kind in prop::sample::select(vec![0u8, 1, 2, 4, 0x20, 0x21, 0xf0, 0x18, 0x99]), body in prop::collection::vec(any::<u8>(), 0..300)) {
+            let t0 = crate::proto::test_epoch();
+            let mut a = dht(1, DhtConfig::default());
+            let mut data = vec![kind];
+            data.extend(body);
+            a.handle_packet(t0, addr("198.18.0.2:1"), Bytes::from(data));
+            a.handle_timeout(t0);
+            prop_assert!(a.poll_event().is_none());
+        }
+    }
+}
