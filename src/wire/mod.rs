@@ -12,15 +12,29 @@
 //! Spec: <https://toktok.ltd/spec.html>.
 
 pub mod bootstrap_info;
+pub mod cookie;
+pub mod cookie_request;
+pub mod cookie_response;
+pub mod crypto_data;
+pub mod crypto_handshake;
 pub mod dht_packet;
+pub mod dht_pk_announce;
 pub mod dht_request;
+pub mod friend_request;
 pub mod lan_discovery;
 pub mod nat_ping;
 pub mod nodes_request;
 pub mod nodes_response;
+pub mod onion_announce_request;
+pub mod onion_announce_response;
+pub mod onion_data_request;
+pub mod onion_data_response;
 pub mod onion_ip_port;
+pub mod onion_request;
+pub mod onion_response;
 pub mod packed_node;
 pub mod packet_kind;
+pub mod packet_request;
 pub mod ping_request;
 pub mod ping_response;
 mod reader;
