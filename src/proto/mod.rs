@@ -10,6 +10,7 @@ pub mod addr;
 pub mod dht;
 pub mod key_cache;
 pub mod node;
+pub mod onion;
 
 pub use dht::Transmit;
 pub use node::{Node, NodeConfig, NodeEvent};

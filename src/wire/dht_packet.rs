@@ -44,8 +44,9 @@ use crate::crypto::{CryptoError, MAC_LEN, NONCE_LEN, Nonce, PUBLIC_KEY_LEN, Publ
 pub const DHT_PACKET_HEADER_LEN: usize = 1 + PUBLIC_KEY_LEN + NONCE_LEN;
 
 /// Plaintext length of net_crypto's cookie request: the requester's real
-/// and DHT public keys and an echo id (`net_crypto.c`
-/// `COOKIE_REQUEST_PLAIN_LENGTH`: two keys and a `uint64_t`).
+/// public key, 32 zero bytes and an echo id (`net_crypto.c`
+/// `COOKIE_REQUEST_PLAIN_LENGTH`: two key lengths and a `uint64_t`; the
+/// requester's DHT key is the packet's sender key).
 pub const COOKIE_REQUEST_PLAINTEXT_LEN: usize = 2 * PUBLIC_KEY_LEN + 8;
 
 /// The packet kinds that use the DHT packet layout.
