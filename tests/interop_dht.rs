@@ -30,7 +30,8 @@ use tuntox::wire::tox_id::parse_public_key;
 fn start_node(rt: &Runtime, netns: &Netns, keys: KeyPair, port: u16, seed: u8) -> NodeHandle {
     let config = UdpConfig { ports: port..=port, bind_ip: Some(IpAddr::V4(Ipv4Addr::LOCALHOST)), ..Default::default() };
     let socket = netns.run_in(move || udp::bind(&config).expect("bind inside the namespace"));
-    let node = Node::new(keys, NodeConfig::default(), [seed; 32]);
+    let real = KeyPair::generate(&mut ChaCha20Rng::seed_from_u64(u64::from(seed) + 1000));
+    let node = Node::new(real, keys, NodeConfig::default(), [seed; 32]);
     let _guard = rt.enter();
     driver::spawn(node, socket, CancellationToken::new()).expect("start the node")
 }

@@ -1,4 +1,6 @@
 //! The DHT in the simulator: many nodes on a virtual clock, seeded loss.
+//! The nodes run without onion clients, like bootstrap nodes, so what is
+//! measured is the DHT alone.
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -27,7 +29,16 @@ fn network(n: usize, net: NetConfig, seed: u64) -> (Sim, Vec<PublicKey>) {
         let pair = KeyPair::generate(&mut keys_rng);
         keys.push(*pair.public());
         let node_seed = sim.node_seed();
-        sim.add_node(addr(i), Node::new(pair, NodeConfig { dht: DhtConfig::default() }, node_seed));
+        let real = KeyPair::generate(&mut keys_rng);
+        sim.add_node(
+            addr(i),
+            Node::new(
+                real,
+                pair,
+                NodeConfig { dht: DhtConfig::default(), onion_client: false, ..NodeConfig::default() },
+                node_seed,
+            ),
+        );
     }
     let first = PackedNode::udp(addr(0), keys[0]);
     for i in 1..n {

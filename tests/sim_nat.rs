@@ -35,7 +35,8 @@ fn friends_behind_nats(
         let keys = KeyPair::generate(&mut rng);
         let key = *keys.public();
         let node_seed = sim.node_seed();
-        let index = sim.add_node(public(i), Node::new(keys, NodeConfig::default(), node_seed));
+        let real = KeyPair::generate(&mut rng);
+        let index = sim.add_node(public(i), Node::new(real, keys, NodeConfig::default(), node_seed));
         match first {
             None => first = Some(PackedNode::udp(public(i), key)),
             Some(boot) => {
@@ -56,7 +57,8 @@ fn friends_behind_nats(
         keys[side] = *pair.public();
         let node_seed = sim.node_seed();
         let inside = SocketAddr::from(([10, 0, 0, 2], 33445));
-        friends[side] = sim.add_node_behind(nat, inside, Node::new(pair, NodeConfig::default(), node_seed));
+        let real = KeyPair::generate(&mut rng);
+        friends[side] = sim.add_node_behind(nat, inside, Node::new(real, pair, NodeConfig::default(), node_seed));
     }
     for side in 0..2 {
         let now = sim.now();

@@ -208,7 +208,8 @@ mod tests {
     fn loopback_node(seed: u64) -> (Node, std::net::UdpSocket) {
         let mut rng = ChaCha20Rng::seed_from_u64(seed);
         let keys = KeyPair::generate(&mut rng);
-        let node = Node::new(keys, NodeConfig::default(), [seed as u8; 32]);
+        let real = KeyPair::generate(&mut rng);
+        let node = Node::new(real, keys, NodeConfig::default(), [seed as u8; 32]);
         let config = udp::UdpConfig {
             ports: 41000..=41200,
             bind_ip: Some(IpAddr::V4(Ipv4Addr::LOCALHOST)),

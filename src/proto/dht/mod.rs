@@ -300,6 +300,15 @@ impl Dht {
         self.send_nodes_request(now, node.public_key, normalize(node.addr), own);
     }
 
+    /// Sends a DHT request (0x20) to the node with DHT key `receiver`:
+    /// directly if we know where it is, else through the nodes of its search
+    /// list that report its address. Returns how many copies went out.
+    pub fn send_request_to(&mut self, now: Instant, receiver: PublicKey, payload: &DhtRequestPayload) -> usize {
+        let before = self.transmits.len();
+        self.send_dht_request(now, receiver, payload, Route::All);
+        self.transmits.len() - before
+    }
+
     /// Pings a node; if it answers, it may enter our lists.
     pub fn ping(&mut self, now: Instant, key: PublicKey, addr: SocketAddr) {
         self.next_tick.get_or_insert(now);

@@ -10,4 +10,6 @@
 //!   DHT public-key announcements).
 
 pub mod announce;
+pub mod client;
+pub mod paths;
 pub mod relay;

@@ -1,0 +1,253 @@
+//! Onion paths and the nodes they are built from (c-toxcore's
+//! `onion_client.c`: `random_path`, `path_timed_out`, `set_path_timeouts`,
+//! `onion_add_path_node`).
+//!
+//! A client keeps two sets of 6 paths, one for announcing itself and one for
+//! searching friends. A path is 3 nodes picked at random from recently
+//! heard-of DHT nodes (or the bootstrap nodes while there are none). Hop 1
+//! sees our DHT key (it sees our address anyway); hops 2 and 3 see fresh
+//! temporary keys. A path is replaced when it is 20 minutes old, or when it
+//! was used 4 times without a response for 4 s (a new path) or 10 s (one
+//! that worked before). Each path has a number whose low digits say its
+//! slot, so a response can name the path it came back on.
+
+use std::time::{Duration, Instant};
+
+use rand_chacha::ChaCha20Rng;
+use rand_core::Rng;
+
+use crate::crypto::{KeyPair, PublicKey};
+use crate::wire::onion_request::OnionPath;
+use crate::wire::packed_node::PackedNode;
+
+/// Paths per purpose (NUMBER_ONION_PATHS).
+pub const PATHS: usize = 6;
+/// A new path is dropped after this long without a response (ONION_PATH_FIRST_TIMEOUT).
+pub const PATH_FIRST_TIMEOUT: Duration = Duration::from_secs(4);
+/// A path that worked is dropped after this long without a response (ONION_PATH_TIMEOUT).
+pub const PATH_TIMEOUT: Duration = Duration::from_secs(10);
+/// No path lives longer (ONION_PATH_MAX_LIFETIME).
+pub const PATH_MAX_LIFETIME: Duration = Duration::from_secs(1200);
+/// Uses without a response before the timeouts apply (ONION_PATH_MAX_NO_RESPONSE_USES).
+pub const PATH_MAX_NO_RESPONSE_USES: u32 = 4;
+/// Recently heard-of nodes kept for building paths (MAX_PATH_NODES).
+pub const MAX_PATH_NODES: usize = 32;
+
+/// A ring of recently heard-of nodes, newest replacing oldest.
+#[derive(Debug, Clone, Default)]
+pub struct PathNodes {
+    nodes: Vec<PackedNode>,
+    next: usize,
+}
+
+impl PathNodes {
+    /// Adds a node unless its key is known already. UDP nodes only.
+    pub fn add(&mut self, node: PackedNode) -> bool {
+        if node.protocol != crate::wire::packed_node::Protocol::Udp
+            || self.nodes.iter().any(|n| n.public_key == node.public_key)
+        {
+            return false;
+        }
+        if self.nodes.len() < MAX_PATH_NODES {
+            self.nodes.push(node);
+        } else {
+            self.nodes[self.next] = node;
+        }
+        self.next = (self.next + 1) % MAX_PATH_NODES;
+        true
+    }
+
+    /// The nodes.
+    pub fn as_slice(&self) -> &[PackedNode] {
+        &self.nodes
+    }
+
+    /// How many there are.
+    pub fn len(&self) -> usize {
+        self.nodes.len()
+    }
+
+    /// Whether there are none.
+    pub fn is_empty(&self) -> bool {
+        self.nodes.is_empty()
+    }
+
+    /// A random node.
+    pub fn random(&self, rng: &mut ChaCha20Rng) -> Option<PackedNode> {
+        (!self.nodes.is_empty()).then(|| self.nodes[(rng.next_u64() % self.nodes.len() as u64) as usize])
+    }
+}
+
+#[derive(Debug, Clone)]
+struct Path {
+    number: u32,
+    onion: OnionPath,
+    created: Instant,
+    last_success: Instant,
+    last_used: Instant,
+    uses_without_response: u32,
+}
+
+/// One set of paths.
+#[derive(Debug, Default)]
+pub struct Paths {
+    slots: [Option<Path>; PATHS],
+}
+
+/// A path handed out for one request: its number and the path itself.
+#[derive(Debug, Clone)]
+pub struct ChosenPath {
+    /// Names the path in sendbacks, so the response can refresh it.
+    pub number: u32,
+    /// The three hops and their keys.
+    pub onion: OnionPath,
+}
+
+impl Paths {
+    fn timed_out(path: &Path, now: Instant) -> bool {
+        let fresh = path.last_success == path.created;
+        let timeout = if fresh { PATH_FIRST_TIMEOUT } else { PATH_TIMEOUT };
+        (path.uses_without_response >= PATH_MAX_NO_RESPONSE_USES && now >= path.last_used + timeout)
+            || now >= path.created + PATH_MAX_LIFETIME
+    }
+
+    /// Whether the path with this number still exists and works.
+    pub fn exists(&self, number: u32, now: Instant) -> bool {
+        self.slots[number as usize % PATHS].as_ref().is_some_and(|p| p.number == number && !Self::timed_out(p, now))
+    }
+
+    /// A path: the one numbered `preferred` if it still exists, else the
+    /// path in a random slot, rebuilt from `nodes` (or `fallback` when
+    /// `nodes` is empty) if that slot has none or it timed out.
+    pub fn choose(
+        &mut self,
+        now: Instant,
+        preferred: Option<u32>,
+        nodes: &PathNodes,
+        fallback: &PathNodes,
+        dht_keys: &KeyPair,
+        rng: &mut ChaCha20Rng,
+    ) -> Option<ChosenPath> {
+        let slot = match preferred {
+            Some(number) => number as usize % PATHS,
+            None => (rng.next_u64() % PATHS as u64) as usize,
+        };
+        let usable = self.slots[slot].as_ref().is_some_and(|p| !Self::timed_out(p, now));
+        if !usable {
+            let source = if nodes.len() >= 2 || fallback.is_empty() { nodes } else { fallback };
+            let hops = [source.random(rng)?, source.random(rng)?, source.random(rng)?];
+            // Reuse a live path that already ends at the same node.
+            let same_end = self
+                .slots
+                .iter()
+                .flatten()
+                .find(|p| !Self::timed_out(p, now) && p.onion.nodes()[2].public_key == hops[2].public_key);
+            if let Some(existing) = same_end {
+                let number = existing.number;
+                return self.take(number, now);
+            }
+            let temp = [KeyPair::generate(rng), KeyPair::generate(rng)];
+            let onion = OnionPath::new(hops, [dht_keys, &temp[0], &temp[1]]).ok()?;
+            let number = (rng.next_u32() / PATHS as u32) * PATHS as u32 + slot as u32;
+            self.slots[slot] = Some(Path {
+                number,
+                onion,
+                created: now,
+                last_success: now,
+                last_used: now,
+                uses_without_response: PATH_MAX_NO_RESPONSE_USES / 2,
+            });
+        }
+        let number = self.slots[slot].as_ref()?.number;
+        self.take(number, now)
+    }
+
+    fn take(&mut self, number: u32, now: Instant) -> Option<ChosenPath> {
+        let path = self.slots[number as usize % PATHS].as_mut()?;
+        if path.uses_without_response < PATH_MAX_NO_RESPONSE_USES {
+            path.last_used = now;
+        }
+        path.uses_without_response += 1;
+        Some(ChosenPath { number: path.number, onion: path.onion.clone() })
+    }
+
+    /// A response came back on path `number`: it works. Returns its nodes.
+    pub fn success(&mut self, number: u32, now: Instant) -> Option<[PackedNode; 3]> {
+        let path = self.slots[number as usize % PATHS].as_mut().filter(|p| p.number == number)?;
+        path.last_success = now;
+        path.uses_without_response = 0;
+        Some(*path.onion.nodes())
+    }
+
+    /// The keys of the nodes of live paths (for tests and status).
+    pub fn live_nodes(&self, now: Instant) -> Vec<PublicKey> {
+        self.slots
+            .iter()
+            .flatten()
+            .filter(|p| !Self::timed_out(p, now))
+            .flat_map(|p| p.onion.nodes().iter().map(|n| n.public_key))
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::net::SocketAddr;
+
+    use rand_core::SeedableRng;
+
+    use super::*;
+
+    fn node(rng: &mut ChaCha20Rng, i: u8) -> PackedNode {
+        PackedNode::udp(SocketAddr::from(([198, 18, 0, i], 33445)), *KeyPair::generate(rng).public())
+    }
+
+    #[test]
+    fn paths_are_reused_then_replaced_when_silent() {
+        let t0 = crate::proto::test_epoch();
+        let mut rng = ChaCha20Rng::seed_from_u64(1);
+        let dht = KeyPair::generate(&mut rng);
+        let mut nodes = PathNodes::default();
+        for i in 0..5 {
+            assert!(nodes.add(node(&mut rng, i)));
+        }
+        let mut paths = Paths::default();
+        let first = paths.choose(t0, None, &nodes, &PathNodes::default(), &dht, &mut rng).unwrap();
+        assert!(paths.exists(first.number, t0));
+        // The same path again while it is healthy.
+        let again = paths.choose(t0, Some(first.number), &nodes, &PathNodes::default(), &dht, &mut rng).unwrap();
+        assert_eq!(again.number, first.number);
+        assert!(paths.success(first.number, t0).is_some());
+        // Used 4 times without an answer, then 10 s of silence: replaced.
+        for _ in 0..4 {
+            paths.choose(t0, Some(first.number), &nodes, &PathNodes::default(), &dht, &mut rng).unwrap();
+        }
+        assert!(!paths.exists(first.number, t0 + PATH_TIMEOUT));
+        assert!(paths.exists(first.number, t0 + PATH_TIMEOUT - Duration::from_secs(1)));
+        // Old paths die anyway.
+        assert!(!paths.exists(first.number, t0 + PATH_MAX_LIFETIME));
+    }
+
+    #[test]
+    fn no_nodes_no_path_and_the_ring_is_bounded() {
+        let t0 = crate::proto::test_epoch();
+        let mut rng = ChaCha20Rng::seed_from_u64(2);
+        let dht = KeyPair::generate(&mut rng);
+        let mut paths = Paths::default();
+        assert!(paths.choose(t0, None, &PathNodes::default(), &PathNodes::default(), &dht, &mut rng).is_none());
+        let mut nodes = PathNodes::default();
+        let first = node(&mut rng, 0);
+        nodes.add(first);
+        assert!(!nodes.add(first), "no duplicates");
+        for i in 1..40 {
+            nodes.add(node(&mut rng, i));
+        }
+        assert_eq!(nodes.len(), MAX_PATH_NODES);
+        assert!(!nodes.as_slice().contains(&first), "the oldest was replaced");
+        // One node is enough: all three hops may be the same node.
+        let mut one = PathNodes::default();
+        one.add(first);
+        let path = paths.choose(t0, None, &one, &PathNodes::default(), &dht, &mut rng).unwrap();
+        assert!(path.onion.nodes().iter().all(|n| n.public_key == first.public_key));
+    }
+}

@@ -1,0 +1,221 @@
+//! The data path of one tunnel: local stream ⇄ frames.
+//!
+//! Two halves run in the tunnel's task:
+//! - *upstream* reads the local stream into TCP frames (at most 1365 bytes,
+//!   and never more than the send credit when the peer grants one), queues
+//!   them on the peer's outgoing channel, and sends TCP_FIN at EOF;
+//! - *downstream* copies the bytes the actor put into the tunnel's pipe to
+//!   the local stream and, with flow control, returns the credit in WINDOW
+//!   frames once a quarter of the window has been written out.
+//!
+//! Closing (PROTOCOL.md §7 and §8): with half-close negotiated, a
+//! TCP_FIN ends one direction (we shut down the local write side) and the
+//! tunnel ends when both directions have; errors send RESET. With a C
+//! tuntox peer a TCP_FIN is a full close either way: after our FIN we only
+//! flush what the peer had already sent; after theirs we stop reading.
+//!
+//! Fairness: each tunnel has at most one frame waiting for room in the
+//! peer's outgoing channel, and tokio's bounded channel serves waiting
+//! senders first come, first served, so busy tunnels take turns frame by
+//! frame with quiet ones.
+
+use std::io;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use bytes::{BufMut, BytesMut};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadHalf, SimplexStream};
+use tokio::sync::Semaphore;
+use tracing::{Instrument, debug, info_span};
+
+use crate::engine::{Gone, Opened, PeerCtx, Route};
+use crate::frame::{Frame, HEADER_LEN, MAX_PAYLOAD, kind, write_header};
+use crate::stats::Counters;
+
+/// After our TCP_FIN to a C tuntox peer, how long we keep flushing what it
+/// had already sent before closing the local stream.
+const LINGER: Duration = Duration::from_secs(30);
+
+/// Size of the buffer between the pipe and the local stream.
+const COPY_BUF: usize = 16 * 1024;
+
+#[derive(Debug)]
+enum Failure {
+    /// Reading the local stream failed.
+    LocalRead(io::Error),
+    /// Writing the local stream failed.
+    LocalWrite(io::Error),
+    /// The peer session ended.
+    PeerGone,
+}
+
+impl From<Gone> for Failure {
+    fn from(_: Gone) -> Self {
+        Self::PeerGone
+    }
+}
+
+enum End {
+    /// Both directions finished.
+    Done,
+    /// Local EOF, TCP_FIN sent, and the peer has no half-close.
+    LocalEof,
+    /// RESET received, peer lost, engine stopped.
+    Aborted,
+    Failed(Failure),
+}
+
+/// Runs a tunnel until it ends. `reader` and `writer` are the two halves of
+/// the local stream.
+pub(crate) async fn run<R, W>(opened: Opened, reader: R, writer: W)
+where
+    R: AsyncRead + Unpin + Send,
+    W: AsyncWrite + Unpin + Send,
+{
+    let span = info_span!("tunnel", id = opened.route.connid);
+    pump(opened, reader, writer).instrument(span).await;
+}
+
+async fn pump<R, W>(opened: Opened, reader: R, writer: W)
+where
+    R: AsyncRead + Unpin + Send,
+    W: AsyncWrite + Unpin + Send,
+{
+    let Opened { route, pipe, guard, ctx } = opened;
+    let abort = route.abort.clone();
+    let up = upstream(&route, &ctx, reader);
+    let down = downstream(&route, &ctx, pipe, writer);
+    tokio::pin!(up, down);
+    let (mut up_done, mut down_done) = (false, false);
+    let end = loop {
+        tokio::select! {
+            biased;
+            () = abort.cancelled() => break End::Aborted,
+            r = &mut down, if !down_done => match r {
+                Ok(()) => {
+                    down_done = true;
+                    if up_done || !route.half_close {
+                        break End::Done;
+                    }
+                }
+                Err(f) => break End::Failed(f),
+            },
+            r = &mut up, if !up_done => match r {
+                Ok(()) => {
+                    up_done = true;
+                    if down_done {
+                        break End::Done;
+                    }
+                    if !route.half_close {
+                        break End::LocalEof;
+                    }
+                }
+                Err(f) => break End::Failed(f),
+            },
+        }
+    };
+    match end {
+        End::Done => debug!("tunnel finished"),
+        End::Aborted => debug!("tunnel aborted"),
+        End::LocalEof => {
+            // The C peer closes the whole tunnel on our FIN. Flush what it
+            // sent before that, then close.
+            guard.unroute();
+            let drain = async {
+                tokio::join!(route.close_inbound(), async {
+                    tokio::select! {
+                        () = abort.cancelled() => {}
+                        _ = &mut down => {}
+                    }
+                })
+            };
+            let _ = tokio::time::timeout(LINGER, drain).await;
+            debug!("tunnel finished (full close)");
+        }
+        End::Failed(Failure::PeerGone) => debug!("peer gone"),
+        End::Failed(f) => {
+            match f {
+                Failure::LocalRead(e) => debug!("reading the local stream failed: {e}; telling the peer"),
+                Failure::LocalWrite(e) => debug!("writing the local stream failed: {e}; telling the peer"),
+                Failure::PeerGone => {}
+            }
+            Counters::inc(&ctx.stats.tunnels_reset);
+            let _ = ctx.send_frame(&route.abort_frame()).await;
+        }
+    }
+    drop(guard);
+}
+
+/// Local stream → TCP frames, then TCP_FIN.
+async fn upstream<R: AsyncRead + Unpin>(route: &Route, ctx: &PeerCtx, mut reader: R) -> Result<(), Failure> {
+    loop {
+        let allowed = match &route.send_credit {
+            Some(credit) => take_credit(credit).await?,
+            None => MAX_PAYLOAD,
+        };
+        let mut buf = BytesMut::with_capacity(HEADER_LEN + allowed);
+        buf.put_bytes(0, HEADER_LEN);
+        let read = reader.read_buf(&mut (&mut buf).limit(allowed)).await;
+        let n = buf.len() - HEADER_LEN;
+        if let Some(credit) = &route.send_credit {
+            credit.add_permits(allowed - n);
+        }
+        match read {
+            Err(e) => return Err(Failure::LocalRead(e)),
+            Ok(0) => {
+                debug!("local EOF; sending TCP_FIN");
+                ctx.send_frame(&Frame::TcpFin { tunnel: route.connid }).await?;
+                return Ok(());
+            }
+            Ok(_) => {}
+        }
+        write_header(&mut buf, kind::TCP, route.connid, n as u16);
+        Counters::add(&ctx.stats.bytes_to_peers, n as u64);
+        ctx.send(buf.freeze()).await?;
+    }
+}
+
+/// Waits for send credit and takes up to one frame's worth.
+async fn take_credit(credit: &Semaphore) -> Result<usize, Failure> {
+    credit.acquire().await.map_err(|_| Failure::PeerGone)?.forget();
+    let more = credit.available_permits().min(MAX_PAYLOAD - 1);
+    if more > 0
+        && let Ok(permits) = credit.try_acquire_many(more as u32)
+    {
+        permits.forget();
+        return Ok(1 + more);
+    }
+    Ok(1)
+}
+
+/// The tunnel's pipe → local stream; shuts the local write side at the end.
+async fn downstream<W: AsyncWrite + Unpin>(
+    route: &Arc<Route>,
+    ctx: &PeerCtx,
+    mut pipe: ReadHalf<SimplexStream>,
+    mut writer: W,
+) -> Result<(), Failure> {
+    let mut buf = vec![0; COPY_BUF];
+    let mut to_credit = 0;
+    loop {
+        let n = pipe.read(&mut buf).await.unwrap_or(0);
+        if n == 0 {
+            debug!("peer finished sending; shutting down the local write side");
+            let _ = writer.shutdown().await;
+            return Ok(());
+        }
+        writer.write_all(&buf[..n]).await.map_err(Failure::LocalWrite)?;
+        writer.flush().await.map_err(Failure::LocalWrite)?;
+        if let Some(window) = &route.recv_window {
+            window.unconsumed.fetch_sub(n, Ordering::AcqRel);
+            to_credit += n;
+            // Once the peer has finished sending, credit is of no use.
+            if to_credit >= window.threshold() && !route.fin_received.load(Ordering::Relaxed) {
+                let increment = u32::try_from(to_credit).unwrap_or(u32::MAX);
+                ctx.send_frame(&Frame::Window { tunnel: route.connid, increment }).await?;
+                to_credit -= increment as usize;
+            }
+        }
+    }
+}
