@@ -9,6 +9,7 @@
 pub mod addr;
 pub mod dht;
 pub mod key_cache;
+pub mod net_crypto;
 pub mod node;
 pub mod onion;
 

@@ -88,6 +88,8 @@ pub struct Sim {
     next_seq: u64,
     events: Vec<(usize, NodeEvent)>,
     stats: NetStats,
+    last_timer: Option<(usize, Instant)>,
+    timer_repeats: u32,
 }
 
 impl Sim {
@@ -112,6 +114,8 @@ impl Sim {
             next_seq: 0,
             events: Vec::new(),
             stats: NetStats::default(),
+            last_timer: None,
+            timer_repeats: 0,
         }
     }
 
@@ -293,6 +297,20 @@ impl Sim {
                     }
                     let now = self.now;
                     self.nodes[node].handle_timeout(now);
+                    // A node whose timer stays due after it ran would spin
+                    // forever at one instant: a bug worth a clear failure.
+                    if self.last_timer == Some((node, now)) {
+                        self.timer_repeats += 1;
+                        assert!(
+                            self.timer_repeats < 10_000,
+                            "node {node} keeps asking to run at the same instant {now:?}: {:?} {:?}",
+                            self.nodes[node].timers(),
+                            self.nodes[node].net_crypto().debug_sessions()
+                        );
+                    } else {
+                        self.last_timer = Some((node, now));
+                        self.timer_repeats = 0;
+                    }
                     self.flush(node);
                 }
             }

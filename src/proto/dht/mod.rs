@@ -309,6 +309,15 @@ impl Dht {
         self.transmits.len() - before
     }
 
+    /// Asks `node` for the nodes closest to `searched` (a friend's DHT key
+    /// it was named with, say); its answer feeds our lists as usual.
+    pub fn ask(&mut self, now: Instant, node: PackedNode, searched: PublicKey) {
+        self.next_tick.get_or_insert(now);
+        if node.protocol == Protocol::Udp {
+            self.send_nodes_request(now, node.public_key, normalize(node.addr), searched);
+        }
+    }
+
     /// Pings a node; if it answers, it may enter our lists.
     pub fn ping(&mut self, now: Instant, key: PublicKey, addr: SocketAddr) {
         self.next_tick.get_or_insert(now);

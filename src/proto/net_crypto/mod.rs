@@ -1,0 +1,646 @@
+//! net_crypto: the encrypted, reliable sessions between friends
+//! (c-toxcore's `net_crypto.c`; spec: <https://toktok.ltd/spec.html#net-crypto>).
+//!
+//! Session setup, either side first:
+//! 1. The initiator asks for a **cookie** (0x18, sealed with DHT keys); the
+//!    responder answers (0x19) with a cookie only it can open, holding the
+//!    initiator's real and DHT keys and the time. No state is kept yet.
+//! 2. The initiator sends a **handshake** (0x1a) returning that cookie, with
+//!    its session key, base nonce and a cookie for the responder, sealed
+//!    with the real keys. A responder that accepts the peer (a friend)
+//!    answers with its own handshake.
+//! 3. Both derive the session key; the first **data** packet (0x1b) makes
+//!    the session established. Handshake packets are resent every second,
+//!    8 times at most.
+//!
+//! Data: lossless packets are numbered, buffered until acknowledged, and
+//! resent when the receiver's request packets (holes after its cumulative
+//! acknowledgement) say they were lost; lossy packets go once. The send rate
+//! is ours ([`congestion`]). Every data packet uses the next nonce.
+
+pub mod buffers;
+pub mod congestion;
+pub mod session;
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::net::SocketAddr;
+use std::time::Instant;
+
+use bytes::{Bytes, BytesMut};
+use rand_chacha::ChaCha20Rng;
+use rand_core::{Rng, SeedableRng};
+
+use self::session::{Received, SendError, Session, SessionStats, State};
+use super::dht::Transmit;
+use super::key_cache::KeyCache;
+use crate::crypto::{KeyPair, Nonce, PublicKey, SharedKey};
+use crate::wire::cookie::{Cookie, CookieContents};
+use crate::wire::cookie_request::CookieRequest;
+use crate::wire::cookie_response::{CookieResponse, CookieResponsePayload};
+use crate::wire::crypto_handshake::{CryptoHandshake, CryptoHandshakePayload};
+use crate::wire::dht_packet::{DhtPacket, DhtPacketKind};
+
+/// Lossless packets a session holds at most before senders must wait.
+pub const DEFAULT_SEND_LIMIT: usize = 16384;
+
+/// Why a session ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CloseReason {
+    /// The handshake was never answered.
+    HandshakeTimeout,
+    /// The peer sent a kill packet.
+    Killed,
+    /// Nothing arrived for too long.
+    Timeout,
+    /// The peer came back with a new DHT key (it restarted).
+    Replaced,
+    /// We closed it.
+    Local,
+}
+
+/// What net_crypto tells the layer above.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum NetCryptoEvent {
+    /// A session is established.
+    Established(PublicKey),
+    /// A session ended.
+    Closed(PublicKey, CloseReason),
+    /// A lossless packet, in order.
+    Lossless(PublicKey, Bytes),
+    /// A lossy packet.
+    Lossy(PublicKey, Bytes),
+    /// A peer handshook with a DHT key other than the one we knew.
+    PeerDhtPk(PublicKey, PublicKey),
+}
+
+/// Counters.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct NetCryptoStats {
+    /// Cookie requests answered.
+    pub cookies_given: u64,
+    /// Handshakes from peers we do not accept.
+    pub refused: u64,
+    /// Packets that did not decode, open or match a session.
+    pub dropped: u64,
+}
+
+/// All sessions of a node.
+#[derive(Debug)]
+pub struct NetCrypto {
+    real_keys: KeyPair,
+    dht_keys: KeyPair,
+    cookie_key: SharedKey,
+    sessions: HashMap<PublicKey, Session>,
+    by_addr: HashMap<SocketAddr, PublicKey>,
+    accept: HashSet<PublicKey>,
+    real_cache: KeyCache,
+    dht_cache: KeyCache,
+    epoch: Option<Instant>,
+    last_now: Option<Instant>,
+    send_limit: usize,
+    rng: ChaCha20Rng,
+    scratch: Vec<Bytes>,
+    transmits: VecDeque<Transmit>,
+    events: VecDeque<NetCryptoEvent>,
+    stats: NetCryptoStats,
+}
+
+impl NetCrypto {
+    /// Sessions for the long-term key pair `real_keys`, whose cookie
+    /// requests are sealed with `dht_keys`; randomness from `seed`.
+    pub fn new(real_keys: KeyPair, dht_keys: KeyPair, seed: [u8; 32]) -> Self {
+        let mut rng = ChaCha20Rng::from_seed(seed);
+        let cookie_key = SharedKey::generate(&mut rng);
+        Self {
+            real_keys,
+            dht_keys,
+            cookie_key,
+            sessions: HashMap::new(),
+            by_addr: HashMap::new(),
+            accept: HashSet::new(),
+            real_cache: KeyCache::new(256),
+            dht_cache: KeyCache::new(256),
+            epoch: None,
+            last_now: None,
+            send_limit: DEFAULT_SEND_LIMIT,
+            rng,
+            scratch: Vec::new(),
+            transmits: VecDeque::new(),
+            events: VecDeque::new(),
+            stats: NetCryptoStats::default(),
+        }
+    }
+
+    /// Counters.
+    pub fn stats(&self) -> NetCryptoStats {
+        self.stats
+    }
+
+    /// A session's counters and state.
+    pub fn session(&self, peer: &PublicKey) -> Option<&Session> {
+        self.sessions.get(peer)
+    }
+
+    /// Per-session counters.
+    pub fn session_stats(&self, peer: &PublicKey) -> Option<SessionStats> {
+        self.sessions.get(peer).map(Session::stats)
+    }
+
+    /// Accepts (or stops accepting) handshakes from `peer`.
+    pub fn set_accept(&mut self, peer: PublicKey, accept: bool) {
+        if accept {
+            self.accept.insert(peer);
+        } else {
+            self.accept.remove(&peer);
+        }
+    }
+
+    fn secs(&mut self, now: Instant) -> u64 {
+        self.last_now = Some(now);
+        let epoch = *self.epoch.get_or_insert(now);
+        (now - epoch).as_secs()
+    }
+
+    /// Starts a session with `peer`, whose DHT key is `dht_pk`, unless one
+    /// exists. Nothing is sent until an address is known ([`set_addr`](Self::set_addr)).
+    pub fn connect(&mut self, now: Instant, peer: PublicKey, dht_pk: PublicKey) {
+        self.last_now = Some(now);
+        if self.sessions.contains_key(&peer) {
+            return;
+        }
+        let keys = KeyPair::generate(&mut self.rng);
+        let send_nonce = Nonce::random(&mut self.rng);
+        let mut session = Session::new(peer, dht_pk, State::CookieRequesting, keys, send_nonce, now);
+        session.cookie_request_id = self.rng.next_u64();
+        let Ok(key) = self.dht_cache.get(&dht_pk, self.dht_keys.secret()) else { return };
+        let request = CookieRequest::new(*self.real_keys.public(), session.cookie_request_id);
+        let nonce = Nonce::random(&mut self.rng);
+        let packet = DhtPacket::seal_payload(*self.dht_keys.public(), key, nonce, &request);
+        let mut buf = BytesMut::with_capacity(packet.encoded_len());
+        packet.encode(&mut buf);
+        session.set_temp(buf.freeze());
+        self.sessions.insert(peer, session);
+    }
+
+    /// The peer's direct UDP address (from the DHT).
+    pub fn set_addr(&mut self, peer: &PublicKey, addr: SocketAddr) {
+        if let Some(session) = self.sessions.get_mut(peer)
+            && session.addr != Some(addr)
+        {
+            if let Some(old) = session.addr {
+                self.by_addr.remove(&old);
+            }
+            session.addr = Some(addr);
+            self.by_addr.insert(addr, *peer);
+        }
+    }
+
+    /// Whether a session with `peer` is established.
+    pub fn is_established(&self, peer: &PublicKey) -> bool {
+        self.sessions.get(peer).is_some_and(|s| s.state == State::Established)
+    }
+
+    /// Queues a lossless payload (`[id][data]`, id 16-191).
+    pub fn send_lossless(&mut self, now: Instant, peer: &PublicKey, payload: Bytes) -> Result<u32, SendError> {
+        let limit = self.send_limit;
+        let session = self.sessions.get_mut(peer).ok_or(SendError::NotConnected)?;
+        let number = session.send_lossless(payload, limit)?;
+        self.flush_session(now, peer);
+        Ok(number)
+    }
+
+    /// Sends a lossy payload (`[id][data]`, id 192-254) now.
+    pub fn send_lossy(&mut self, now: Instant, peer: &PublicKey, payload: Bytes) -> Result<(), SendError> {
+        let session = self.sessions.get_mut(peer).ok_or(SendError::NotConnected)?;
+        session.send_lossy(payload)?;
+        self.flush_session(now, peer);
+        Ok(())
+    }
+
+    /// Lossless packets that fit before the send buffer is full.
+    pub fn send_room(&self, peer: &PublicKey) -> usize {
+        self.sessions.get(peer).map_or(0, |s| self.send_limit.saturating_sub(s.queued()))
+    }
+
+    /// Closes the session with `peer`, telling it so.
+    pub fn kill(&mut self, peer: &PublicKey) {
+        if let Some(mut session) = self.sessions.remove(peer) {
+            if session.state == State::Established
+                && let (Some(packet), Some(addr)) = (session.kill_packet(), session.addr)
+            {
+                self.transmits.push_back(Transmit { dst: addr, payload: packet });
+            }
+            if let Some(addr) = session.addr {
+                self.by_addr.remove(&addr);
+            }
+        }
+    }
+
+    fn close(&mut self, peer: &PublicKey, reason: CloseReason) {
+        if let Some(session) = self.sessions.remove(peer) {
+            if let Some(addr) = session.addr {
+                self.by_addr.remove(&addr);
+            }
+            self.events.push_back(NetCryptoEvent::Closed(*peer, reason));
+        }
+    }
+
+    /// Handles a datagram of kind 0x18, 0x19, 0x1a or 0x1b.
+    pub fn handle_udp(&mut self, now: Instant, from: SocketAddr, data: Bytes) {
+        self.last_now = Some(now);
+        let ok = match data.first() {
+            Some(0x18) => self.handle_cookie_request(now, from, data),
+            Some(0x19) => self.handle_cookie_response(now, from, data),
+            Some(0x1a) => self.handle_handshake(now, from, data),
+            Some(0x1b) => self.handle_data(now, from, data),
+            _ => return,
+        };
+        if ok.is_none() {
+            self.stats.dropped += 1;
+        }
+    }
+
+    fn handle_cookie_request(&mut self, now: Instant, from: SocketAddr, data: Bytes) -> Option<()> {
+        let packet = DhtPacket::decode(data).ok()?;
+        if packet.kind != DhtPacketKind::CookieRequest {
+            return None;
+        }
+        let secs = self.secs(now);
+        let key = self.dht_cache.get(&packet.sender, self.dht_keys.secret()).ok()?.clone();
+        let request = CookieRequest::decode(packet.open(&key).ok()?).ok()?;
+        let cookie = CookieContents::new(secs, request.real_pk, packet.sender)
+            .seal(&self.cookie_key, Nonce::random(&mut self.rng));
+        let response = CookieResponse::seal(
+            &key,
+            Nonce::random(&mut self.rng),
+            &CookieResponsePayload::new(cookie, request.echo_id),
+        );
+        let mut buf = BytesMut::with_capacity(response.encoded_len());
+        response.encode(&mut buf);
+        self.transmits.push_back(Transmit { dst: from, payload: buf.freeze() });
+        self.stats.cookies_given += 1;
+        Some(())
+    }
+
+    fn handle_cookie_response(&mut self, now: Instant, from: SocketAddr, data: Bytes) -> Option<()> {
+        let peer = *self.by_addr.get(&from)?;
+        let response = CookieResponse::decode(data).ok()?;
+        let session = self.sessions.get(&peer)?;
+        if session.state != State::CookieRequesting {
+            return None;
+        }
+        let key = self.dht_cache.get(&session.dht_pk, self.dht_keys.secret()).ok()?.clone();
+        let payload = response.open(&key).ok()?;
+        if payload.echo_id != session.cookie_request_id {
+            return None;
+        }
+        let handshake = self.make_handshake(now, &peer, &payload.cookie)?;
+        let session = self.sessions.get_mut(&peer)?;
+        session.set_temp(handshake);
+        session.state = State::HandshakeSent;
+        self.flush_session(now, &peer);
+        Some(())
+    }
+
+    /// Our handshake for `peer`, returning `peer_cookie`.
+    fn make_handshake(&mut self, now: Instant, peer: &PublicKey, peer_cookie: &Cookie) -> Option<Bytes> {
+        let secs = self.secs(now);
+        let session = self.sessions.get(peer)?;
+        let our_cookie =
+            CookieContents::new(secs, *peer, session.dht_pk).seal(&self.cookie_key, Nonce::random(&mut self.rng));
+        let payload =
+            CryptoHandshakePayload::new(session.send_nonce, *session.session_keys.public(), peer_cookie, our_cookie);
+        let key = self.real_cache.get(peer, self.real_keys.secret()).ok()?;
+        let packet = CryptoHandshake::seal(*peer_cookie, key, Nonce::random(&mut self.rng), &payload);
+        let mut buf = BytesMut::with_capacity(packet.encoded_len());
+        packet.encode(&mut buf);
+        Some(buf.freeze())
+    }
+
+    fn handle_handshake(&mut self, now: Instant, from: SocketAddr, data: Bytes) -> Option<()> {
+        let packet = CryptoHandshake::decode(data).ok()?;
+        let secs = self.secs(now);
+        let contents = packet.cookie.open(&self.cookie_key).ok()?;
+        if !contents.is_fresh(secs) {
+            return None;
+        }
+        let (peer, peer_dht) = (contents.real_pk, contents.dht_pk);
+        let key = self.real_cache.get(&peer, self.real_keys.secret()).ok()?;
+        let payload = packet.open(key).ok()?;
+
+        match self.sessions.get(&peer).map(|s| (s.state, s.dht_pk)) {
+            Some((state, dht)) if dht == peer_dht => {
+                if state == State::Established {
+                    return None;
+                }
+                let session = self.sessions.get_mut(&peer)?;
+                session.recv_nonce = payload.base_nonce;
+                session.shared = SharedKey::precompute(&payload.session_pk, session.session_keys.secret()).ok();
+                session.shared.as_ref()?;
+                if state == State::CookieRequesting || session.addr != Some(from) {
+                    let handshake = self.make_handshake(now, &peer, &payload.cookie)?;
+                    self.sessions.get_mut(&peer)?.set_temp(handshake);
+                }
+                self.sessions.get_mut(&peer)?.state = State::NotConfirmed;
+            }
+            existing => {
+                if existing.is_some() {
+                    self.events.push_back(NetCryptoEvent::PeerDhtPk(peer, peer_dht));
+                    self.close(&peer, CloseReason::Replaced);
+                }
+                if !self.accept.contains(&peer) {
+                    self.stats.refused += 1;
+                    return Some(());
+                }
+                let keys = KeyPair::generate(&mut self.rng);
+                let send_nonce = Nonce::random(&mut self.rng);
+                let mut session = Session::new(peer, peer_dht, State::NotConfirmed, keys, send_nonce, now);
+                session.recv_nonce = payload.base_nonce;
+                session.shared = Some(SharedKey::precompute(&payload.session_pk, session.session_keys.secret()).ok()?);
+                self.sessions.insert(peer, session);
+                let handshake = self.make_handshake(now, &peer, &payload.cookie)?;
+                self.sessions.get_mut(&peer)?.set_temp(handshake);
+            }
+        }
+        self.set_addr(&peer, from);
+        if let Some(session) = self.sessions.get_mut(&peer) {
+            session.heard_udp(now, from);
+        }
+        self.flush_session(now, &peer);
+        Some(())
+    }
+
+    fn handle_data(&mut self, now: Instant, from: SocketAddr, data: Bytes) -> Option<()> {
+        let peer = *self.by_addr.get(&from)?;
+        let session = self.sessions.get_mut(&peer)?;
+        if !matches!(session.state, State::NotConfirmed | State::Established) {
+            return None;
+        }
+        let mut packet = BytesMut::from(data);
+        let mut delivered = Vec::new();
+        if !session.handle_data(now, &mut packet, &mut delivered) {
+            return None;
+        }
+        session.heard_udp(now, from);
+        for item in delivered {
+            match item {
+                Received::Established => self.events.push_back(NetCryptoEvent::Established(peer)),
+                Received::Lossless(payload) => self.events.push_back(NetCryptoEvent::Lossless(peer, payload)),
+                Received::Lossy(payload) => self.events.push_back(NetCryptoEvent::Lossy(peer, payload)),
+                Received::Killed => {
+                    self.close(&peer, CloseReason::Killed);
+                    return Some(());
+                }
+            }
+        }
+        self.flush_session(now, &peer);
+        Some(())
+    }
+
+    /// Sends whatever one session has due.
+    fn flush_session(&mut self, now: Instant, peer: &PublicKey) {
+        let Some(session) = self.sessions.get_mut(peer) else { return };
+        let Some(addr) = session.addr else { return };
+        let mut out = std::mem::take(&mut self.scratch);
+        if let Some(temp) = session.temp_due(now) {
+            out.push(temp);
+        }
+        session.flush(now, &mut out);
+        for payload in out.drain(..) {
+            self.transmits.push_back(Transmit { dst: addr, payload });
+        }
+        self.scratch = out;
+    }
+
+    /// Runs timers: handshake resends and give-ups, acknowledgements,
+    /// pacing, retransmissions, timeouts.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        self.last_now = Some(now);
+        let peers: Vec<PublicKey> = self.sessions.keys().copied().collect();
+        for peer in peers {
+            let Some(session) = self.sessions.get(&peer) else { continue };
+            if session.handshake_failed(now) {
+                self.close(&peer, CloseReason::HandshakeTimeout);
+                continue;
+            }
+            if session.state == State::Established && session.timed_out(now) {
+                self.close(&peer, CloseReason::Timeout);
+                continue;
+            }
+            self.flush_session(now, &peer);
+        }
+    }
+
+    /// When [`handle_timeout`](Self::handle_timeout) should next run.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        let now = self.last_now?;
+        self.sessions
+            .values()
+            .filter(|s| s.addr.is_some() || s.state == State::Established)
+            .filter_map(|s| s.next_wakeup(now))
+            .min()
+    }
+
+    /// One line per session, for diagnostics.
+    pub fn debug_sessions(&self) -> Vec<String> {
+        let now = self.last_now.unwrap_or_else(|| self.epoch.unwrap_or_else(|| unreachable!()));
+        self.sessions.values().map(|s| format!("{:?} addr {:?}: {}", s.peer, s.addr, s.debug_line(now))).collect()
+    }
+
+    /// The next datagram to send.
+    pub fn poll_transmit(&mut self) -> Option<Transmit> {
+        self.transmits.pop_front()
+    }
+
+    /// The next event.
+    pub fn poll_event(&mut self) -> Option<NetCryptoEvent> {
+        self.events.pop_front()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use rand_chacha::ChaCha8Rng;
+
+    use super::*;
+
+    struct Pair {
+        now: Instant,
+        a: NetCrypto,
+        b: NetCrypto,
+        a_pk: PublicKey,
+        b_pk: PublicKey,
+        a_addr: SocketAddr,
+        b_addr: SocketAddr,
+        rng: ChaCha8Rng,
+        loss: f64,
+        events_a: Vec<NetCryptoEvent>,
+        events_b: Vec<NetCryptoEvent>,
+        in_flight: Vec<(Instant, bool, SocketAddr, Bytes)>,
+    }
+
+    impl Pair {
+        fn new(seed: u64, loss: f64) -> Self {
+            let mut rng = ChaCha20Rng::seed_from_u64(seed);
+            let keys: Vec<KeyPair> = (0..4).map(|_| KeyPair::generate(&mut rng)).collect();
+            let (a_pk, b_pk) = (*keys[0].public(), *keys[2].public());
+            let mut a = NetCrypto::new(keys[0].clone(), keys[1].clone(), [1; 32]);
+            let mut b = NetCrypto::new(keys[2].clone(), keys[3].clone(), [2; 32]);
+            a.set_accept(b_pk, true);
+            b.set_accept(a_pk, true);
+            let now = crate::proto::test_epoch();
+            let a_addr: SocketAddr = "198.18.0.1:33445".parse().unwrap();
+            let b_addr: SocketAddr = "198.18.0.2:33445".parse().unwrap();
+            a.connect(now, b_pk, *keys[3].public());
+            a.set_addr(&b_pk, b_addr);
+            Self {
+                now,
+                a,
+                b,
+                a_pk,
+                b_pk,
+                a_addr,
+                b_addr,
+                rng: ChaCha8Rng::seed_from_u64(seed),
+                loss,
+                events_a: Vec::new(),
+                events_b: Vec::new(),
+                in_flight: Vec::new(),
+            }
+        }
+
+        /// Moves time by `step`, delivering datagrams with 5 ms latency.
+        fn step(&mut self, step: Duration) {
+            self.now += step;
+            self.a.handle_timeout(self.now);
+            self.b.handle_timeout(self.now);
+            for _ in 0..4 {
+                while let Some(t) = self.a.poll_transmit() {
+                    if (self.rng.next_u64() % 1000) as f64 >= self.loss * 1000.0 {
+                        self.in_flight.push((self.now + Duration::from_millis(5), true, t.dst, t.payload));
+                    }
+                }
+                while let Some(t) = self.b.poll_transmit() {
+                    if (self.rng.next_u64() % 1000) as f64 >= self.loss * 1000.0 {
+                        self.in_flight.push((self.now + Duration::from_millis(5), false, t.dst, t.payload));
+                    }
+                }
+                let now = self.now;
+                let (due, later): (Vec<_>, Vec<_>) = self.in_flight.drain(..).partition(|(at, ..)| *at <= now);
+                self.in_flight = later;
+                for (_, from_a, dst, payload) in due {
+                    if from_a && dst == self.b_addr {
+                        self.b.handle_udp(now, self.a_addr, payload);
+                    } else if !from_a && dst == self.a_addr {
+                        self.a.handle_udp(now, self.b_addr, payload);
+                    }
+                }
+            }
+            while let Some(e) = self.a.poll_event() {
+                self.events_a.push(e);
+            }
+            while let Some(e) = self.b.poll_event() {
+                self.events_b.push(e);
+            }
+        }
+    }
+
+    #[test]
+    fn sessions_come_up_and_carry_data_in_order() {
+        let mut p = Pair::new(1, 0.0);
+        for _ in 0..50 {
+            p.step(Duration::from_millis(5));
+        }
+        assert!(p.events_a.contains(&NetCryptoEvent::Established(p.b_pk)), "{:?}", p.events_a);
+        assert!(p.events_b.contains(&NetCryptoEvent::Established(p.a_pk)), "{:?}", p.events_b);
+        for i in 0..2000u32 {
+            let payload = Bytes::from([&[160u8][..], &i.to_be_bytes()].concat());
+            while p.a.send_lossless(p.now, &p.b_pk, payload.clone()) == Err(SendError::Full) {
+                p.step(Duration::from_millis(1));
+            }
+        }
+        p.a.send_lossy(p.now, &p.b_pk, Bytes::from_static(&[200, 9, 9])).unwrap();
+        for _ in 0..2000 {
+            p.step(Duration::from_millis(1));
+        }
+        let received: Vec<u32> = p
+            .events_b
+            .iter()
+            .filter_map(|e| match e {
+                NetCryptoEvent::Lossless(_, d) => Some(u32::from_be_bytes(d[1..5].try_into().unwrap())),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(received, (0..2000).collect::<Vec<_>>());
+        assert!(p.events_b.contains(&NetCryptoEvent::Lossy(p.a_pk, Bytes::from_static(&[200, 9, 9]))));
+        assert_eq!(p.a.session(&p.b_pk).unwrap().queued(), 0, "everything acknowledged");
+    }
+
+    #[test]
+    fn lossless_data_survives_loss() {
+        let mut p = Pair::new(2, 0.10);
+        for _ in 0..400 {
+            p.step(Duration::from_millis(5));
+        }
+        assert!(p.a.is_established(&p.b_pk), "{:?}", p.events_a);
+        let total = 3000u32;
+        let mut next = 0u32;
+        for _ in 0..20_000 {
+            while next < total {
+                let payload = Bytes::from([&[161u8][..], &next.to_be_bytes(), &[0u8; 500][..]].concat());
+                match p.a.send_lossless(p.now, &p.b_pk, payload) {
+                    Ok(_) => next += 1,
+                    Err(_) => break,
+                }
+            }
+            p.step(Duration::from_millis(1));
+            if next == total && p.a.session(&p.b_pk).unwrap().queued() == 0 {
+                break;
+            }
+        }
+        let received: Vec<u32> = p
+            .events_b
+            .iter()
+            .filter_map(|e| match e {
+                NetCryptoEvent::Lossless(_, d) => Some(u32::from_be_bytes(d[1..5].try_into().unwrap())),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(received.len(), total as usize, "all arrived");
+        assert_eq!(received, (0..total).collect::<Vec<_>>(), "in order, once");
+        assert!(p.a.session_stats(&p.b_pk).unwrap().retransmissions > 0);
+    }
+
+    #[test]
+    fn strangers_are_refused_and_handshakes_give_up() {
+        let mut p = Pair::new(3, 0.0);
+        p.b.set_accept(p.a_pk, false);
+        for _ in 0..200 {
+            p.step(Duration::from_millis(50));
+        }
+        assert!(!p.a.is_established(&p.b_pk));
+        assert!(p.b.stats().refused > 0);
+        assert!(
+            p.events_a.contains(&NetCryptoEvent::Closed(p.b_pk, CloseReason::HandshakeTimeout)),
+            "{:?}",
+            p.events_a
+        );
+    }
+
+    #[test]
+    fn a_kill_closes_the_other_side() {
+        let mut p = Pair::new(4, 0.0);
+        for _ in 0..50 {
+            p.step(Duration::from_millis(5));
+        }
+        assert!(p.b.is_established(&p.a_pk));
+        p.a.kill(&p.b_pk);
+        for _ in 0..3 {
+            p.step(Duration::from_millis(5));
+        }
+        assert!(p.events_b.contains(&NetCryptoEvent::Closed(p.a_pk, CloseReason::Killed)), "{:?}", p.events_b);
+        assert!(!p.b.is_established(&p.a_pk));
+    }
+}

@@ -1,0 +1,476 @@
+//! One net_crypto session: its keys, state, buffers and congestion control.
+
+use std::collections::VecDeque;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use bytes::{Bytes, BytesMut};
+
+use super::buffers::{Insert, RecvBuffer, SendBuffer};
+use super::congestion::Congestion;
+use crate::crypto::{KeyPair, Nonce, PublicKey, SharedKey};
+use crate::wire::crypto_data::{self, DataHeader, MAX_CRYPTO_DATA_SIZE, PayloadKind, packet_id};
+use crate::wire::packet_request::{decode_request, encode_request};
+
+/// How often the handshake packets are resent (CRYPTO_SEND_PACKET_INTERVAL).
+pub const TEMP_PACKET_INTERVAL: Duration = Duration::from_secs(1);
+/// Tries before a session that does not come up is dropped (MAX_NUM_SENDPACKET_TRIES).
+pub const MAX_TEMP_PACKET_TRIES: u32 = 8;
+/// A direct path counts as working this long after a packet arrived on it
+/// (UDP_DIRECT_TIMEOUT).
+pub const UDP_DIRECT_TIMEOUT: Duration = Duration::from_secs(8);
+/// The longest gap between acknowledgements we send (CRYPTO_SEND_PACKET_INTERVAL).
+pub const MAX_ACK_INTERVAL: Duration = Duration::from_secs(1);
+/// Acknowledge after this many packets arrived.
+pub const ACK_EVERY: u32 = 16;
+/// An established session without any packet for this long is dead (the
+/// friend layer's 32 s timeout usually fires first).
+pub const SESSION_TIMEOUT: Duration = Duration::from_secs(40);
+
+/// Where a session is in its life (c-toxcore's CRYPTO_CONN_*).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum State {
+    /// We asked the peer for a cookie.
+    CookieRequesting,
+    /// We sent a handshake and wait for the peer's.
+    HandshakeSent,
+    /// Both handshakes done; waiting for the first data packet.
+    NotConfirmed,
+    /// Data flows.
+    Established,
+}
+
+/// What a received data packet produced.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Received {
+    /// The session just became established.
+    Established,
+    /// A lossless packet, in order (`[id][data]`).
+    Lossless(Bytes),
+    /// A lossy packet (`[id][data]`).
+    Lossy(Bytes),
+    /// The peer closed the session.
+    Killed,
+}
+
+/// Why a payload cannot be queued.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum SendError {
+    /// The session is not established.
+    #[error("the session is not established")]
+    NotConnected,
+    /// The send buffer is full: wait for acknowledgements.
+    #[error("the send buffer is full")]
+    Full,
+    /// Not `[id][data]` with a lossless (16-191) or lossy (192-254) id, or too long.
+    #[error("invalid packet id or length")]
+    Invalid,
+}
+
+/// Counters of one session.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SessionStats {
+    /// Data packets sent (all kinds).
+    pub packets_sent: u64,
+    /// Lossless packets sent again.
+    pub retransmissions: u64,
+    /// Data packets received and opened.
+    pub packets_received: u64,
+    /// Data packets that failed to open or were out of the window.
+    pub packets_dropped: u64,
+    /// Lossless packets received twice.
+    pub duplicates: u64,
+}
+
+/// A handshake packet (cookie request or handshake) resent until answered.
+#[derive(Debug, Clone)]
+struct TempPacket {
+    packet: Bytes,
+    last_sent: Option<Instant>,
+    tries: u32,
+}
+
+/// One session with one peer.
+#[derive(Debug)]
+pub struct Session {
+    /// The peer's real public key.
+    pub peer: PublicKey,
+    /// The peer's DHT public key.
+    pub dht_pk: PublicKey,
+    /// Where the session is.
+    pub state: State,
+    pub(super) session_keys: KeyPair,
+    pub(super) shared: Option<SharedKey>,
+    pub(super) send_nonce: Nonce,
+    pub(super) recv_nonce: Nonce,
+    pub(super) cookie_request_id: u64,
+    temp: Option<TempPacket>,
+    /// The peer's direct UDP address, if known.
+    pub addr: Option<SocketAddr>,
+    last_udp_recv: Option<Instant>,
+    send: SendBuffer,
+    recv: RecvBuffer,
+    cc: Congestion,
+    last_ack_sent: Option<Instant>,
+    received_since_ack: u32,
+    last_progress: Option<Instant>,
+    rto_backoff: u32,
+    last_recv: Instant,
+    lossy_out: VecDeque<Bytes>,
+    stats: SessionStats,
+}
+
+impl Session {
+    pub(super) fn new(
+        peer: PublicKey,
+        dht_pk: PublicKey,
+        state: State,
+        session_keys: KeyPair,
+        send_nonce: Nonce,
+        now: Instant,
+    ) -> Self {
+        Self {
+            peer,
+            dht_pk,
+            state,
+            session_keys,
+            shared: None,
+            send_nonce,
+            recv_nonce: Nonce::ZERO,
+            cookie_request_id: 0,
+            temp: None,
+            addr: None,
+            last_udp_recv: None,
+            send: SendBuffer::default(),
+            recv: RecvBuffer::default(),
+            cc: Congestion::default(),
+            last_ack_sent: None,
+            received_since_ack: 0,
+            last_progress: None,
+            rto_backoff: 0,
+            last_recv: now,
+            lossy_out: VecDeque::new(),
+            stats: SessionStats::default(),
+        }
+    }
+
+    /// Counters.
+    pub fn stats(&self) -> SessionStats {
+        self.stats
+    }
+
+    /// The congestion controller (round trip, window).
+    pub fn congestion(&self) -> &Congestion {
+        &self.cc
+    }
+
+    /// Lossless packets queued or in flight.
+    pub fn queued(&self) -> usize {
+        self.send.len()
+    }
+
+    /// Whether a UDP packet arrived from the peer recently.
+    pub fn direct(&self, now: Instant) -> bool {
+        self.last_udp_recv.is_some_and(|t| now < t + UDP_DIRECT_TIMEOUT)
+    }
+
+    pub(super) fn set_temp(&mut self, packet: Bytes) {
+        self.temp = Some(TempPacket { packet, last_sent: None, tries: 0 });
+    }
+
+    /// The handshake packet to (re)send now, if one is due.
+    pub(super) fn temp_due(&mut self, now: Instant) -> Option<Bytes> {
+        let temp = self.temp.as_mut()?;
+        if temp.last_sent.is_some_and(|t| now < t + TEMP_PACKET_INTERVAL) {
+            return None;
+        }
+        temp.last_sent = Some(now);
+        temp.tries += 1;
+        Some(temp.packet.clone())
+    }
+
+    /// Whether the handshake gave up (8 tries unanswered).
+    pub(super) fn handshake_failed(&self, now: Instant) -> bool {
+        self.state != State::Established
+            && self.temp.as_ref().is_some_and(|t| {
+                t.tries >= MAX_TEMP_PACKET_TRIES && t.last_sent.is_some_and(|s| now >= s + TEMP_PACKET_INTERVAL)
+            })
+    }
+
+    /// Whether an established session went silent.
+    pub(super) fn timed_out(&self, now: Instant) -> bool {
+        now >= self.last_recv + SESSION_TIMEOUT
+    }
+
+    /// Notes a packet from the peer over UDP at `from`.
+    pub(super) fn heard_udp(&mut self, now: Instant, from: SocketAddr) {
+        self.addr = Some(from);
+        self.last_udp_recv = Some(now);
+    }
+
+    /// Queues a lossless payload (`[id][data]`, id 16-191); returns its number.
+    pub fn send_lossless(&mut self, payload: Bytes, limit: usize) -> Result<u32, SendError> {
+        if self.state != State::Established {
+            return Err(SendError::NotConnected);
+        }
+        match payload.first().copied().and_then(PayloadKind::of) {
+            Some(PayloadKind::Lossless) if payload.len() <= MAX_CRYPTO_DATA_SIZE => {}
+            _ => return Err(SendError::Invalid),
+        }
+        self.send.push(payload, limit).ok_or(SendError::Full)
+    }
+
+    /// Queues a lossy payload (`[id][data]`, id 192-254) to go out at once.
+    pub fn send_lossy(&mut self, payload: Bytes) -> Result<(), SendError> {
+        if self.state != State::Established {
+            return Err(SendError::NotConnected);
+        }
+        match payload.first().copied().and_then(PayloadKind::of) {
+            Some(PayloadKind::Lossy) if payload.len() <= MAX_CRYPTO_DATA_SIZE => {}
+            _ => return Err(SendError::Invalid),
+        }
+        self.lossy_out.push_back(payload);
+        Ok(())
+    }
+
+    /// Seals one data packet.
+    fn seal(&mut self, packet_number: u32, payload: &[u8]) -> Option<Bytes> {
+        let key = self.shared.as_ref()?;
+        let header = DataHeader::new(self.recv.start(), packet_number);
+        let mut out = BytesMut::zeroed(crypto_data::packet_len(payload.len()));
+        let len = crypto_data::seal(key, &mut self.send_nonce, header, payload, &mut out).ok()?;
+        out.truncate(len);
+        self.stats.packets_sent += 1;
+        Some(out.freeze())
+    }
+
+    /// A kill packet, sealed (for closing the session).
+    pub(super) fn kill_packet(&mut self) -> Option<Bytes> {
+        let end = self.send.end();
+        self.seal(end, &[packet_id::KILL])
+    }
+
+    /// An acknowledgement: a request packet naming our holes.
+    fn ack_packet(&mut self, now: Instant) -> Option<Bytes> {
+        let mut payload = BytesMut::with_capacity(64);
+        encode_request(self.recv.start(), self.recv.end(), self.recv.missing(), &mut payload);
+        self.last_ack_sent = Some(now);
+        self.received_since_ack = 0;
+        let end = self.send.sent_end();
+        self.seal(end, &payload)
+    }
+
+    /// Whether an acknowledgement is due.
+    fn ack_due(&self, now: Instant) -> bool {
+        let since = self.last_ack_sent.map_or(Duration::MAX, |t| now.saturating_duration_since(t));
+        since >= MAX_ACK_INTERVAL
+            || (self.received_since_ack >= ACK_EVERY)
+            || (self.received_since_ack > 0 && since >= Duration::from_millis(2))
+            // Holes are reported fast: the sender resends only what was sent
+            // more than a round trip ago, so early reports cost little.
+            || (self.recv.has_holes() && since >= Duration::from_millis(2))
+    }
+
+    /// Produces the data packets due now: lossy ones, an acknowledgement,
+    /// resends and new lossless packets as the congestion window allows.
+    pub(super) fn flush(&mut self, now: Instant, out: &mut Vec<Bytes>) {
+        match self.state {
+            State::Established => {}
+            // Confirm the session to the peer with a data packet.
+            State::NotConfirmed => {
+                if self.last_ack_sent.is_none_or(|t| now >= t + TEMP_PACKET_INTERVAL / 4)
+                    && let Some(packet) = self.ack_packet(now)
+                {
+                    out.push(packet);
+                }
+                return;
+            }
+            _ => return,
+        }
+        while let Some(payload) = self.lossy_out.pop_front() {
+            let end = self.send.sent_end();
+            if let Some(packet) = self.seal(end, &payload) {
+                out.push(packet);
+            }
+        }
+        self.check_rto(now);
+        if self.send.has_pending() {
+            let allowed = self.cc.allowance(now, self.send.in_flight());
+            let mut sent = 0;
+            while sent < allowed {
+                let Some((number, payload)) = self.send.next_to_send(now) else { break };
+                if let Some(packet) = self.seal(number, &payload) {
+                    out.push(packet);
+                }
+                sent += 1;
+            }
+            self.cc.on_sent(sent);
+            if self.last_progress.is_none() && self.send.in_flight() > 0 {
+                self.last_progress = Some(now);
+            }
+        }
+        if self.ack_due(now)
+            && let Some(packet) = self.ack_packet(now)
+        {
+            out.push(packet);
+        }
+    }
+
+    /// Retransmission timeout: nothing acknowledged for several round trips
+    /// while packets are in flight.
+    fn check_rto(&mut self, now: Instant) {
+        if self.send.in_flight() == 0 {
+            self.last_progress = None;
+            self.rto_backoff = 0;
+            return;
+        }
+        let Some(last_progress) = self.last_progress else {
+            self.last_progress = Some(now);
+            return;
+        };
+        let rto = (self.cc.resend_after() * 2).max(Duration::from_millis(100)) * (1 << self.rto_backoff.min(6));
+        if now >= last_progress + rto
+            && let Some((oldest, _)) = self.send.oldest_in_flight()
+        {
+            self.send.mark_lost(oldest);
+            if self.rto_backoff > 0 {
+                self.cc.on_timeout();
+            }
+            self.rto_backoff += 1;
+            self.last_progress = Some(now);
+        }
+    }
+
+    /// A one-line summary for diagnostics.
+    pub fn debug_line(&self, now: Instant) -> String {
+        format!(
+            "{} {} numbers {:?} state {:?} in_flight {} window {} pending {} queued {} recv_since_ack {} last_ack {:?} last_progress {:?} backoff {} next {:?}",
+            self.send.debug_head(),
+            self.recv.debug_head(),
+            self.send.debug_numbers(),
+            self.state,
+            self.send.in_flight(),
+            self.cc.window(),
+            self.send.has_pending(),
+            self.send.len(),
+            self.received_since_ack,
+            self.last_ack_sent.map(|t| now.saturating_duration_since(t)),
+            self.last_progress.map(|t| now.saturating_duration_since(t)),
+            self.rto_backoff,
+            self.next_wakeup(now).map(|t| t.saturating_duration_since(now)),
+        )
+    }
+
+    /// When [`flush`](Self::flush) next has something to do.
+    pub(super) fn next_wakeup(&self, now: Instant) -> Option<Instant> {
+        let mut next: Option<Instant> = None;
+        let mut consider = |t: Instant| next = Some(next.map_or(t, |n| n.min(t)));
+        if let Some(temp) = &self.temp
+            && self.state != State::Established
+        {
+            consider(temp.last_sent.map_or(now, |t| t + TEMP_PACKET_INTERVAL));
+        }
+        match self.state {
+            State::Established => {
+                consider(self.last_ack_sent.map_or(now, |t| t + MAX_ACK_INTERVAL));
+                if self.received_since_ack > 0 || self.recv.has_holes() {
+                    consider(self.last_ack_sent.map_or(now, |t| t + Duration::from_millis(2)));
+                }
+                if !self.lossy_out.is_empty() {
+                    consider(now);
+                }
+                if self.send.has_pending() {
+                    let window_open = self.send.in_flight() < self.cc.window();
+                    if window_open {
+                        consider(self.cc.next_send(now));
+                    }
+                }
+                if self.send.in_flight() > 0 {
+                    let rto = (self.cc.resend_after() * 2).max(Duration::from_millis(100));
+                    consider(self.last_progress.map_or(now, |t| t + rto * (1 << self.rto_backoff.min(6))));
+                }
+                consider(self.last_recv + SESSION_TIMEOUT);
+            }
+            State::NotConfirmed => consider(self.last_ack_sent.map_or(now, |t| t + TEMP_PACKET_INTERVAL / 4)),
+            _ => {}
+        }
+        next
+    }
+
+    /// Opens and handles one data packet (already known to be ours).
+    pub(super) fn handle_data(&mut self, now: Instant, packet: &mut [u8], delivered: &mut Vec<Received>) -> bool {
+        let Some(key) = self.shared.as_ref() else { return false };
+        let Ok(opened) = crypto_data::open_in_place(key, &mut self.recv_nonce, packet) else {
+            self.stats.packets_dropped += 1;
+            return false;
+        };
+        self.stats.packets_received += 1;
+        self.last_recv = now;
+        // The cumulative acknowledgement. A packet sent before a later one
+        // that acknowledged more (reordering) carries a stale start: its
+        // request list would be read against the wrong numbers, so it is
+        // ignored (c-toxcore drops such packets whole).
+        let fresh = self.send.valid_ack(opened.header.buffer_start);
+        if fresh {
+            let acked = self.send.ack_until(opened.header.buffer_start);
+            self.on_acked(now, acked);
+        }
+        if opened.id == packet_id::KILL {
+            delivered.push(Received::Killed);
+            return true;
+        }
+        if self.state == State::NotConfirmed {
+            self.state = State::Established;
+            self.temp = None;
+            delivered.push(Received::Established);
+        }
+        let payload = &packet[opened.payload()];
+        match PayloadKind::of(opened.id) {
+            Some(PayloadKind::Request) => {
+                self.recv.extend_to(opened.header.packet_number);
+                if !fresh {
+                    return true;
+                }
+                if let Ok(report) = decode_request(payload, self.send.start(), self.send.end()) {
+                    let resend_before = now.checked_sub(self.cc.resend_after()).unwrap_or(now);
+                    let (acked, lost, lost_sent) =
+                        self.send.on_request(&report.requested, report.walked_until, resend_before);
+                    self.on_acked(now, acked);
+                    if let Some(sent) = lost_sent {
+                        self.cc.on_loss(now, sent, lost);
+                        self.stats.retransmissions += lost as u64;
+                    }
+                }
+            }
+            Some(PayloadKind::Lossless) => {
+                match self.recv.insert(opened.header.packet_number, Bytes::copy_from_slice(payload)) {
+                    Insert::Stored => {}
+                    Insert::Duplicate => self.stats.duplicates += 1,
+                    Insert::OutOfWindow => self.stats.packets_dropped += 1,
+                }
+                self.received_since_ack += 1;
+                while let Some(ready) = self.recv.pop_ready() {
+                    delivered.push(Received::Lossless(ready));
+                }
+            }
+            Some(PayloadKind::Lossy) => {
+                self.recv.extend_to(opened.header.packet_number);
+                delivered.push(Received::Lossy(Bytes::copy_from_slice(payload)));
+            }
+            _ => self.stats.packets_dropped += 1,
+        }
+        true
+    }
+
+    fn on_acked(&mut self, now: Instant, acked: super::buffers::Acked) {
+        if acked.count == 0 {
+            return;
+        }
+        if let Some(sent) = acked.sample_sent {
+            self.cc.on_rtt_sample(now, now.saturating_duration_since(sent));
+        }
+        self.cc.on_ack(now, acked.count);
+        self.last_progress = if self.send.in_flight() > 0 { Some(now) } else { None };
+        self.rto_backoff = 0;
+    }
+}

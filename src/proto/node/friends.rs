@@ -1,0 +1,146 @@
+//! Friends: tying the onion, the DHT and net_crypto together, plus the
+//! part of Messenger tuntox needs (c-toxcore's `friend_connection.c` and
+//! `Messenger.c`).
+//!
+//! For each friend: the onion tells us its DHT key; the DHT then finds its
+//! address; net_crypto connects to it (or accepts its handshake). Once the
+//! session is up both sides send ONLINE (24); until the friend's ONLINE
+//! arrives no other lossless packet is delivered, as in c-toxcore. ALIVE
+//! (16) goes out every 8 s, and a friend silent for 32 s is dropped and
+//! searched again. Friend requests we send go through the onion every 5 s,
+//! doubling, until the friend connects.
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+
+use crate::crypto::PublicKey;
+use crate::wire::friend_request::FriendRequest;
+use crate::wire::packed_node::{PackedNode, Protocol};
+
+/// ALIVE interval (FRIEND_PING_INTERVAL).
+pub const PING_INTERVAL: Duration = Duration::from_secs(8);
+/// A friend silent this long is gone (FRIEND_CONNECTION_TIMEOUT).
+pub const CONNECTION_TIMEOUT: Duration = Duration::from_secs(32);
+/// First resend interval of a friend request (FRIENDREQUEST_TIMEOUT); it doubles.
+pub const REQUEST_RESEND: Duration = Duration::from_secs(5);
+/// The resend interval stops doubling here.
+pub const REQUEST_RESEND_MAX: Duration = Duration::from_secs(60);
+/// Relays kept per friend (FRIEND_MAX_STORED_TCP_RELAYS).
+pub const MAX_FRIEND_RELAYS: usize = 24;
+
+/// How a friend is reached.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Path {
+    /// Direct UDP.
+    Udp,
+    /// Through a TCP relay.
+    Tcp,
+}
+
+/// A friend's connection state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Status {
+    /// Looking for it, or handshaking.
+    Connecting,
+    /// The session is up; waiting for its ONLINE.
+    SessionUp,
+    /// Online: data flows.
+    Online,
+}
+
+/// A friend request we keep sending.
+#[derive(Debug, Clone)]
+pub struct PendingRequest {
+    /// What goes out.
+    pub request: FriendRequest,
+    /// When it next goes out.
+    pub next: Instant,
+    /// The current interval.
+    pub interval: Duration,
+}
+
+/// One friend.
+#[derive(Debug, Clone)]
+pub struct Friend {
+    /// Its long-term key.
+    pub real_pk: PublicKey,
+    /// Its current DHT key, once it told us.
+    pub dht_pk: Option<PublicKey>,
+    /// Where it is in connecting.
+    pub status: Status,
+    /// When we last sent ALIVE (or anything lossless).
+    pub last_ping_sent: Option<Instant>,
+    /// When we last heard from it.
+    pub last_heard: Option<Instant>,
+    /// Our friend request, while it is not connected.
+    pub request: Option<PendingRequest>,
+    /// TCP relays it is connected to.
+    pub relays: Vec<PackedNode>,
+    /// Its direct address, when the DHT found it.
+    pub addr: Option<SocketAddr>,
+}
+
+impl Friend {
+    /// A friend we know by key.
+    pub fn new(real_pk: PublicKey) -> Self {
+        Self {
+            real_pk,
+            dht_pk: None,
+            status: Status::Connecting,
+            last_ping_sent: None,
+            last_heard: None,
+            request: None,
+            relays: Vec::new(),
+            addr: None,
+        }
+    }
+
+    /// Remembers TCP relays it named (most recent first, bounded).
+    pub fn add_relays(&mut self, nodes: &[PackedNode]) {
+        for node in nodes.iter().filter(|n| n.protocol == Protocol::Tcp) {
+            self.relays.retain(|r| r.public_key != node.public_key);
+            self.relays.insert(0, *node);
+        }
+        self.relays.truncate(MAX_FRIEND_RELAYS);
+    }
+}
+
+/// What the friend layer tells the node's owner.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FriendEvent {
+    /// Someone not yet a friend asked to be one.
+    Request {
+        /// Their long-term key.
+        real_pk: PublicKey,
+        /// Their message.
+        message: Bytes,
+    },
+    /// A friend came online.
+    Connected {
+        /// Which friend.
+        real_pk: PublicKey,
+        /// Direct or relayed.
+        path: Path,
+    },
+    /// A friend went offline.
+    Lost {
+        /// Which friend.
+        real_pk: PublicKey,
+    },
+    /// A custom lossless packet (`[id][data]`, id 160-191), in order.
+    Lossless {
+        /// From which friend.
+        real_pk: PublicKey,
+        /// The packet.
+        data: Bytes,
+    },
+    /// A custom lossy packet (`[id][data]`, id 200-254).
+    Lossy {
+        /// From which friend.
+        real_pk: PublicKey,
+        /// The packet.
+        data: Bytes,
+    },
+}

@@ -1,0 +1,552 @@
+//! A Tox node: the protocol layers composed behind one sans-IO interface.
+//!
+//! The node owns the DHT, the onion relay and announce store (what it does
+//! for others), the onion client and net_crypto (what it does for itself),
+//! and the friend layer that ties them together ([`friends`]). Each UDP
+//! datagram goes to the layer its first byte names; layer events are routed
+//! between layers here; the owner sees [`NodeEvent`]s. The driver and the
+//! simulator only ever see this type.
+
+pub mod friends;
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use rand_chacha::ChaCha20Rng;
+use rand_core::{Rng, SeedableRng};
+
+use self::friends::{Friend, FriendEvent, Path, PendingRequest, Status};
+use super::dht::{Dht, DhtConfig, DhtEvent, Transmit};
+use super::net_crypto::session::SendError;
+use super::net_crypto::{NetCrypto, NetCryptoEvent};
+use super::onion::announce::AnnounceStore;
+use super::onion::client::{OnionClient, OnionEvent};
+use super::onion::relay::OnionRelay;
+use crate::crypto::{KeyPair, PublicKey};
+use crate::wire::crypto_data::packet_id;
+use crate::wire::dht_pk_announce::DHT_PK_KIND;
+use crate::wire::friend_request::{FriendRequest, MessageLenError};
+use crate::wire::packed_node::{PackedNode, Protocol};
+use crate::wire::tox_id::{NoSpam, ToxId};
+
+/// How often the friend layer's periodic work runs.
+pub const FRIEND_TICK: Duration = Duration::from_millis(500);
+
+/// How a node behaves.
+#[derive(Debug, Clone)]
+pub struct NodeConfig {
+    /// The DHT's settings.
+    pub dht: DhtConfig,
+    /// Run the onion client (announce ourselves, search friends). A pure
+    /// bootstrap node serves the DHT and the onion without one, as
+    /// tox-bootstrapd does.
+    pub onion_client: bool,
+    /// Wall-clock time (Unix seconds) at the node's first `now`: DHT-PK
+    /// announcements carry the current Unix time, so that they keep rising
+    /// across restarts as c-toxcore requires.
+    pub unix_time_at_start: u64,
+    /// Our nospam: friend requests must carry it.
+    pub nospam: NoSpam,
+}
+
+impl Default for NodeConfig {
+    fn default() -> Self {
+        Self { dht: DhtConfig::default(), onion_client: true, unix_time_at_start: 0, nospam: NoSpam::default() }
+    }
+}
+
+/// What a node tells its owner.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum NodeEvent {
+    /// From the DHT.
+    Dht(DhtEvent),
+    /// From the onion client.
+    Onion(OnionEvent),
+    /// About friends: requests, connections, data.
+    Friend(FriendEvent),
+}
+
+/// A Tox node.
+#[derive(Debug)]
+pub struct Node {
+    real_keys: KeyPair,
+    nospam: NoSpam,
+    dht: Dht,
+    relay: OnionRelay,
+    announce: AnnounceStore,
+    onion: OnionClient,
+    net_crypto: NetCrypto,
+    friends: HashMap<PublicKey, Friend>,
+    requests_seen: HashSet<PublicKey>,
+    onion_client: bool,
+    unix_base: u64,
+    start: Option<Instant>,
+    next_friend_tick: Option<Instant>,
+    events: VecDeque<NodeEvent>,
+}
+
+impl Node {
+    /// A node with the long-term key pair `real_keys` and the DHT key pair
+    /// `dht_keys` (made fresh at every start); `seed` drives all of its
+    /// randomness (nonces, request ids, temporary keys).
+    pub fn new(real_keys: KeyPair, dht_keys: KeyPair, config: NodeConfig, seed: [u8; 32]) -> Self {
+        let mut rng = ChaCha20Rng::from_seed(seed);
+        let mut sub_seed = || {
+            let mut s = [0u8; 32];
+            rng.fill_bytes(&mut s);
+            s
+        };
+        let bootstrap = config.dht.bootstrap_nodes.clone();
+        let onion_client = config.onion_client;
+        let mut onion = OnionClient::new(real_keys.clone(), dht_keys.clone(), sub_seed());
+        for node in bootstrap {
+            onion.add_bootstrap_node(node);
+        }
+        Self {
+            dht: Dht::new(dht_keys.clone(), config.dht, sub_seed()),
+            relay: OnionRelay::new(dht_keys.clone(), sub_seed()),
+            announce: AnnounceStore::new(dht_keys.clone(), sub_seed()),
+            net_crypto: NetCrypto::new(real_keys.clone(), dht_keys, sub_seed()),
+            onion,
+            real_keys,
+            nospam: config.nospam,
+            friends: HashMap::new(),
+            requests_seen: HashSet::new(),
+            onion_client,
+            unix_base: config.unix_time_at_start,
+            start: None,
+            next_friend_tick: None,
+            events: VecDeque::new(),
+        }
+    }
+
+    /// Our long-term key pair.
+    pub fn real_keys(&self) -> &KeyPair {
+        &self.real_keys
+    }
+
+    /// Our Tox ID.
+    pub fn tox_id(&self) -> ToxId {
+        ToxId::new(*self.real_keys.public(), self.nospam)
+    }
+
+    /// The DHT.
+    pub fn dht(&self) -> &Dht {
+        &self.dht
+    }
+
+    /// The DHT, mutable (to search, set LAN targets).
+    pub fn dht_mut(&mut self) -> &mut Dht {
+        &mut self.dht
+    }
+
+    /// The onion client.
+    pub fn onion(&self) -> &OnionClient {
+        &self.onion
+    }
+
+    /// The onion client, mutable.
+    pub fn onion_mut(&mut self) -> &mut OnionClient {
+        &mut self.onion
+    }
+
+    /// net_crypto (sessions and their counters).
+    pub fn net_crypto(&self) -> &NetCrypto {
+        &self.net_crypto
+    }
+
+    /// The onion relay.
+    pub fn relay(&self) -> &OnionRelay {
+        &self.relay
+    }
+
+    /// The announce store.
+    pub fn announce_store(&self) -> &AnnounceStore {
+        &self.announce
+    }
+
+    /// Joins the network through `node`: asks it for nodes and uses it for
+    /// onion paths until the DHT provides others.
+    pub fn bootstrap(&mut self, now: Instant, node: PackedNode) {
+        self.start.get_or_insert(now);
+        self.dht.bootstrap(now, node);
+        self.onion.add_bootstrap_node(node);
+    }
+
+    // ---- friends ------------------------------------------------------------
+
+    /// Adds a friend by key and connects to it whenever it is online (its
+    /// requests are accepted; ours are not sent).
+    pub fn add_friend(&mut self, real_pk: PublicKey) {
+        if real_pk == *self.real_keys.public() {
+            return;
+        }
+        self.friends.entry(real_pk).or_insert_with(|| Friend::new(real_pk));
+        self.net_crypto.set_accept(real_pk, true);
+        self.onion.add_friend(real_pk);
+    }
+
+    /// Adds a friend and sends it a friend request with `message` until it
+    /// connects (every 5 s, doubling).
+    pub fn add_friend_with_request(&mut self, now: Instant, id: &ToxId, message: Bytes) -> Result<(), MessageLenError> {
+        let request = FriendRequest::new(id.nospam(), message)?;
+        let real_pk = *id.public_key();
+        self.add_friend(real_pk);
+        if let Some(friend) = self.friends.get_mut(&real_pk) {
+            friend.request = Some(PendingRequest { request, next: now, interval: friends::REQUEST_RESEND });
+        }
+        self.next_friend_tick = Some(now);
+        Ok(())
+    }
+
+    /// Removes a friend, closing its session.
+    pub fn remove_friend(&mut self, real_pk: &PublicKey) {
+        if let Some(friend) = self.friends.remove(real_pk) {
+            if let Some(dht_pk) = friend.dht_pk {
+                self.dht.remove_search(&dht_pk);
+            }
+            self.net_crypto.kill(real_pk);
+            self.net_crypto.set_accept(*real_pk, false);
+            self.onion.remove_friend(real_pk);
+        }
+    }
+
+    /// A friend's state.
+    pub fn friend(&self, real_pk: &PublicKey) -> Option<&Friend> {
+        self.friends.get(real_pk)
+    }
+
+    /// Our friends' keys.
+    pub fn friend_keys(&self) -> impl Iterator<Item = &PublicKey> {
+        self.friends.keys()
+    }
+
+    /// Sends a custom lossless packet (`[id][data]`, id 160-191) to an
+    /// online friend. `Full` means: wait for room (acknowledgements).
+    pub fn send_lossless(&mut self, now: Instant, real_pk: &PublicKey, data: Bytes) -> Result<u32, SendError> {
+        if !data.first().is_some_and(|id| packet_id::LOSSLESS_CUSTOM.contains(id)) {
+            return Err(SendError::Invalid);
+        }
+        if self.friends.get(real_pk).is_none_or(|f| f.status != Status::Online) {
+            return Err(SendError::NotConnected);
+        }
+        let number = self.net_crypto.send_lossless(now, real_pk, data)?;
+        if let Some(friend) = self.friends.get_mut(real_pk) {
+            friend.last_ping_sent = Some(now);
+        }
+        Ok(number)
+    }
+
+    /// Sends a custom lossy packet (`[id][data]`, id 200-254) to an online
+    /// friend.
+    pub fn send_lossy(&mut self, now: Instant, real_pk: &PublicKey, data: Bytes) -> Result<(), SendError> {
+        if !data.first().is_some_and(|id| packet_id::LOSSY_CUSTOM.contains(id)) {
+            return Err(SendError::Invalid);
+        }
+        if self.friends.get(real_pk).is_none_or(|f| f.status != Status::Online) {
+            return Err(SendError::NotConnected);
+        }
+        self.net_crypto.send_lossy(now, real_pk, data)
+    }
+
+    /// Lossless packets that can be queued for a friend now.
+    pub fn send_room(&self, real_pk: &PublicKey) -> usize {
+        self.net_crypto.send_room(real_pk)
+    }
+
+    /// How a friend is reached, if it is online.
+    pub fn friend_path(&self, real_pk: &PublicKey, now: Instant) -> Option<Path> {
+        let friend = self.friends.get(real_pk).filter(|f| f.status == Status::Online)?;
+        let session = self.net_crypto.session(&friend.real_pk)?;
+        Some(if session.direct(now) { Path::Udp } else { Path::Tcp })
+    }
+
+    // ---- the sans-IO interface ----------------------------------------------
+
+    /// The wall-clock time at `now`, in Unix seconds.
+    fn unix_secs(&mut self, now: Instant) -> u64 {
+        let start = *self.start.get_or_insert(now);
+        self.unix_base + (now - start).as_secs()
+    }
+
+    /// A UDP datagram arrived.
+    pub fn handle_udp(&mut self, now: Instant, from: SocketAddr, data: Bytes) {
+        self.start.get_or_insert(now);
+        let from = super::addr::normalize(from);
+        match data.first() {
+            Some(0x18..=0x1b) => self.net_crypto.handle_udp(now, from, data),
+            Some(0x80..=0x82 | 0x8c..=0x8e) => self.relay.handle_packet(now, from, data),
+            Some(0x83 | 0x85 | 0x87) => self.announce.handle_packet(now, from, data, &self.dht),
+            Some(0x84) => self.onion.handle_announce_response(now, from, data),
+            Some(0x86) => self.onion.handle_data_response(now, data),
+            Some(_) => self.dht.handle_packet(now, from, data),
+            None => {}
+        }
+        self.pump_events(now);
+    }
+
+    /// Time passed; runs whatever is due.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        let unix = self.unix_secs(now);
+        self.dht.handle_timeout(now);
+        if self.onion_client {
+            let relays: Vec<PackedNode> = Vec::new();
+            self.onion.handle_timeout(now, unix, &mut self.dht, &relays);
+        }
+        self.net_crypto.handle_timeout(now);
+        if self.next_friend_tick.is_none_or(|t| now >= t) {
+            self.next_friend_tick = Some(now + FRIEND_TICK);
+            self.tick_friends(now);
+        }
+        self.pump_events(now);
+    }
+
+    /// Moves layer events to where they belong.
+    fn pump_events(&mut self, now: Instant) {
+        loop {
+            let mut any = false;
+            while let Some(event) = self.dht.poll_event() {
+                any = true;
+                match event {
+                    DhtEvent::Request { sender, kind: DHT_PK_KIND, data, .. } => {
+                        self.onion.handle_dht_dht_pk(now, &sender, data);
+                    }
+                    DhtEvent::Found { key, addr } => {
+                        self.found_friend_addr(now, key, addr);
+                        self.events.push_back(NodeEvent::Dht(DhtEvent::Found { key, addr }));
+                    }
+                    other => self.events.push_back(NodeEvent::Dht(other)),
+                }
+            }
+            while let Some(event) = self.onion.poll_event() {
+                any = true;
+                self.on_onion_event(now, &event);
+                self.events.push_back(NodeEvent::Onion(event));
+            }
+            while let Some(event) = self.net_crypto.poll_event() {
+                any = true;
+                self.on_net_crypto_event(now, event);
+            }
+            if !any {
+                break;
+            }
+        }
+    }
+
+    fn on_onion_event(&mut self, now: Instant, event: &OnionEvent) {
+        match event {
+            OnionEvent::FriendRequest { real_pk, nospam, message } => {
+                // As c-toxcore: the nospam must be ours, friends and repeats are ignored.
+                if *nospam == self.nospam
+                    && !self.friends.contains_key(real_pk)
+                    && *real_pk != *self.real_keys.public()
+                    && self.requests_seen.insert(*real_pk)
+                {
+                    self.events.push_back(NodeEvent::Friend(FriendEvent::Request {
+                        real_pk: *real_pk,
+                        message: message.clone(),
+                    }));
+                }
+            }
+            OnionEvent::FriendDhtPk { real_pk, dht_pk, nodes } => {
+                self.set_friend_dht_pk(now, real_pk, *dht_pk);
+                if let Some(friend) = self.friends.get_mut(real_pk) {
+                    friend.add_relays(nodes);
+                }
+                for node in nodes.iter().filter(|n| n.protocol == Protocol::Udp) {
+                    self.dht.ask(now, *node, *dht_pk);
+                }
+            }
+            OnionEvent::Connected(_) => {}
+        }
+    }
+
+    /// A friend's DHT key is `dht_pk` (from its announcement or handshake).
+    fn set_friend_dht_pk(&mut self, now: Instant, real_pk: &PublicKey, dht_pk: PublicKey) {
+        let Some(friend) = self.friends.get_mut(real_pk) else { return };
+        if friend.dht_pk == Some(dht_pk) {
+            return;
+        }
+        let old = friend.dht_pk.replace(dht_pk);
+        friend.addr = None;
+        if let Some(old) = old {
+            self.dht.remove_search(&old);
+            // The friend restarted: its old session is useless.
+            if self.net_crypto.session(real_pk).is_some_and(|s| s.dht_pk != dht_pk) {
+                self.net_crypto.kill(real_pk);
+                self.went_offline(now, real_pk);
+            }
+        }
+        self.dht.add_search(dht_pk);
+        self.net_crypto.connect(now, *real_pk, dht_pk);
+        if let Some(addr) = self.dht.addr_of(&dht_pk, now) {
+            self.found_friend_addr(now, dht_pk, addr);
+        }
+    }
+
+    /// The DHT found the node with key `dht_key` at `addr`.
+    fn found_friend_addr(&mut self, now: Instant, dht_key: PublicKey, addr: SocketAddr) {
+        let Some(friend) = self.friends.values_mut().find(|f| f.dht_pk == Some(dht_key)) else { return };
+        friend.addr = Some(addr);
+        let real_pk = friend.real_pk;
+        self.net_crypto.connect(now, real_pk, dht_key);
+        self.net_crypto.set_addr(&real_pk, addr);
+    }
+
+    fn on_net_crypto_event(&mut self, now: Instant, event: NetCryptoEvent) {
+        match event {
+            NetCryptoEvent::Established(peer) => {
+                let Some(friend) = self.friends.get_mut(&peer) else {
+                    self.net_crypto.kill(&peer);
+                    return;
+                };
+                friend.status = Status::SessionUp;
+                friend.last_heard = Some(now);
+                friend.last_ping_sent = Some(now);
+                self.onion.set_friend_online(&peer, true);
+                let _ = self.net_crypto.send_lossless(now, &peer, Bytes::from_static(&[packet_id::ONLINE]));
+            }
+            NetCryptoEvent::Lossless(peer, data) => self.on_lossless(now, peer, data),
+            NetCryptoEvent::Lossy(peer, data) => {
+                let Some(friend) = self.friends.get_mut(&peer) else { return };
+                friend.last_heard = Some(now);
+                if friend.status == Status::Online
+                    && data.first().is_some_and(|id| packet_id::LOSSY_CUSTOM.contains(id))
+                {
+                    self.events.push_back(NodeEvent::Friend(FriendEvent::Lossy { real_pk: peer, data }));
+                }
+            }
+            NetCryptoEvent::Closed(peer, _) => self.went_offline(now, &peer),
+            NetCryptoEvent::PeerDhtPk(peer, dht_pk) => self.set_friend_dht_pk(now, &peer, dht_pk),
+        }
+    }
+
+    fn on_lossless(&mut self, now: Instant, peer: PublicKey, data: Bytes) {
+        let Some(friend) = self.friends.get_mut(&peer) else { return };
+        friend.last_heard = Some(now);
+        let Some(&id) = data.first() else { return };
+        match id {
+            packet_id::ALIVE => {}
+            packet_id::SHARE_RELAYS => {
+                let mut r = crate::wire::Reader::new(data.slice(1..));
+                if let Ok(nodes) = PackedNode::decode_up_to(&mut r, 3) {
+                    friend.add_relays(&nodes);
+                }
+            }
+            packet_id::ONLINE if friend.status != Status::Online => {
+                friend.status = Status::Online;
+                friend.request = None;
+                let path =
+                    if self.net_crypto.session(&peer).is_some_and(|s| s.direct(now)) { Path::Udp } else { Path::Tcp };
+                self.events.push_back(NodeEvent::Friend(FriendEvent::Connected { real_pk: peer, path }));
+            }
+            packet_id::OFFLINE if friend.status == Status::Online => {
+                friend.status = Status::SessionUp;
+                self.events.push_back(NodeEvent::Friend(FriendEvent::Lost { real_pk: peer }));
+            }
+            id if packet_id::LOSSLESS_CUSTOM.contains(&id) && friend.status == Status::Online => {
+                self.events.push_back(NodeEvent::Friend(FriendEvent::Lossless { real_pk: peer, data }));
+            }
+            // Nicknames, status messages and everything else: not for us.
+            _ => {}
+        }
+    }
+
+    /// A friend's session ended: tell the owner, search it again.
+    fn went_offline(&mut self, now: Instant, real_pk: &PublicKey) {
+        let Some(friend) = self.friends.get_mut(real_pk) else { return };
+        if friend.status == Status::Online {
+            self.events.push_back(NodeEvent::Friend(FriendEvent::Lost { real_pk: *real_pk }));
+        }
+        friend.status = Status::Connecting;
+        self.onion.set_friend_online(real_pk, false);
+        if let Some(dht_pk) = friend.dht_pk {
+            self.net_crypto.connect(now, *real_pk, dht_pk);
+            if let Some(addr) = friend.addr.or_else(|| self.dht.addr_of(&dht_pk, now)) {
+                self.net_crypto.set_addr(real_pk, addr);
+            }
+        }
+    }
+
+    fn tick_friends(&mut self, now: Instant) {
+        let keys: Vec<PublicKey> = self.friends.keys().copied().collect();
+        for real_pk in keys {
+            let Some(friend) = self.friends.get(&real_pk) else { continue };
+            match friend.status {
+                Status::SessionUp | Status::Online => {
+                    if friend.last_heard.is_some_and(|t| now >= t + friends::CONNECTION_TIMEOUT) {
+                        self.net_crypto.kill(&real_pk);
+                        self.went_offline(now, &real_pk);
+                        continue;
+                    }
+                    if friend.last_ping_sent.is_none_or(|t| now >= t + friends::PING_INTERVAL)
+                        && self.net_crypto.send_lossless(now, &real_pk, Bytes::from_static(&[packet_id::ALIVE])).is_ok()
+                        && let Some(friend) = self.friends.get_mut(&real_pk)
+                    {
+                        friend.last_ping_sent = Some(now);
+                    }
+                }
+                Status::Connecting => {
+                    if let Some(dht_pk) = friend.dht_pk {
+                        self.net_crypto.connect(now, real_pk, dht_pk);
+                        if let Some(addr) = self.dht.addr_of(&dht_pk, now) {
+                            self.found_friend_addr(now, dht_pk, addr);
+                        }
+                    }
+                    self.resend_request(now, &real_pk);
+                }
+            }
+        }
+    }
+
+    fn resend_request(&mut self, now: Instant, real_pk: &PublicKey) {
+        let Some(pending) = self.friends.get(real_pk).and_then(|f| f.request.clone()) else { return };
+        if now < pending.next {
+            return;
+        }
+        let sent = self.onion.send_friend_request(now, real_pk, &pending.request);
+        if let Some(request) = self.friends.get_mut(real_pk).and_then(|f| f.request.as_mut()) {
+            if sent > 0 {
+                request.next = now + request.interval;
+                request.interval = (request.interval * 2).min(friends::REQUEST_RESEND_MAX);
+            } else {
+                // The friend's announce nodes are not found yet: try again soon.
+                request.next = now + Duration::from_secs(1);
+            }
+        }
+    }
+
+    /// The next datagram to send.
+    pub fn poll_transmit(&mut self) -> Option<Transmit> {
+        self.net_crypto
+            .poll_transmit()
+            .or_else(|| self.dht.poll_transmit())
+            .or_else(|| self.relay.poll_transmit())
+            .or_else(|| self.announce.poll_transmit())
+            .or_else(|| self.onion.poll_transmit())
+    }
+
+    /// The next event.
+    pub fn poll_event(&mut self) -> Option<NodeEvent> {
+        self.events.pop_front()
+    }
+
+    /// Each layer's next timer, by name (for diagnostics).
+    pub fn timers(&self) -> [(&'static str, Option<Instant>); 4] {
+        [
+            ("dht", self.dht.poll_timeout()),
+            ("onion", self.onion.poll_timeout()),
+            ("net_crypto", self.net_crypto.poll_timeout()),
+            ("friends", self.next_friend_tick),
+        ]
+    }
+
+    /// When `handle_timeout` should next run.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        let onion = if self.onion_client { self.onion.poll_timeout() } else { None };
+        let friends = if self.friends.is_empty() { None } else { self.next_friend_tick };
+        [self.dht.poll_timeout(), onion, self.net_crypto.poll_timeout(), friends].into_iter().flatten().min()
+    }
+}
