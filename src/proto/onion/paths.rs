@@ -217,13 +217,15 @@ mod tests {
         // The same path again while it is healthy.
         let again = paths.choose(t0, Some(first.number), &nodes, &PathNodes::default(), &dht, &mut rng).unwrap();
         assert_eq!(again.number, first.number);
-        assert!(paths.success(first.number, t0).is_some());
+        // It answered once (after its creation: no longer a new path).
+        let t1 = t0 + Duration::from_secs(1);
+        assert!(paths.success(first.number, t1).is_some());
         // Used 4 times without an answer, then 10 s of silence: replaced.
         for _ in 0..4 {
-            paths.choose(t0, Some(first.number), &nodes, &PathNodes::default(), &dht, &mut rng).unwrap();
+            paths.choose(t1, Some(first.number), &nodes, &PathNodes::default(), &dht, &mut rng).unwrap();
         }
-        assert!(!paths.exists(first.number, t0 + PATH_TIMEOUT));
-        assert!(paths.exists(first.number, t0 + PATH_TIMEOUT - Duration::from_secs(1)));
+        assert!(!paths.exists(first.number, t1 + PATH_TIMEOUT));
+        assert!(paths.exists(first.number, t1 + PATH_TIMEOUT - Duration::from_secs(1)));
         // Old paths die anyway.
         assert!(!paths.exists(first.number, t0 + PATH_MAX_LIFETIME));
     }
