@@ -44,18 +44,38 @@ fn modes_without_an_engine_say_so() {
     let id = "C8FECA81BE196CDF2CADEABF13C4903D7632DCE4955AA68B6E5D9ADEF54E2616123456786FC2";
     let dir = tempfile::tempdir().unwrap();
     let conf = dir.path().to_str().unwrap();
+    // Each is refused before any socket exists.
     for args in [
-        vec!["-C", conf],
-        vec!["-C", conf, "-i", id, "-L", "2222:127.0.0.1:22"],
         vec!["vpn", "up", "--peer", id],
         vec!["relay", "-C", conf],
         vec!["status"],
-        vec!["ping", id],
         vec!["id", "-C", conf, "-S"],
+        vec!["-C", conf, "-S"],
+        vec!["-C", conf, "-z"],
+        vec!["-C", conf, "-F", "/tmp/tuntox-test.pid"],
+        vec!["-C", conf, "-U", "nobody"],
+        vec!["-C", conf, "-t", "33446"],
     ] {
         let out = tuntox(&args);
         assert_eq!(out.status.code(), Some(2), "{args:?}");
         assert!(stderr(&out).contains("not implemented yet"), "{args:?}: {}", stderr(&out));
+        assert!(out.stdout.is_empty());
+    }
+}
+
+#[test]
+fn client_flags_that_do_not_fit_are_usage_errors() {
+    let id = "C8FECA81BE196CDF2CADEABF13C4903D7632DCE4955AA68B6E5D9ADEF54E2616123456786FC2";
+    // Each is refused before any socket exists.
+    for (args, says) in [
+        (vec!["-L", "2222:127.0.0.1:22"], "needs the server's Tox ID"),
+        (vec!["-i", &id[..64], "-L", "2222:127.0.0.1:22"], "full Tox ID"),
+        (vec!["-i", id, "-i", id, "-W", "h:22"], "one -i"),
+        (vec!["-i", id, "-p", "-L", "2222:h:22"], "-p cannot be combined"),
+    ] {
+        let out = tuntox(&args);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {}", stderr(&out));
+        assert!(stderr(&out).contains(says), "{args:?}: {}", stderr(&out));
         assert!(out.stdout.is_empty());
     }
 }

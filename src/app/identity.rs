@@ -7,6 +7,11 @@
 //! write is atomic (a temporary file in the same directory, fsync, rename),
 //! so a crash never leaves a half-written identity. Unlike C tuntox, a
 //! client given `-C` keeps its identity too.
+//!
+//! The same file keeps the friend list (c-toxcore's FRIENDS section): read it
+//! with [`Identity::friends`], change it with [`Identity::set_friends`] and
+//! write it with [`Identity::store`]. Loading does not read the friends, so a
+//! damaged friend list never costs the identity.
 
 use std::fs::{self, DirBuilder, File, OpenOptions};
 use std::io::{self, Write};
@@ -14,6 +19,7 @@ use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use crate::crypto::{KeyPair, SodiumRng};
+use crate::wire::saved_friend::SavedFriend;
 use crate::wire::savedata::{SaveData, SaveDataError};
 use crate::wire::tox_id::{NoSpam, ToxId};
 
@@ -127,6 +133,17 @@ impl Identity {
         &self.path
     }
 
+    /// The friends kept in the save (none in a fresh one).
+    pub fn friends(&self) -> Result<Vec<SavedFriend>, IdentityError> {
+        self.save.friends().map_err(|source| IdentityError::Format { path: self.path.clone(), source })
+    }
+
+    /// Replaces the friend list in memory; [`store`](Self::store) writes it.
+    /// Every other section of the save is kept.
+    pub fn set_friends(&mut self, friends: &[SavedFriend]) {
+        self.save.set_friends(friends);
+    }
+
     /// Writes the save atomically, mode 0600.
     pub fn store(&self) -> Result<(), IdentityError> {
         write_atomic(&self.path, &self.save.encode())
@@ -197,6 +214,61 @@ mod tests {
         identity.store().unwrap();
         let rewritten = fs::read(dir.path().join(SAVE_FILE_NAME)).unwrap();
         assert_eq!(rewritten[..], c_save[..rewritten.len()]);
+    }
+
+    #[test]
+    fn friends_are_stored_and_loaded_with_the_identity() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut identity, _) = Identity::load_or_create(dir.path()).unwrap();
+        assert!(identity.friends().unwrap().is_empty());
+        let (other, _) = Identity::load_or_create(&dir.path().join("other")).unwrap();
+        let friends = [
+            SavedFriend::confirmed(*other.keys().public()),
+            SavedFriend::requesting(&other.tox_id(), &b"tuntox"[..]).unwrap(),
+        ];
+        identity.set_friends(&friends);
+        identity.store().unwrap();
+
+        let (reloaded, created) = Identity::load_or_create(dir.path()).unwrap();
+        assert!(!created);
+        assert_eq!(reloaded.tox_id(), identity.tox_id());
+        assert_eq!(reloaded.friends().unwrap(), friends);
+        assert_eq!(fs::metadata(reloaded.path()).unwrap().permissions().mode() & 0o777, 0o600);
+    }
+
+    #[test]
+    fn a_c_toxcore_save_keeps_its_friends() {
+        let dir = tempfile::tempdir().unwrap();
+        let c_save = include_bytes!("../../tests/data/c-toxcore-0.2.18-friends.tox_save");
+        fs::write(dir.path().join(SAVE_FILE_NAME), c_save).unwrap();
+        let mut identity = Identity::load(dir.path()).unwrap().unwrap();
+        let friends = identity.friends().unwrap();
+        assert_eq!(friends.len(), 3);
+        identity.set_friends(&friends);
+        identity.store().unwrap();
+        let rewritten = fs::read(dir.path().join(SAVE_FILE_NAME)).unwrap();
+        assert_eq!(rewritten[..], c_save[..rewritten.len()]);
+    }
+
+    #[test]
+    fn a_bad_friend_list_is_an_error_naming_the_file_but_keeps_the_identity() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut save = SaveData::decode(&include_bytes!("../../tests/data/c-toxcore-0.2.18.tox_save")[..]).unwrap();
+        save.set_friends(&[SavedFriend::confirmed(crate::crypto::PublicKey::from_bytes([1; 32]))]);
+        let mut bytes = save.encode().to_vec();
+        // Cut the last byte of the friend record: the FRIENDS section follows
+        // NOSPAMKEYS and DHT, so its length field is at a known place.
+        let dht_len = u32::from_le_bytes(bytes[84..88].try_into().unwrap()) as usize;
+        let friends_header = 84 + 8 + dht_len;
+        assert_eq!(bytes[friends_header + 4..friends_header + 8], [3, 0, 0xce, 0x01]);
+        bytes[friends_header..friends_header + 4].copy_from_slice(&2215u32.to_le_bytes());
+        bytes.remove(friends_header + 8);
+        fs::write(dir.path().join(SAVE_FILE_NAME), &bytes).unwrap();
+
+        let (identity, created) = Identity::load_or_create(dir.path()).unwrap();
+        assert!(!created);
+        let err = identity.friends().unwrap_err().to_string();
+        assert!(err.contains("tox_save") && err.contains("FRIENDS section is 2215 bytes"), "{err}");
     }
 
     #[test]

@@ -2,5 +2,8 @@
 //! engines land) the wiring of Tox friends to the tunnel and VPN engines.
 
 pub mod bootstrap;
+pub mod bridge;
+pub mod client;
 pub mod identity;
 pub mod secret;
+pub mod server;

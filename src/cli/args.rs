@@ -12,6 +12,7 @@ use clap::{Args, Parser, Subcommand};
 use ipnet::IpNet;
 use tunnel::spec::{DynamicForward, LocalForward, Target};
 
+use crate::app::bootstrap::BootstrapSpec;
 use crate::app::secret::Secret;
 use crate::crypto::PublicKey;
 use crate::wire::tox_id::{ParseIdError, TOX_ID_HEX_LEN, ToxId, parse_public_key};
@@ -57,9 +58,11 @@ pub enum Command {
 /// Options every mode shares.
 #[derive(Debug, Args)]
 pub struct CommonArgs {
-    /// Config directory: holds our identity (`tox_save`).
-    #[arg(short = 'C', value_name = "DIR", default_value = DEFAULT_CONFIG_DIR)]
-    pub config_dir: PathBuf,
+    /// Config directory: holds our identity (`tox_save`). Default
+    /// /etc/tuntox/ for the server and `tuntox id`; a client without -C uses
+    /// a fresh identity each run, with -C it keeps one in DIR.
+    #[arg(short = 'C', value_name = "DIR")]
+    pub config_dir: Option<PathBuf>,
 
     /// More logging: -d debug, -dd trace for tuntox, -ddd trace for everything.
     /// RUST_LOG, when set, overrides -d and -q.
@@ -73,6 +76,13 @@ pub struct CommonArgs {
     /// Log to syslog (facility LOCAL1) instead of standard error.
     #[arg(short = 'S')]
     pub syslog: bool,
+}
+
+impl CommonArgs {
+    /// `-C`, or the default.
+    pub fn config_dir(&self) -> PathBuf {
+        self.config_dir.clone().unwrap_or_else(|| PathBuf::from(DEFAULT_CONFIG_DIR))
+    }
 }
 
 /// C tuntox's flags: server by default, client with -L, -W, -D or -p.
@@ -98,6 +108,12 @@ pub struct ForwardArgs {
     #[arg(short = 'p')]
     pub ping: bool,
 
+    /// Client: exit with an error when the server has not accepted us
+    /// within SECS of start (0 waits forever). Default: 120 for -W and -p;
+    /// -L and -D wait forever.
+    #[arg(long, value_name = "SECS")]
+    pub connect_timeout: Option<u64>,
+
     /// Client: the server's Tox ID. Server: a Tox ID or public key allowed
     /// to connect; repeatable; all others are refused.
     #[arg(short = 'i', value_name = "TOXID")]
@@ -120,14 +136,6 @@ pub struct ForwardArgs {
     #[arg(short = 't', value_name = "PORT")]
     pub tcp_relay_port: Option<u16>,
 
-    /// UDP port range for Tox, FIRST:LAST (default 33445:33545).
-    #[arg(short = 'u', value_name = "FIRST:LAST")]
-    pub udp_ports: Option<PortRange>,
-
-    /// Bootstrap nodes from FILE in nodes.tox.chat JSON format.
-    #[arg(short = 'b', value_name = "FILE")]
-    pub nodes_file: Option<PathBuf>,
-
     /// Run in the background (logs go to syslog).
     #[arg(short = 'z')]
     pub daemonize: bool,
@@ -142,7 +150,33 @@ pub struct ForwardArgs {
 
     #[command(flatten)]
     #[allow(missing_docs)]
+    pub net: NetArgs,
+
+    #[command(flatten)]
+    #[allow(missing_docs)]
     pub common: CommonArgs,
+}
+
+/// How a mode joins the Tox network.
+#[derive(Debug, Args)]
+pub struct NetArgs {
+    /// UDP port range for Tox, FIRST:LAST (default 33445:33545).
+    #[arg(short = 'u', value_name = "FIRST:LAST")]
+    pub udp_ports: Option<PortRange>,
+
+    /// Bootstrap nodes from FILE in nodes.tox.chat JSON format, instead of
+    /// the built-in list.
+    #[arg(short = 'b', value_name = "FILE")]
+    pub nodes_file: Option<PathBuf>,
+
+    /// Bootstrap from this node instead of the built-in list; repeatable.
+    /// IPv6 hosts in brackets.
+    #[arg(long = "bootstrap", value_name = "HOST:PORT:KEY")]
+    pub bootstrap: Vec<BootstrapSpec>,
+
+    /// Do not announce ourselves on the local network (LAN discovery).
+    #[arg(long)]
+    pub no_lan: bool,
 }
 
 /// `tuntox id`.
@@ -183,6 +217,10 @@ pub struct VpnUpArgs {
     /// Name of the TUN device.
     #[arg(long, value_name = "NAME", default_value = "tuntox0")]
     pub dev: String,
+
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub net: NetArgs,
 
     #[command(flatten)]
     #[allow(missing_docs)]
@@ -235,6 +273,10 @@ pub struct PingArgs {
     /// Stop after COUNT round trips.
     #[arg(short = 'c', value_name = "COUNT")]
     pub count: Option<u32>,
+
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub net: NetArgs,
 
     #[command(flatten)]
     #[allow(missing_docs)]
@@ -347,19 +389,19 @@ mod tests {
         assert_eq!(f.peers, [PeerId::ToxId(ID.parse().unwrap())]);
         assert_eq!(f.secret, Some(Secret::new("pw").unwrap()));
         assert_eq!(f.common.debug, 2);
-        assert_eq!(f.common.config_dir, PathBuf::from("/etc/tuntox/"));
+        assert_eq!(f.common.config_dir(), PathBuf::from("/etc/tuntox/"));
     }
 
     #[test]
     fn server_flags_and_subcommands() {
         let cli =
             parse(&["-C", "/tmp/x", "-i", &ID[..64], "-u", "4000:4010", "-t", "0", "-z", "-U", "nobody"]).unwrap();
-        assert_eq!(cli.forward.udp_ports, Some(PortRange { first: 4000, last: 4010 }));
+        assert_eq!(cli.forward.net.udp_ports, Some(PortRange { first: 4000, last: 4010 }));
         assert!(matches!(cli.forward.peers[0], PeerId::PublicKey(_)));
 
         let cli = parse(&["id", "-C", "/tmp/t1"]).unwrap();
         let Some(Command::Id(id)) = cli.command else { panic!("not id") };
-        assert_eq!(id.common.config_dir, PathBuf::from("/tmp/t1"));
+        assert_eq!(id.common.config_dir(), PathBuf::from("/tmp/t1"));
 
         let cli = parse(&["vpn", "up", "--peer", ID, "--route", "192.168.77.0/24"]).unwrap();
         let Some(Command::Vpn(VpnCommand::Up(up))) = cli.command else { panic!("not vpn up") };

@@ -40,17 +40,17 @@ pub fn directives(common: &CommonArgs, default: DefaultLevel) -> String {
 /// Installs the global subscriber, writing to standard error.
 pub fn init(common: &CommonArgs, default: DefaultLevel) {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(directives(common, default)));
-    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_ansi(ansi).with_writer(std::io::stderr).try_init();
 }
 
 #[cfg(test)]
 mod tests {
-    use std::path::PathBuf;
 
     use super::*;
 
     fn common(debug: u8, quiet: bool) -> CommonArgs {
-        CommonArgs { config_dir: PathBuf::new(), debug, quiet, syslog: false }
+        CommonArgs { config_dir: None, debug, quiet, syslog: false }
     }
 
     #[test]

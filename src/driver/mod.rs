@@ -5,22 +5,31 @@
 //! passes its events on. Datagrams are read in batches of up to
 //! [`RECV_BATCH`] per wake-up, and nothing spins: when idle the task sleeps
 //! until the node's next timer.
+//!
+//! Backpressure, never loss: a lossless send that finds the friend's send
+//! buffer full is parked (in order) and completed when acknowledgements make
+//! room; events wait for the owner to take them. Lossy sends that find the
+//! command queue full are dropped and counted, as lossy data may be.
 
 // The driver is where real time enters.
 #![allow(clippy::disallowed_methods)]
 
+pub mod tox;
 pub mod udp;
 
+use std::collections::VecDeque;
 use std::io;
 use std::net::SocketAddr;
 use std::time::Instant;
 
 use bytes::Bytes;
 use tokio::net::UdpSocket;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
+use crate::crypto::PublicKey;
+use crate::proto::net_crypto::session::SendError;
 use crate::proto::{Node, NodeEvent};
 
 /// Datagrams read per wake-up at most, before the node's output is flushed.
@@ -40,6 +49,23 @@ pub enum Command {
     /// Run a closure on the node (bootstrap, add a search, read state).
     /// Whatever it queues is sent at once.
     With(NodeFn),
+    /// Queue a lossless packet for a friend; the reply comes once it is
+    /// queued (after waiting for room if need be) or refused.
+    SendLossless {
+        /// The friend.
+        peer: PublicKey,
+        /// `[id][data]`, id 160-191.
+        data: Bytes,
+        /// The outcome.
+        reply: oneshot::Sender<Result<(), SendError>>,
+    },
+    /// Send a lossy packet to a friend, now or never.
+    SendLossy {
+        /// The friend.
+        peer: PublicKey,
+        /// `[id][data]`, id 200-254.
+        data: Bytes,
+    },
 }
 
 impl std::fmt::Debug for Command {
@@ -57,8 +83,8 @@ pub struct DriverStats {
     pub sent: u64,
     /// Datagrams the socket refused to send (unreachable, wrong family...).
     pub send_errors: u64,
-    /// Events dropped because the owner did not keep up.
-    pub events_dropped: u64,
+    /// Lossy packets refused by the node (friend offline, bad id).
+    pub lossy_refused: u64,
 }
 
 /// The owner's side of a running node.
@@ -69,6 +95,39 @@ pub struct NodeHandle {
     local_addr: SocketAddr,
     cancel: CancellationToken,
     task: JoinHandle<DriverStats>,
+}
+
+/// A cloneable way to send to friends from other tasks.
+#[derive(Debug, Clone)]
+pub struct NodeSender {
+    commands: mpsc::Sender<Command>,
+}
+
+impl NodeSender {
+    /// As [`NodeHandle::send_lossless`].
+    pub async fn send_lossless(&self, peer: PublicKey, data: Bytes) -> Result<(), SendError> {
+        let (reply, outcome) = oneshot::channel();
+        self.commands.send(Command::SendLossless { peer, data, reply }).await.map_err(|_| SendError::NotConnected)?;
+        outcome.await.unwrap_or(Err(SendError::NotConnected))
+    }
+
+    /// As [`NodeHandle::try_send_lossy`].
+    pub fn try_send_lossy(&self, peer: PublicKey, data: Bytes) -> bool {
+        self.commands.try_send(Command::SendLossy { peer, data }).is_ok()
+    }
+
+    /// Runs `f` on the node and returns its result.
+    pub async fn with<R: Send + 'static>(
+        &self,
+        f: impl FnOnce(&mut Node, Instant) -> R + Send + 'static,
+    ) -> Result<R, Stopped> {
+        let (tx, rx) = oneshot::channel();
+        let command = Command::With(Box::new(move |node, now| {
+            let _ = tx.send(f(node, now));
+        }));
+        self.commands.send(command).await.map_err(|_| Stopped)?;
+        rx.await.map_err(|_| Stopped)
+    }
 }
 
 /// Why the node's task is no longer there.
@@ -100,6 +159,25 @@ impl NodeHandle {
         self.events.recv().await
     }
 
+    /// Queues a lossless packet (`[id][data]`, id 160-191) for an online
+    /// friend, waiting for room in its send buffer if need be.
+    pub async fn send_lossless(&self, peer: PublicKey, data: Bytes) -> Result<(), SendError> {
+        let (reply, outcome) = oneshot::channel();
+        self.commands.send(Command::SendLossless { peer, data, reply }).await.map_err(|_| SendError::NotConnected)?;
+        outcome.await.unwrap_or(Err(SendError::NotConnected))
+    }
+
+    /// Sends a lossy packet (`[id][data]`, id 200-254) to an online friend;
+    /// false if it was dropped (queue full or node stopped).
+    pub fn try_send_lossy(&self, peer: PublicKey, data: Bytes) -> bool {
+        self.commands.try_send(Command::SendLossy { peer, data }).is_ok()
+    }
+
+    /// A sender that other tasks can use to send to friends.
+    pub fn sender(&self) -> NodeSender {
+        NodeSender { commands: self.commands.clone() }
+    }
+
     /// Stops the node and returns the driver's counters.
     pub async fn shutdown(self) -> DriverStats {
         self.cancel.cancel();
@@ -119,6 +197,8 @@ pub fn spawn(node: Node, socket: std::net::UdpSocket, cancel: CancellationToken)
     Ok(NodeHandle { commands, events, local_addr, cancel, task })
 }
 
+type Parked = (PublicKey, Bytes, oneshot::Sender<Result<(), SendError>>);
+
 async fn run(
     mut node: Node,
     socket: UdpSocket,
@@ -129,9 +209,13 @@ async fn run(
     let local = socket.local_addr().unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)));
     let mut stats = DriverStats::default();
     let mut buf = vec![0u8; MAX_DATAGRAM];
+    let mut parked: VecDeque<Parked> = VecDeque::new();
     node.handle_timeout(Instant::now());
     loop {
-        flush(&mut node, &socket, local, &events, &mut stats).await;
+        retry_parked(&mut node, &mut parked);
+        if flush(&mut node, &socket, local, &events, &mut stats).await.is_err() {
+            break;
+        }
         let timer = node.poll_timeout().map(tokio::time::Instant::from_std);
         tokio::select! {
             () = cancel.cancelled() => break,
@@ -153,13 +237,78 @@ async fn run(
                 }
             }
             command = commands.recv() => match command {
-                Some(Command::With(f)) => f(&mut node, Instant::now()),
+                Some(command) => {
+                    handle_command(&mut node, command, &mut parked, &mut stats);
+                    // Take whatever else is queued before flushing once.
+                    while let Ok(command) = commands.try_recv() {
+                        handle_command(&mut node, command, &mut parked, &mut stats);
+                    }
+                }
                 None => break,
             },
             () = sleep_until(timer) => node.handle_timeout(Instant::now()),
         }
     }
     stats
+}
+
+fn handle_command(node: &mut Node, command: Command, parked: &mut VecDeque<Parked>, stats: &mut DriverStats) {
+    let now = Instant::now();
+    match command {
+        Command::With(f) => f(node, now),
+        Command::SendLossless { peer, data, reply } => {
+            // Keep order: behind anything already waiting for this friend.
+            if parked.iter().any(|(p, ..)| *p == peer) {
+                parked.push_back((peer, data, reply));
+                return;
+            }
+            match node.send_lossless(now, &peer, data.clone()) {
+                Ok(_) => {
+                    let _ = reply.send(Ok(()));
+                }
+                Err(SendError::Full) => parked.push_back((peer, data, reply)),
+                Err(e) => {
+                    let _ = reply.send(Err(e));
+                }
+            }
+        }
+        Command::SendLossy { peer, data } => {
+            if node.send_lossy(now, &peer, data).is_err() {
+                stats.lossy_refused += 1;
+            }
+        }
+    }
+}
+
+/// Queues parked lossless packets that fit now, in order per friend.
+fn retry_parked(node: &mut Node, parked: &mut VecDeque<Parked>) {
+    if parked.is_empty() {
+        return;
+    }
+    let now = Instant::now();
+    let mut blocked: Vec<PublicKey> = Vec::new();
+    let mut still = VecDeque::with_capacity(parked.len());
+    for (peer, data, reply) in parked.drain(..) {
+        if blocked.contains(&peer) || reply.is_closed() {
+            if !reply.is_closed() {
+                still.push_back((peer, data, reply));
+            }
+            continue;
+        }
+        match node.send_lossless(now, &peer, data.clone()) {
+            Ok(_) => {
+                let _ = reply.send(Ok(()));
+            }
+            Err(SendError::Full) => {
+                blocked.push(peer);
+                still.push_back((peer, data, reply));
+            }
+            Err(e) => {
+                let _ = reply.send(Err(e));
+            }
+        }
+    }
+    *parked = still;
 }
 
 async fn sleep_until(deadline: Option<tokio::time::Instant>) {
@@ -175,7 +324,7 @@ async fn flush(
     local: SocketAddr,
     events: &mpsc::Sender<NodeEvent>,
     stats: &mut DriverStats,
-) {
+) -> Result<(), Stopped> {
     while let Some(transmit) = node.poll_transmit() {
         match socket.send_to(&transmit.payload, udp::send_addr(local, transmit.dst)).await {
             Ok(_) => stats.sent += 1,
@@ -186,10 +335,10 @@ async fn flush(
         }
     }
     while let Some(event) = node.poll_event() {
-        if events.try_send(event).is_err() {
-            stats.events_dropped += 1;
-        }
+        // The owner's pace sets ours: nothing is dropped.
+        events.send(event).await.map_err(|_| Stopped)?;
     }
+    Ok(())
 }
 
 #[cfg(test)]

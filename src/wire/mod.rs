@@ -38,6 +38,7 @@ pub mod packet_request;
 pub mod ping_request;
 pub mod ping_response;
 mod reader;
+pub mod saved_friend;
 pub mod savedata;
 #[cfg(test)]
 mod test_support;

@@ -11,6 +11,9 @@
 //! A section is `[length u32][type u16][0x01ce u16][length bytes]`. The
 //! types c-toxcore 0.2.18 writes are listed in [`SectionKind`]; the one that
 //! makes an identity is NOSPAMKEYS: `[nospam 4][public key 32][secret key 32]`.
+//! FRIENDS is a run of fixed-size records, one per friend
+//! ([`super::saved_friend`]); c-toxcore refuses the whole save when its
+//! length is not a multiple of the record size.
 //!
 //! We keep every section we do not interpret byte for byte, so a save
 //! rewritten by tuntox still carries c-toxcore's friends, relays and name.
@@ -19,6 +22,7 @@
 use bytes::{BufMut, Bytes};
 use zeroize::Zeroizing;
 
+use super::saved_friend::{SAVED_FRIEND_LEN, SavedFriend};
 use super::tox_id::NoSpam;
 use super::{DecodeError, Reader};
 use crate::crypto::{KeyPair, PublicKey, SecretKey};
@@ -78,6 +82,17 @@ pub enum SaveDataError {
     /// The stored public key is not the one of the stored secret key.
     #[error("the public key in the save does not belong to its secret key")]
     KeyMismatch,
+    /// A FRIENDS section that is not a whole number of records.
+    #[error("FRIENDS section is {0} bytes, not a multiple of {SAVED_FRIEND_LEN}")]
+    BadFriendsLength(usize),
+    /// A friend record that cannot be read.
+    #[error("friend {index} in the save: {cause}")]
+    BadFriend {
+        /// Which record, counting from 0.
+        index: usize,
+        /// What is wrong with it.
+        cause: DecodeError,
+    },
 }
 
 impl From<DecodeError> for SaveDataError {
@@ -172,6 +187,17 @@ impl SaveData {
         self.sections.iter().find(|s| s.kind == kind as u16)
     }
 
+    /// Replaces the first section of `section.kind` in place, or inserts
+    /// `section` right after the NOSPAMKEYS section (first if there is none).
+    fn put_section(&mut self, section: Section) {
+        if let Some(existing) = self.sections.iter_mut().find(|s| s.kind == section.kind) {
+            *existing = section;
+            return;
+        }
+        let at = self.sections.iter().position(|s| s.kind == SectionKind::NoSpamKeys as u16).map_or(0, |i| i + 1);
+        self.sections.insert(at, section);
+    }
+
     /// The identity (nospam and long-term keys), if the save has one.
     pub fn identity(&self) -> Option<Result<(NoSpam, KeyPair), SaveDataError>> {
         let data = &self.section(SectionKind::NoSpamKeys)?.data;
@@ -188,11 +214,41 @@ impl SaveData {
         data.put_u32_le(u32::from_ne_bytes(nospam.0));
         data.put_slice(keys.public().as_bytes());
         data.put_slice(keys.secret().as_bytes());
-        let section = Section { kind: SectionKind::NoSpamKeys as u16, data };
-        match self.sections.iter_mut().find(|s| s.kind == SectionKind::NoSpamKeys as u16) {
-            Some(existing) => *existing = section,
-            None => self.sections.insert(0, section),
+        self.put_section(Section { kind: SectionKind::NoSpamKeys as u16, data });
+    }
+
+    /// The friends in the FRIENDS section, in order; none without one.
+    /// Empty slots (status 0) are skipped, as c-toxcore skips them.
+    pub fn friends(&self) -> Result<Vec<SavedFriend>, SaveDataError> {
+        let Some(section) = self.section(SectionKind::Friends) else {
+            return Ok(Vec::new());
+        };
+        if section.data.len() % SAVED_FRIEND_LEN != 0 {
+            return Err(SaveDataError::BadFriendsLength(section.data.len()));
         }
+        let data = Bytes::copy_from_slice(&section.data);
+        let mut friends = Vec::with_capacity(data.len() / SAVED_FRIEND_LEN);
+        for index in 0..data.len() / SAVED_FRIEND_LEN {
+            let record = data.slice(index * SAVED_FRIEND_LEN..(index + 1) * SAVED_FRIEND_LEN);
+            match SavedFriend::decode(record) {
+                Ok(Some(friend)) => friends.push(friend),
+                Ok(None) => {}
+                Err(cause) => return Err(SaveDataError::BadFriend { index, cause }),
+            }
+        }
+        Ok(friends)
+    }
+
+    /// Sets the friend list: replaces the FRIENDS section in place, or adds
+    /// it after NOSPAMKEYS. Confirmed friends are written with status 3,
+    /// requests with status 1. An empty list writes an empty section, as
+    /// c-toxcore does.
+    pub fn set_friends(&mut self, friends: &[SavedFriend]) {
+        let mut data = Zeroizing::new(Vec::with_capacity(friends.len() * SAVED_FRIEND_LEN));
+        for friend in friends {
+            friend.encode(&mut *data);
+        }
+        self.put_section(Section { kind: SectionKind::Friends as u16, data });
     }
 }
 
@@ -219,11 +275,22 @@ mod tests {
     use rand_core::SeedableRng;
 
     use super::*;
+    use crate::wire::saved_friend::SavedFriendStatus;
     use crate::wire::tox_id::ToxId;
 
     /// Written by c-toxcore 0.2.18's tox_get_savedata (see tests/data/README.md).
     const C_SAVE: &[u8] = include_bytes!("../../tests/data/c-toxcore-0.2.18.tox_save");
     const C_ADDRESS: &str = "C8FECA81BE196CDF2CADEABF13C4903D7632DCE4955AA68B6E5D9ADEF54E2616123456786FC2";
+
+    /// The same identity with two confirmed friends and a pending request,
+    /// from tox_get_savedata (see tests/data/README.md).
+    const C_FRIENDS_SAVE: &[u8] = include_bytes!("../../tests/data/c-toxcore-0.2.18-friends.tox_save");
+
+    /// `bytes` up to and including the END section: what `encode` writes.
+    fn up_to_end(bytes: &[u8]) -> &[u8] {
+        let end = bytes.windows(4).position(|w| w == [0xff, 0x00, 0xce, 0x01]).unwrap() + 4;
+        &bytes[..end]
+    }
 
     fn sample_keys(seed: u64) -> (NoSpam, KeyPair) {
         let mut rng = ChaCha20Rng::seed_from_u64(seed);
@@ -277,6 +344,97 @@ mod tests {
 
         let short_keys = SaveData { sections: vec![Section { kind: 1, data: Zeroizing::new(vec![0; 67]) }] };
         assert_eq!(SaveData::decode(short_keys.encode().to_vec()), Err(SaveDataError::BadNoSpamKeysLength(67)));
+    }
+
+    #[test]
+    fn reads_the_friends_of_a_c_toxcore_save_and_writes_them_back_byte_for_byte() {
+        let save = SaveData::decode(C_FRIENDS_SAVE).unwrap();
+        let (nospam, keys) = save.identity().unwrap().unwrap();
+        assert_eq!(ToxId::new(*keys.public(), nospam).to_string(), C_ADDRESS);
+        let friends = save.friends().unwrap();
+        let keys: Vec<[u8; 32]> = friends.iter().map(|f| *f.public_key.as_bytes()).collect();
+        let first: [u8; 32] = std::array::from_fn(|i| 0x10 + i as u8);
+        let second: [u8; 32] = std::array::from_fn(|i| 0x7f - i as u8);
+        let third: [u8; 32] = std::array::from_fn(|i| 0x40 + 2 * i as u8);
+        assert_eq!(keys, [first, second, third]);
+        assert_eq!(friends[0].status, SavedFriendStatus::Confirmed);
+        assert_eq!(friends[1].status, SavedFriendStatus::Confirmed);
+        assert_eq!(
+            friends[2].status,
+            SavedFriendStatus::Requesting {
+                nospam: NoSpam([0xde, 0xad, 0xbe, 0xef]),
+                message: Bytes::from_static(b"tuntox saved-friend fixture: please accept"),
+            }
+        );
+        assert_eq!(
+            friends[2].request_id().unwrap().to_string(),
+            "40424446484A4C4E50525456585A5C5E60626466686A6C6E70727476787A7C7EDEADBEEF6042"
+        );
+        assert!(friends.iter().all(|f| f.profile.name().is_empty() && f.profile.status_message().is_empty()));
+
+        let mut rewritten = save.clone();
+        rewritten.set_friends(&friends);
+        assert_eq!(rewritten, save);
+        assert_eq!(&rewritten.encode()[..], up_to_end(C_FRIENDS_SAVE));
+    }
+
+    #[test]
+    fn set_friends_replaces_in_place_or_adds_after_the_identity() {
+        let (nospam, keys) = sample_keys(5);
+        let mut save = SaveData::with_identity(nospam, &keys);
+        save.sections.push(Section { kind: SectionKind::Dht as u16, data: Zeroizing::new(vec![1, 2, 3]) });
+        assert_eq!(save.friends().unwrap(), []);
+
+        let peer = ToxId::new(*sample_keys(6).1.public(), NoSpam([9, 8, 7, 6]));
+        let friends = [
+            SavedFriend::confirmed(*sample_keys(7).1.public()),
+            SavedFriend::requesting(&peer, &b"tuntox"[..]).unwrap(),
+        ];
+        save.set_friends(&friends);
+        let kinds: Vec<u16> = save.sections().iter().map(|s| s.kind).collect();
+        assert_eq!(kinds, [1, 3, 2]);
+        assert_eq!(save.sections()[1].data.len(), 2 * SAVED_FRIEND_LEN);
+        let reread = SaveData::decode(save.encode().to_vec()).unwrap();
+        assert_eq!(reread.friends().unwrap(), friends);
+
+        // Replacing keeps the section's place and the other sections.
+        let mut c_save = SaveData::decode(C_SAVE).unwrap();
+        c_save.set_friends(&friends[..1]);
+        let kinds: Vec<u16> = c_save.sections().iter().map(|s| s.kind).collect();
+        assert_eq!(kinds, [1, 2, 3, 4, 5, 6, 10, 11, 20]);
+        assert_eq!(c_save.friends().unwrap(), friends[..1]);
+        c_save.set_friends(&[]);
+        assert_eq!(c_save.sections()[2].data.len(), 0);
+        assert_eq!(&c_save.encode()[..], up_to_end(C_SAVE), "C_SAVE has an empty FRIENDS section");
+
+        // Without an identity the section goes first.
+        let mut bare = SaveData::default();
+        bare.set_friends(&friends);
+        assert_eq!(bare.sections()[0].kind, SectionKind::Friends as u16);
+    }
+
+    #[test]
+    fn bad_friends_sections_are_refused_as_c_toxcore_refuses_them() {
+        let mut save = SaveData::decode(C_FRIENDS_SAVE).unwrap();
+        let friends = &mut save.sections.iter_mut().find(|s| s.kind == SectionKind::Friends as u16).unwrap().data;
+        friends.pop();
+        assert_eq!(save.friends(), Err(SaveDataError::BadFriendsLength(3 * SAVED_FRIEND_LEN - 1)));
+
+        let mut save = SaveData::decode(C_FRIENDS_SAVE).unwrap();
+        let friends = &mut save.sections.iter_mut().find(|s| s.kind == SectionKind::Friends as u16).unwrap().data;
+        // The second record's name length: 129 > 128.
+        friends[SAVED_FRIEND_LEN + 1188..SAVED_FRIEND_LEN + 1190].copy_from_slice(&129u16.to_be_bytes());
+        let err = save.friends().unwrap_err();
+        assert_eq!(err, SaveDataError::BadFriend { index: 1, cause: DecodeError::Invalid("saved friend name length") });
+        assert_eq!(err.to_string(), "friend 1 in the save: invalid saved friend name length");
+        // Loading the save does not read the friends: the identity still loads.
+        assert!(SaveData::decode(save.encode().to_vec()).is_ok());
+
+        // An empty slot (status 0) is skipped.
+        let mut save = SaveData::decode(C_FRIENDS_SAVE).unwrap();
+        let friends = &mut save.sections.iter_mut().find(|s| s.kind == SectionKind::Friends as u16).unwrap().data;
+        friends[0] = 0;
+        assert_eq!(save.friends().unwrap().len(), 2);
     }
 
     #[test]

@@ -22,7 +22,7 @@
  * Always: IPv6 off, LAN discovery off, no TCP server, hole punching on.
  *
  * Startup lines: address HEX76, public_key HEX64, dht_id HEX64, udp_port N.
- * Commands: add HEX76 MESSAGE..., add_norequest HEX64, lossless N HEX,
+ * Commands: add HEX76 MESSAGE..., addhex HEX76 MSGHEX, add_norequest HEX64, lossless N HEX,
  *   lossy N HEX, save, status, quit. End of stdin acts as quit.
  * Events: self_connection none|tcp|udp, friend_request HEX64 MSGHEX,
  *   friend_added N HEX64, friend_connection N none|tcp|udp, lossless N HEX,
@@ -542,6 +542,38 @@ static void cmd_add(Tox *tox, char *args)
     free(pk);
 }
 
+/* "addhex ADDRESS HEX": a friend request whose message is given in hex, so
+ * that it may hold any byte (C tuntox sends its secret with a NUL). */
+static void cmd_addhex(Tox *tox, char *args)
+{
+    char *space = strchr(args, ' ');
+    if (space == NULL) {
+        emit("error addhex usage");
+        return;
+    }
+    *space = '\0';
+    uint8_t address[TOX_ADDRESS_SIZE];
+    if (strlen(args) != 2 * TOX_ADDRESS_SIZE || from_hex(args, address, sizeof address) < 0) {
+        emit("error add bad_address");
+        return;
+    }
+    static uint8_t message[2 * TOX_MAX_FRIEND_REQUEST_LENGTH];
+    long length = from_hex(space + 1, message, sizeof message);
+    if (length < 0) {
+        emit("error addhex bad_hex");
+        return;
+    }
+    Tox_Err_Friend_Add err;
+    uint32_t num = tox_friend_add(tox, address, message, (size_t)length, &err);
+    if (err != TOX_ERR_FRIEND_ADD_OK) {
+        emit("error friend_add code=%d", (int)err);
+        return;
+    }
+    char *pk = to_hex(address, TOX_PUBLIC_KEY_SIZE, true);
+    emit("friend_added %u %s", num, pk);
+    free(pk);
+}
+
 static void cmd_add_norequest(Tox *tox, const char *args)
 {
     uint8_t public_key[TOX_PUBLIC_KEY_SIZE];
@@ -638,6 +670,8 @@ static bool handle_command(Tox *tox, char *line)
     }
     if (strcmp(line, "add") == 0) {
         cmd_add(tox, args);
+    } else if (strcmp(line, "addhex") == 0) {
+        cmd_addhex(tox, args);
     } else if (strcmp(line, "add_norequest") == 0) {
         cmd_add_norequest(tox, args);
     } else if (strcmp(line, "lossless") == 0) {

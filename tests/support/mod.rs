@@ -9,5 +9,7 @@
 pub mod bootstrapd;
 pub mod cbuild;
 pub mod deadline;
+pub mod e2e;
 pub mod netns;
 pub mod toxpeer;
+pub mod tuntox;

@@ -297,6 +297,18 @@ impl ToxPeer {
         parse_friend_added(&line).unwrap_or_else(|| self.fail(&format!("add failed: {line}")))
     }
 
+    /// Like [`add_friend`](Self::add_friend) with a message of any bytes
+    /// (`addhex`).
+    pub fn add_friend_bytes(&mut self, address: &str, message: &[u8]) -> u32 {
+        self.send(&format!("addhex {address} {}", to_hex(message)));
+        let pk = &address[..64.min(address.len())];
+        let line = self.wait_for(
+            |l| l.starts_with("error ") || (l.starts_with("friend_added ") && l.ends_with(pk)),
+            Duration::from_secs(5),
+        );
+        parse_friend_added(&line).unwrap_or_else(|| self.fail(&format!("add failed: {line}")))
+    }
+
     /// Waits until friend `friend` is connected (`tcp` or `udp`) and returns how.
     pub fn wait_connected(&mut self, friend: u32, timeout: Duration) -> String {
         let prefix = format!("friend_connection {friend} ");

@@ -9,8 +9,11 @@
 //! tuntox server answers nothing when it refuses. Listeners accept many
 //! connections at once, each waiting for its own answer (C tuntox serves
 //! one pending connection per forward and wedges: its bugs B2-B4). When the
-//! peer is not connected, new connections are closed at once (SOCKS: reply
-//! 0x03) instead of hanging, and the listeners keep working once it is back.
+//! peer is not connected, a new connection is closed at once (SOCKS: reply
+//! 0x03) instead of hanging, and the listeners keep working once it is
+//! back; only while the peer has never been connected (the client is
+//! starting) does a connection wait for it, at most
+//! [`Config::offline_wait`](crate::Config::offline_wait).
 
 use std::io;
 use std::net::SocketAddr;
@@ -190,7 +193,17 @@ impl Engine {
         if target.host.is_empty() || target.host.len() > MAX_HOST_LEN || target.host.contains('\0') {
             return Err(OpenError::BadTarget(target.host.clone()));
         }
-        let ctx = inner.peer_ctx(peer).ok_or(OpenError::NotConnected)?;
+        let ctx = match inner.peer_ctx(peer) {
+            Some(ctx) => ctx,
+            None if inner.config.offline_wait.is_zero() || inner.lock().seen.contains(&peer) => {
+                return Err(OpenError::NotConnected);
+            }
+            None => {
+                debug!(wait = ?inner.config.offline_wait, "the peer is offline; waiting for it");
+                let _ = tokio::time::timeout(inner.config.offline_wait, self.wait_connected(peer)).await;
+                inner.peer_ctx(peer).ok_or(OpenError::NotConnected)?
+            }
+        };
         let (tx, rx) = oneshot::channel();
         let forward_id = {
             let mut state = inner.lock();

@@ -85,6 +85,11 @@ pub struct Config {
     /// Announce our extensions (flow control, half-close). `false` makes the
     /// engine speak exactly C tuntox's protocol (tests use it as a C peer).
     pub extensions: bool,
+    /// Client: how long a new tunnel waits for a peer that has never been
+    /// connected (the client is starting) before it fails. Zero fails at
+    /// once. A peer that was connected and went away fails new tunnels at
+    /// once, so that users see an outage instead of a hang.
+    pub offline_wait: Duration,
 }
 
 impl Config {
@@ -97,6 +102,7 @@ impl Config {
             max_tunnels: 1024,
             request_timeout: Duration::from_secs(20),
             extensions: true,
+            offline_wait: Duration::ZERO,
         }
     }
 
@@ -172,6 +178,8 @@ pub(crate) struct State {
     pub(crate) pings: HashMap<u32, (PeerId, oneshot::Sender<()>)>,
     pub(crate) next_ping: u32,
     next_session: u64,
+    /// Peers that have been connected at least once.
+    pub(crate) seen: std::collections::HashSet<PeerId>,
 }
 
 #[derive(Debug)]
@@ -499,6 +507,7 @@ impl Engine {
             state.next_session += 1;
             let session = state.next_session;
             state.peers.insert(peer, PeerEntry { inbox: inbox_tx, ctx: ctx.clone(), session });
+            state.seen.insert(peer);
             session
         };
         debug!(%peer, "peer connected");

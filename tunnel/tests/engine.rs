@@ -300,6 +300,31 @@ async fn socks5_ipv4_ipv6_and_domain() {
 }
 
 #[tokio::test]
+async fn at_start_a_connection_waits_for_the_peer_but_not_during_an_outage() {
+    let echo = echo_server().await;
+    let mut client = Config::client();
+    client.offline_wait = Duration::from_secs(10);
+    let client = Engine::new(client, tokio_util::sync::CancellationToken::new());
+    let listen = client.listen(SERVER, &forward(echo)).await.unwrap();
+    // Connect before the server was ever online; it comes half a second later.
+    let mut s = TcpStream::connect(listen).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let mut pair = Pair::join(client, Engine::new(Config::exit(ExitConfig::default()), Default::default()));
+    bounded("echo once the peer came", echo_roundtrip(&mut s, b"patience")).await;
+    // An outage: refused at once.
+    pair.disconnect();
+    let start = Instant::now();
+    let mut s = TcpStream::connect(listen).await.unwrap();
+    assert_closed(&mut s, Duration::from_secs(2)).await;
+    assert!(start.elapsed() < Duration::from_secs(1));
+    pair.connect();
+    bounded("wait_connected", pair.client.wait_connected(SERVER)).await;
+    let mut s = TcpStream::connect(listen).await.unwrap();
+    bounded("echo after the outage", echo_roundtrip(&mut s, b"back")).await;
+    pair.shutdown().await;
+}
+
+#[tokio::test]
 async fn socks5_reports_rules_and_offline_peer() {
     let echo = echo_server().await;
     let mut pair = Pair::with(Config::client(), exit_with_rules("localhost:1\n"));

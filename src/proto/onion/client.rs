@@ -69,6 +69,9 @@ pub const MAX_SENDBACKS: usize = 256;
 pub const MIN_NODE_PING_TIME: Duration = Duration::from_secs(10);
 /// DHT-PK announcements over the onion (ONION_DHTPK_SEND_INTERVAL).
 pub const DHTPK_ONION_INTERVAL: Duration = Duration::from_secs(30);
+/// DHT-PK announcements over the onion to a friend we are still searching
+/// for in its first rounds (c-toxcore always waits 30 s).
+pub const DHTPK_ONION_INTERVAL_NEW: Duration = Duration::from_secs(5);
 /// DHT-PK announcements over the DHT (DHT_DHTPK_SEND_INTERVAL).
 pub const DHTPK_DHT_INTERVAL: Duration = Duration::from_secs(20);
 /// Search interval per node for new friends (ANNOUNCE_FRIEND_NEW_INTERVAL).
@@ -339,7 +342,7 @@ impl OnionClient {
             }
         };
         let Some(chosen) =
-            paths.choose(now, path, &self.path_nodes, &self.bootstrap_nodes, &self.dht_keys, &mut self.rng)
+            paths.choose(now, path, &mut self.path_nodes, &mut self.bootstrap_nodes, &self.dht_keys, &mut self.rng)
         else {
             return false;
         };
@@ -389,8 +392,8 @@ impl OnionClient {
     pub fn send_data(&mut self, now: Instant, friend_pk: &PublicKey, plaintext: &[u8]) -> usize {
         let Some(friend) = self.friends.iter().find(|f| f.real_pk == *friend_pk) else { return 0 };
         let live: Vec<&OnionNode> = friend.nodes.iter().filter(|n| !n.timed_out(now)).collect();
-        let good: Vec<(SocketAddr, PublicKey)> =
-            live.iter().filter_map(|n| n.data_pk.map(|data_pk| (n.addr, data_pk))).collect();
+        let good: Vec<(SocketAddr, PublicKey, u32)> =
+            live.iter().filter_map(|n| n.data_pk.map(|data_pk| (n.addr, data_pk, n.path))).collect();
         // As c-toxcore: enough of the live nodes must store the friend.
         if good.is_empty() || good.len() < (live.len().saturating_sub(1)) / 4 + 1 {
             return 0;
@@ -399,7 +402,7 @@ impl OnionClient {
         let Ok(inner_key) = self.key_cache.get(friend_pk, self.real_keys.secret()).cloned() else { return 0 };
         let envelope = OnionDataEnvelope::seal(*self.real_keys.public(), &inner_key, &nonce, plaintext);
         let mut sent = 0;
-        for (addr, data_pk) in good {
+        for (addr, data_pk, answered_on) in good {
             let temp = KeyPair::generate(&mut self.rng);
             let Ok(key) = SharedKey::precompute(&data_pk, temp.secret()) else { continue };
             let Ok(request) = OnionDataRequest::seal(*friend_pk, nonce, *temp.public(), &key, &envelope) else {
@@ -407,11 +410,12 @@ impl OnionClient {
             };
             let mut body = BytesMut::with_capacity(request.encoded_len());
             request.encode(&mut body);
+            // The path the node last answered on is known to reach it.
             let Some(path) = self.friend_paths.choose(
                 now,
-                None,
-                &self.path_nodes,
-                &self.bootstrap_nodes,
+                Some(answered_on),
+                &mut self.path_nodes,
+                &mut self.bootstrap_nodes,
                 &self.dht_keys,
                 &mut self.rng,
             ) else {
@@ -469,6 +473,8 @@ impl OnionClient {
             for hop in hops {
                 self.path_nodes.add(hop);
             }
+            self.path_nodes.worked(&hops);
+            self.bootstrap_nodes.worked(&hops);
         }
         self.stats.announce_responses += 1;
         self.last_response = Some(now);
@@ -501,7 +507,10 @@ impl OnionClient {
             (Target::Own, AnnounceStatus::NotStored { ping_id }) => (false, None, ping_id),
             // Our own key found with our data key means stored; else not.
             (Target::Own, AnnounceStatus::Found { data_pk }) => (data_pk == own_data, None, [0; 32]),
-            (Target::Friend(_), AnnounceStatus::Found { data_pk }) => (true, Some(data_pk), [0; 32]),
+            (Target::Friend(friend), AnnounceStatus::Found { data_pk }) => {
+                tracing::trace!(%friend, node = %node.addr, "found where the friend is announced");
+                (true, Some(data_pk), [0; 32])
+            }
             (Target::Friend(_), AnnounceStatus::NotStored { ping_id }) => (false, None, ping_id),
             (Target::Friend(_), AnnounceStatus::Announced { .. }) => return,
         };
@@ -641,6 +650,7 @@ impl OnionClient {
             friend.last_dhtpk_onion = None;
             friend.last_dhtpk_dht = None;
         }
+        tracing::debug!(friend = %real_pk, dht_pk = %announce.dht_pk, "friend announced its DHT key");
         friend.dht_pk = Some(announce.dht_pk);
         self.events.push_back(OnionEvent::FriendDhtPk {
             real_pk,
@@ -770,13 +780,18 @@ impl OnionClient {
             Duration::from_secs(1 << exponent).clamp(FRIEND_NEW_INTERVAL, FRIEND_MAX_INTERVAL)
         };
 
-        // Tell the friend our DHT key.
-        if friend.last_dhtpk_onion.is_none_or(|t| now >= t + DHTPK_ONION_INTERVAL)
+        // Tell the friend our DHT key; more often while it is new to us, as
+        // an announcement may be lost on a path that just broke and the
+        // friend may have accepted us only now.
+        let dhtpk_interval = if new { DHTPK_ONION_INTERVAL_NEW } else { DHTPK_ONION_INTERVAL };
+        if friend.last_dhtpk_onion.is_none_or(|t| now >= t + dhtpk_interval)
             && let Some(announce) = self.dht_pk_announce(unix_secs, dht, relays, now)
         {
             let mut plain = BytesMut::with_capacity(announce.encoded_len());
             announce.encode(&mut plain);
-            if self.send_data(now, &real_pk, &plain) > 0 {
+            let sent = self.send_data(now, &real_pk, &plain);
+            if sent > 0 {
+                tracing::debug!(friend = %real_pk, sent, "sent our DHT key over the onion");
                 self.friends[index].last_dhtpk_onion = Some(now);
             }
         }

@@ -33,12 +33,19 @@ pub const PATH_MAX_NO_RESPONSE_USES: u32 = 4;
 /// Recently heard-of nodes kept for building paths (MAX_PATH_NODES).
 pub const MAX_PATH_NODES: usize = 32;
 
-/// A ring of recently heard-of nodes, newest replacing oldest.
+/// A ring of recently heard-of nodes, newest replacing oldest. Each node
+/// counts the paths through it that failed since one last worked: new paths
+/// avoid nodes that keep failing (a node that left the network), as long as
+/// others are left to choose from.
 #[derive(Debug, Clone, Default)]
 pub struct PathNodes {
     nodes: Vec<PackedNode>,
+    failures: Vec<u8>,
     next: usize,
 }
+
+/// Failed paths after which a node is avoided.
+const AVOID_AFTER_FAILURES: u8 = 2;
 
 impl PathNodes {
     /// Adds a node unless its key is known already. UDP nodes only.
@@ -50,8 +57,10 @@ impl PathNodes {
         }
         if self.nodes.len() < MAX_PATH_NODES {
             self.nodes.push(node);
+            self.failures.push(0);
         } else {
             self.nodes[self.next] = node;
+            self.failures[self.next] = 0;
         }
         self.next = (self.next + 1) % MAX_PATH_NODES;
         true
@@ -72,9 +81,32 @@ impl PathNodes {
         self.nodes.is_empty()
     }
 
-    /// A random node.
+    /// A random node, avoiding nodes whose paths keep failing unless all do.
     pub fn random(&self, rng: &mut ChaCha20Rng) -> Option<PackedNode> {
-        (!self.nodes.is_empty()).then(|| self.nodes[(rng.next_u64() % self.nodes.len() as u64) as usize])
+        let trusted = self.failures.iter().filter(|&&f| f < AVOID_AFTER_FAILURES).count();
+        if trusted == 0 {
+            return (!self.nodes.is_empty()).then(|| self.nodes[(rng.next_u64() % self.nodes.len() as u64) as usize]);
+        }
+        let pick = (rng.next_u64() % trusted as u64) as usize;
+        self.nodes.iter().zip(&self.failures).filter(|(_, f)| **f < AVOID_AFTER_FAILURES).nth(pick).map(|(n, _)| *n)
+    }
+
+    /// A path through these nodes failed.
+    pub fn failed(&mut self, hops: &[PackedNode]) {
+        for (node, failures) in self.nodes.iter().zip(&mut self.failures) {
+            if hops.iter().any(|h| h.public_key == node.public_key) {
+                *failures = failures.saturating_add(1);
+            }
+        }
+    }
+
+    /// A path through these nodes worked.
+    pub fn worked(&mut self, hops: &[PackedNode]) {
+        for (node, failures) in self.nodes.iter().zip(&mut self.failures) {
+            if hops.iter().any(|h| h.public_key == node.public_key) {
+                *failures = 0;
+            }
+        }
     }
 }
 
@@ -123,8 +155,8 @@ impl Paths {
         &mut self,
         now: Instant,
         preferred: Option<u32>,
-        nodes: &PathNodes,
-        fallback: &PathNodes,
+        nodes: &mut PathNodes,
+        fallback: &mut PathNodes,
         dht_keys: &KeyPair,
         rng: &mut ChaCha20Rng,
     ) -> Option<ChosenPath> {
@@ -134,7 +166,16 @@ impl Paths {
         };
         let usable = self.slots[slot].as_ref().is_some_and(|p| !Self::timed_out(p, now));
         if !usable {
-            let source = if nodes.len() >= 2 || fallback.is_empty() { nodes } else { fallback };
+            // A path that stopped answering (not one that only grew old)
+            // counts against its nodes.
+            if let Some(old) = self.slots[slot].take()
+                && now < old.created + PATH_MAX_LIFETIME
+            {
+                tracing::trace!(hops = ?old.onion.nodes().map(|n| n.addr), "an onion path stopped answering");
+                nodes.failed(old.onion.nodes());
+                fallback.failed(old.onion.nodes());
+            }
+            let source: &PathNodes = if nodes.len() >= 2 || fallback.is_empty() { nodes } else { fallback };
             let hops = [source.random(rng)?, source.random(rng)?, source.random(rng)?];
             // Reuse a live path that already ends at the same node.
             let same_end = self
@@ -212,17 +253,18 @@ mod tests {
             assert!(nodes.add(node(&mut rng, i)));
         }
         let mut paths = Paths::default();
-        let first = paths.choose(t0, None, &nodes, &PathNodes::default(), &dht, &mut rng).unwrap();
+        let first = paths.choose(t0, None, &mut nodes, &mut PathNodes::default(), &dht, &mut rng).unwrap();
         assert!(paths.exists(first.number, t0));
         // The same path again while it is healthy.
-        let again = paths.choose(t0, Some(first.number), &nodes, &PathNodes::default(), &dht, &mut rng).unwrap();
+        let again =
+            paths.choose(t0, Some(first.number), &mut nodes, &mut PathNodes::default(), &dht, &mut rng).unwrap();
         assert_eq!(again.number, first.number);
         // It answered once (after its creation: no longer a new path).
         let t1 = t0 + Duration::from_secs(1);
         assert!(paths.success(first.number, t1).is_some());
         // Used 4 times without an answer, then 10 s of silence: replaced.
         for _ in 0..4 {
-            paths.choose(t1, Some(first.number), &nodes, &PathNodes::default(), &dht, &mut rng).unwrap();
+            paths.choose(t1, Some(first.number), &mut nodes, &mut PathNodes::default(), &dht, &mut rng).unwrap();
         }
         assert!(!paths.exists(first.number, t1 + PATH_TIMEOUT));
         assert!(paths.exists(first.number, t1 + PATH_TIMEOUT - Duration::from_secs(1)));
@@ -236,7 +278,7 @@ mod tests {
         let mut rng = ChaCha20Rng::seed_from_u64(2);
         let dht = KeyPair::generate(&mut rng);
         let mut paths = Paths::default();
-        assert!(paths.choose(t0, None, &PathNodes::default(), &PathNodes::default(), &dht, &mut rng).is_none());
+        assert!(paths.choose(t0, None, &mut PathNodes::default(), &mut PathNodes::default(), &dht, &mut rng).is_none());
         let mut nodes = PathNodes::default();
         let first = node(&mut rng, 0);
         nodes.add(first);
@@ -249,7 +291,42 @@ mod tests {
         // One node is enough: all three hops may be the same node.
         let mut one = PathNodes::default();
         one.add(first);
-        let path = paths.choose(t0, None, &one, &PathNodes::default(), &dht, &mut rng).unwrap();
+        let path = paths.choose(t0, None, &mut one, &mut PathNodes::default(), &dht, &mut rng).unwrap();
         assert!(path.onion.nodes().iter().all(|n| n.public_key == first.public_key));
+    }
+
+    #[test]
+    fn nodes_of_failed_paths_are_avoided_until_one_works() {
+        let t0 = crate::proto::test_epoch();
+        let mut rng = ChaCha20Rng::seed_from_u64(3);
+        let dht = KeyPair::generate(&mut rng);
+        let mut nodes = PathNodes::default();
+        let all: Vec<PackedNode> = (0..4).map(|i| node(&mut rng, i)).collect();
+        for n in &all {
+            nodes.add(*n);
+        }
+        let gone = all[0];
+        nodes.failed(&[gone]);
+        assert!((0..200).any(|_| nodes.random(&mut rng) == Some(gone)), "one failure is not enough to avoid");
+        nodes.failed(&[gone]);
+        assert!((0..200).all(|_| nodes.random(&mut rng) != Some(gone)), "avoided after two");
+        nodes.worked(&[gone]);
+        assert!((0..200).any(|_| nodes.random(&mut rng) == Some(gone)), "trusted again once a path worked");
+
+        // A path that stops answering counts against its nodes when replaced.
+        let mut paths = Paths::default();
+        let first = paths.choose(t0, None, &mut nodes, &mut PathNodes::default(), &dht, &mut rng).unwrap();
+        for _ in 0..4 {
+            paths.choose(t0, Some(first.number), &mut nodes, &mut PathNodes::default(), &dht, &mut rng).unwrap();
+        }
+        let later = t0 + PATH_FIRST_TIMEOUT;
+        let hops = *first.onion.nodes();
+        paths.choose(later, Some(first.number), &mut nodes, &mut PathNodes::default(), &dht, &mut rng).unwrap();
+        paths.choose(later, Some(first.number), &mut nodes, &mut PathNodes::default(), &dht, &mut rng).unwrap();
+        let failures: Vec<u8> = hops
+            .iter()
+            .map(|h| nodes.failures[nodes.nodes.iter().position(|n| n.public_key == h.public_key).unwrap()])
+            .collect();
+        assert!(failures.iter().all(|&f| f >= 1), "{failures:?}");
     }
 }

@@ -67,13 +67,12 @@ impl Pair {
     }
 
     pub fn with(client: Config, exit: Config) -> Self {
-        let mut pair = Self {
-            client: Engine::new(client, CancellationToken::new()),
-            exit: Engine::new(exit, CancellationToken::new()),
-            to_exit: Tap::default(),
-            to_client: Tap::default(),
-            carriers: Vec::new(),
-        };
+        Self::join(Engine::new(client, CancellationToken::new()), Engine::new(exit, CancellationToken::new()))
+    }
+
+    /// Connects two existing engines.
+    pub fn join(client: Engine, exit: Engine) -> Self {
+        let mut pair = Self { client, exit, to_exit: Tap::default(), to_client: Tap::default(), carriers: Vec::new() };
         pair.connect();
         pair
     }

@@ -1,0 +1,238 @@
+//! The Tox handle: the async API the rest of tuntox uses.
+//!
+//! `Tox::start` binds the UDP socket, makes a fresh DHT key pair, starts
+//! the node's task and bootstraps. The handle then adds friends, sends
+//! custom packets (lossless with backpressure, lossy best effort) and yields
+//! [`ToxEvent`]s. The tunnel and VPN engines never see Tox types beyond the
+//! friend's public key.
+
+// Real time and real randomness enter here.
+#![allow(clippy::disallowed_methods)]
+
+use std::io;
+use std::net::SocketAddr;
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use tokio_util::sync::CancellationToken;
+
+use super::udp::{self, UdpConfig};
+use super::{NodeHandle, NodeSender, Stopped};
+use crate::app::bootstrap::BootstrapNode;
+use crate::crypto::{KeyPair, PublicKey, SodiumRng, fill_random};
+use crate::proto::dht::DhtConfig;
+use crate::proto::net_crypto::session::SendError;
+use crate::proto::node::friends::{FriendEvent, Path};
+use crate::proto::onion::client::OnionEvent;
+use crate::proto::{Node, NodeConfig, NodeEvent};
+use crate::wire::friend_request::MessageLenError;
+use crate::wire::tox_id::{NoSpam, ToxId};
+
+/// How to start.
+#[derive(Debug, Clone)]
+pub struct ToxConfig {
+    /// Our long-term key pair.
+    pub keys: KeyPair,
+    /// Our nospam.
+    pub nospam: NoSpam,
+    /// Where the UDP socket binds.
+    pub udp: UdpConfig,
+    /// Nodes to join the network through.
+    pub bootstrap: Vec<BootstrapNode>,
+    /// Announce ourselves on the LAN and answer LAN announcements.
+    pub lan_discovery: bool,
+    /// Friends to connect to (from the identity file).
+    pub friends: Vec<PublicKey>,
+}
+
+/// What happens to us and our friends.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ToxEvent {
+    /// Someone (not a friend) asks to be one.
+    FriendRequest {
+        /// Their public key.
+        public_key: PublicKey,
+        /// Their message.
+        message: Bytes,
+    },
+    /// A friend is online.
+    FriendConnected {
+        /// Which.
+        public_key: PublicKey,
+        /// Direct UDP or a TCP relay.
+        path: Path,
+    },
+    /// A friend went offline.
+    FriendLost {
+        /// Which.
+        public_key: PublicKey,
+    },
+    /// A custom lossless packet (`[id][data]`), in order.
+    Lossless {
+        /// From which friend.
+        public_key: PublicKey,
+        /// The packet.
+        data: Bytes,
+    },
+    /// A custom lossy packet (`[id][data]`).
+    Lossy {
+        /// From which friend.
+        public_key: PublicKey,
+        /// The packet.
+        data: Bytes,
+    },
+    /// We are (or stopped being) announced on the network.
+    Online(bool),
+}
+
+/// A running Tox instance.
+#[derive(Debug)]
+pub struct Tox {
+    handle: NodeHandle,
+    tox_id: ToxId,
+}
+
+impl Tox {
+    /// Binds the socket, starts the node and bootstraps.
+    pub async fn start(config: ToxConfig, cancel: CancellationToken) -> io::Result<Self> {
+        let socket = udp::bind(&UdpConfig { broadcast: config.lan_discovery, ..config.udp.clone() })?;
+        let ipv6 = socket.local_addr()?.is_ipv6();
+        let dht_keys = KeyPair::generate(&mut SodiumRng);
+        let mut seed = [0u8; 32];
+        fill_random(&mut seed);
+        let unix = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
+        let bootstrap: Vec<_> = config.bootstrap.iter().flat_map(BootstrapNode::udp_nodes).collect();
+        let node_config = NodeConfig {
+            dht: DhtConfig {
+                lan_discovery: config.lan_discovery,
+                bootstrap_nodes: bootstrap.clone(),
+                bootstrap_info: None,
+            },
+            onion_client: true,
+            unix_time_at_start: unix,
+            nospam: config.nospam,
+        };
+        let mut node = Node::new(config.keys.clone(), dht_keys, node_config, seed);
+        let now = Instant::now();
+        for friend in &config.friends {
+            node.add_friend(*friend);
+        }
+        for boot in bootstrap {
+            // An IPv6 node is unreachable from an IPv4-only socket.
+            if boot.addr.is_ipv4() || ipv6 {
+                node.bootstrap(now, boot);
+            }
+        }
+        if config.lan_discovery {
+            node.dht_mut().set_lan_targets(udp::lan_targets(ipv6));
+        }
+        let tox_id = node.tox_id();
+        let handle = super::spawn(node, socket, cancel)?;
+        Ok(Self { handle, tox_id })
+    }
+
+    /// Our Tox ID.
+    pub fn tox_id(&self) -> ToxId {
+        self.tox_id
+    }
+
+    /// The UDP socket's address.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.handle.local_addr()
+    }
+
+    /// A cloneable sender for other tasks.
+    pub fn sender(&self) -> ToxSender {
+        ToxSender { inner: self.handle.sender() }
+    }
+
+    /// Adds a friend whose requests we accept (or who accepted ours earlier).
+    pub async fn add_friend(&self, public_key: PublicKey) -> Result<(), Stopped> {
+        self.handle.with(move |node, _| node.add_friend(public_key)).await
+    }
+
+    /// Adds a friend and sends it a friend request until it connects.
+    pub async fn add_friend_request(&self, id: ToxId, message: Bytes) -> Result<Result<(), MessageLenError>, Stopped> {
+        self.handle.with(move |node, now| node.add_friend_with_request(now, &id, message)).await
+    }
+
+    /// Removes a friend.
+    pub async fn remove_friend(&self, public_key: PublicKey) -> Result<(), Stopped> {
+        self.handle.with(move |node, _| node.remove_friend(&public_key)).await
+    }
+
+    /// Our friends' keys.
+    pub async fn friends(&self) -> Result<Vec<PublicKey>, Stopped> {
+        self.handle.with(|node, _| node.friend_keys().copied().collect()).await
+    }
+
+    /// Queues a custom lossless packet, waiting for room.
+    pub async fn send_lossless(&self, public_key: PublicKey, data: Bytes) -> Result<(), SendError> {
+        self.handle.send_lossless(public_key, data).await
+    }
+
+    /// Sends a custom lossy packet; false if dropped.
+    pub fn try_send_lossy(&self, public_key: PublicKey, data: Bytes) -> bool {
+        self.handle.try_send_lossy(public_key, data)
+    }
+
+    /// Runs `f` on the node (status, diagnostics).
+    pub async fn with<R: Send + 'static>(
+        &self,
+        f: impl FnOnce(&mut Node, Instant) -> R + Send + 'static,
+    ) -> Result<R, Stopped> {
+        self.handle.with(f).await
+    }
+
+    /// The next event; `None` once stopped.
+    pub async fn next_event(&mut self) -> Option<ToxEvent> {
+        loop {
+            let event = match self.handle.next_event().await? {
+                NodeEvent::Friend(FriendEvent::Request { real_pk, message }) => {
+                    ToxEvent::FriendRequest { public_key: real_pk, message }
+                }
+                NodeEvent::Friend(FriendEvent::Connected { real_pk, path }) => {
+                    ToxEvent::FriendConnected { public_key: real_pk, path }
+                }
+                NodeEvent::Friend(FriendEvent::Lost { real_pk }) => ToxEvent::FriendLost { public_key: real_pk },
+                NodeEvent::Friend(FriendEvent::Lossless { real_pk, data }) => {
+                    ToxEvent::Lossless { public_key: real_pk, data }
+                }
+                NodeEvent::Friend(FriendEvent::Lossy { real_pk, data }) => {
+                    ToxEvent::Lossy { public_key: real_pk, data }
+                }
+                NodeEvent::Onion(OnionEvent::Connected(online)) => ToxEvent::Online(online),
+                _ => continue,
+            };
+            return Some(event);
+        }
+    }
+
+    /// Stops the node.
+    pub async fn shutdown(self) {
+        self.handle.shutdown().await;
+    }
+}
+
+/// A cloneable handle for sending from other tasks.
+#[derive(Debug, Clone)]
+pub struct ToxSender {
+    inner: NodeSender,
+}
+
+impl ToxSender {
+    /// As [`Tox::send_lossless`].
+    pub async fn send_lossless(&self, public_key: PublicKey, data: Bytes) -> Result<(), SendError> {
+        self.inner.send_lossless(public_key, data).await
+    }
+
+    /// As [`Tox::try_send_lossy`].
+    pub fn try_send_lossy(&self, public_key: PublicKey, data: Bytes) -> bool {
+        self.inner.try_send_lossy(public_key, data)
+    }
+
+    /// As [`Tox::add_friend`].
+    pub async fn add_friend(&self, public_key: PublicKey) -> Result<(), Stopped> {
+        self.inner.with(move |node, _| node.add_friend(public_key)).await
+    }
+}
