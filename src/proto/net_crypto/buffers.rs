@@ -240,6 +240,14 @@ impl SendBuffer {
         })
     }
 
+    /// The newest packet in flight.
+    pub fn newest_in_flight(&self) -> Option<u32> {
+        self.slots.iter().enumerate().rev().find_map(|(i, s)| {
+            s.as_ref()?.sent?;
+            Some(self.start.wrapping_add(i as u32))
+        })
+    }
+
     /// Queues a packet in flight to go again (a retransmission timeout).
     pub fn mark_lost(&mut self, number: u32) {
         if let Some(slot) = self.slot_mut(number)

@@ -479,6 +479,8 @@ mod tests {
         events_a: Vec<NetCryptoEvent>,
         events_b: Vec<NetCryptoEvent>,
         in_flight: Vec<(Instant, bool, SocketAddr, Bytes)>,
+        /// Datagrams from `a` to drop before the random loss applies.
+        drop_from_a: usize,
     }
 
     impl Pair {
@@ -508,6 +510,7 @@ mod tests {
                 events_a: Vec::new(),
                 events_b: Vec::new(),
                 in_flight: Vec::new(),
+                drop_from_a: 0,
             }
         }
 
@@ -518,6 +521,10 @@ mod tests {
             self.b.handle_timeout(self.now);
             for _ in 0..4 {
                 while let Some(t) = self.a.poll_transmit() {
+                    if self.drop_from_a > 0 {
+                        self.drop_from_a -= 1;
+                        continue;
+                    }
                     if (self.rng.next_u64() % 1000) as f64 >= self.loss * 1000.0 {
                         self.in_flight.push((self.now + Duration::from_millis(5), true, t.dst, t.payload));
                     }
@@ -576,6 +583,35 @@ mod tests {
         assert_eq!(received, (0..2000).collect::<Vec<_>>());
         assert!(p.events_b.contains(&NetCryptoEvent::Lossy(p.a_pk, Bytes::from_static(&[200, 9, 9]))));
         assert_eq!(p.a.session(&p.b_pk).unwrap().queued(), 0, "everything acknowledged");
+    }
+
+    #[test]
+    fn a_lost_last_packet_is_resent_after_a_few_round_trips() {
+        let mut p = Pair::new(3, 0.0);
+        for _ in 0..50 {
+            p.step(Duration::from_millis(5));
+        }
+        assert!(p.a.is_established(&p.b_pk));
+        // Some traffic to learn the round trip (10 ms here).
+        for i in 0..50u8 {
+            p.a.send_lossless(p.now, &p.b_pk, Bytes::from(vec![160, i])).unwrap();
+            p.step(Duration::from_millis(1));
+        }
+        for _ in 0..100 {
+            p.step(Duration::from_millis(1));
+        }
+        p.events_b.clear();
+        // The last packet of the burst is lost, and nothing follows it.
+        p.drop_from_a = 1;
+        p.a.send_lossless(p.now, &p.b_pk, Bytes::from_static(&[160, 99])).unwrap();
+        let sent = p.now;
+        while !p.events_b.contains(&NetCryptoEvent::Lossless(p.a_pk, Bytes::from_static(&[160, 99]))) {
+            p.step(Duration::from_millis(1));
+            assert!(p.now - sent < Duration::from_secs(2), "never resent");
+        }
+        // A probe after about two round trips, well before the 100 ms floor
+        // of the retransmission timeout.
+        assert!(p.now - sent < Duration::from_millis(60), "resent after {:?}", p.now - sent);
     }
 
     #[test]

@@ -115,6 +115,8 @@ pub struct Session {
     received_since_ack: u32,
     last_progress: Option<Instant>,
     rto_backoff: u32,
+    /// A tail loss probe went out since the last progress.
+    probed: bool,
     last_recv: Instant,
     lossy_out: VecDeque<Bytes>,
     stats: SessionStats,
@@ -148,6 +150,7 @@ impl Session {
             received_since_ack: 0,
             last_progress: None,
             rto_backoff: 0,
+            probed: false,
             last_recv: now,
             lossy_out: VecDeque::new(),
             stats: SessionStats::default(),
@@ -316,18 +319,39 @@ impl Session {
         }
     }
 
+    /// How long a quiet tail waits before its probe: two smoothed round
+    /// trips plus the receiver's acknowledgement delay.
+    fn probe_timeout(&self) -> Duration {
+        (self.cc.rtt() * 2 + Duration::from_millis(4)).max(Duration::from_millis(10))
+    }
+
     /// Retransmission timeout: nothing acknowledged for several round trips
     /// while packets are in flight.
     fn check_rto(&mut self, now: Instant) {
         if self.send.in_flight() == 0 {
             self.last_progress = None;
             self.rto_backoff = 0;
+            self.probed = false;
             return;
         }
         let Some(last_progress) = self.last_progress else {
             self.last_progress = Some(now);
             return;
         };
+        // Tail loss probe: when the last packets of a burst are lost, no
+        // later packet reveals the hole. With nothing new to send, resend
+        // the newest packet after about two round trips, once per quiet
+        // spell, so the receiver's answer lists what is missing.
+        if !self.probed
+            && !self.send.has_pending()
+            && now >= last_progress + self.probe_timeout()
+            && let Some(newest) = self.send.newest_in_flight()
+        {
+            self.send.mark_lost(newest);
+            self.probed = true;
+            self.stats.retransmissions += 1;
+            return;
+        }
         let rto = (self.cc.resend_after() * 2).max(Duration::from_millis(100)) * (1 << self.rto_backoff.min(6));
         if now >= last_progress + rto
             && let Some((oldest, _)) = self.send.oldest_in_flight()
@@ -384,6 +408,9 @@ impl Session {
                     if window_open {
                         consider(self.cc.next_send(now));
                     }
+                }
+                if self.send.in_flight() > 0 && !self.probed && !self.send.has_pending() {
+                    consider(self.last_progress.map_or(now, |t| t + self.probe_timeout()));
                 }
                 if self.send.in_flight() > 0 {
                     let rto = (self.cc.resend_after() * 2).max(Duration::from_millis(100));
@@ -472,5 +499,6 @@ impl Session {
         self.cc.on_ack(now, acked.count);
         self.last_progress = if self.send.in_flight() > 0 { Some(now) } else { None };
         self.rto_backoff = 0;
+        self.probed = false;
     }
 }
