@@ -9,7 +9,7 @@
 //! whose tunnels are slow to drain holds up only its own frames, up to the
 //! queue's size).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 
 use bytes::Bytes;
 use tokio::sync::mpsc;
@@ -21,6 +21,8 @@ use crate::driver::tox::ToxSender;
 
 /// Frames queued toward the engine per friend.
 pub const FEED_QUEUE: usize = 1024;
+/// Frames handed to the node at once at most.
+pub const SEND_BATCH: usize = 64;
 
 #[derive(Debug)]
 struct Peer {
@@ -71,8 +73,17 @@ impl Bridge {
         let mut link = self.engine.peer_connected(id);
         let tox = self.tox.clone();
         self.tasks.spawn(async move {
+            // Take what the engine has ready (up to a batch) and hand it to
+            // the node in one go.
             while let Some(frame) = link.recv().await {
-                if tox.send_lossless(key, frame).await.is_err() {
+                let mut batch = VecDeque::from([frame]);
+                while batch.len() < SEND_BATCH {
+                    match link.outgoing.try_recv() {
+                        Ok(frame) => batch.push_back(frame),
+                        Err(_) => break,
+                    }
+                }
+                if tox.send_lossless_batch(key, batch).await.is_err() {
                     break;
                 }
             }

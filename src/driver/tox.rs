@@ -9,6 +9,7 @@
 // Real time and real randomness enter here.
 #![allow(clippy::disallowed_methods)]
 
+use std::collections::VecDeque;
 use std::io;
 use std::net::SocketAddr;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
@@ -171,6 +172,12 @@ impl Tox {
         self.handle.send_lossless(public_key, data).await
     }
 
+    /// Queues several custom lossless packets for one friend, in order,
+    /// waiting for room; cheaper than one call per packet.
+    pub async fn send_lossless_batch(&self, public_key: PublicKey, data: VecDeque<Bytes>) -> Result<(), SendError> {
+        self.handle.send_lossless_batch(public_key, data).await
+    }
+
     /// Sends a custom lossy packet; false if dropped.
     pub fn try_send_lossy(&self, public_key: PublicKey, data: Bytes) -> bool {
         self.handle.try_send_lossy(public_key, data)
@@ -224,6 +231,11 @@ impl ToxSender {
     /// As [`Tox::send_lossless`].
     pub async fn send_lossless(&self, public_key: PublicKey, data: Bytes) -> Result<(), SendError> {
         self.inner.send_lossless(public_key, data).await
+    }
+
+    /// As [`Tox::send_lossless_batch`].
+    pub async fn send_lossless_batch(&self, public_key: PublicKey, data: VecDeque<Bytes>) -> Result<(), SendError> {
+        self.inner.send_lossless_batch(public_key, data).await
     }
 
     /// As [`Tox::try_send_lossy`].
