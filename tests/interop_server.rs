@@ -229,3 +229,82 @@ fn libtoxcore_peer_opens_a_tunnel_with_raw_frames() {
     assert_eq!(copied, Some(b"through the tunnel".len() as u64));
     server.terminate(Duration::from_secs(10));
 }
+
+/// A C-protocol client (no flow-control extension) pushes more into a
+/// tunnel than its destination reads: the server holds that friend's
+/// packets (its Tox session is paused, so the sender waits) while another
+/// friend keeps getting answers at once; when the destination reads again
+/// every byte arrives, in order.
+#[test]
+fn a_slow_destination_holds_up_only_its_own_friend() {
+    const FRAMES: usize = 40_000;
+    const CHUNK: usize = 1365;
+    let netns = Netns::new("srvslow");
+    let bootstrapd = Bootstrapd::start(&netns);
+    let sink = netns.run_in(|| std::net::TcpListener::bind("127.0.0.1:7600").unwrap());
+    let (release_tx, release) = std::sync::mpsc::channel::<()>();
+    let (verdict_tx, verdict) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let (mut stream, _) = sink.accept().unwrap();
+        // Hold the connection without reading until told to.
+        let _ = release.recv();
+        let mut got = Vec::new();
+        let _ = std::io::Read::read_to_end(&mut stream, &mut got);
+        let _ = verdict_tx.send(got);
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let mut server = Tuntox::spawn(&netns, "server", &server_args(dir.path(), &bootstrapd, "33700:33710"));
+    let server_id = server.wait_tox_id();
+    let options = |name| PeerOptions { bootstrap: vec![bootstrapd.bootstrap_arg()], ..PeerOptions::new(name) };
+    let mut pusher = ToxPeer::spawn(&netns, &options("pusher"));
+    let mut pinger = ToxPeer::spawn(&netns, &options("pinger"));
+    let f1 = pusher.add_friend_bytes(&server_id, &request_message(SECRET));
+    let f2 = pinger.add_friend_bytes(&server_id, &request_message(SECRET));
+    pusher.wait_connected(f1, Duration::from_secs(90));
+    pinger.wait_connected(f2, Duration::from_secs(90));
+
+    let mut request = vec![9, 9, 9, 9];
+    request.extend_from_slice(b"127.0.0.1");
+    pusher.send_lossless(f1, &frame(0x0602, 7600, &request));
+    let ack = pusher.recv_packet(f1, false, Duration::from_secs(10));
+    assert_eq!(&ack[..4], &[0xa2, 0x6b, 0x06, 0x10], "ACKTUNNEL: {ack:02x?}");
+    let tunnel = u16::from_be_bytes([ack[4], ack[5]]);
+    let chunk = |i: usize| -> Vec<u8> { (0..CHUNK).map(|j| ((i * 7 + j) % 251) as u8).collect() };
+    // Push, at the pace the peer's libtoxcore takes it, until the server
+    // pauses this friend (the destination's socket buffers are full).
+    let queued = |peer: &mut ToxPeer| peer.counts().iter().find(|(k, _)| k == "queued").map_or(0, |(_, v)| *v);
+    let push = Deadline::after(Duration::from_secs(120));
+    let mut sent = 0;
+    while sent < FRAMES && !server.logged("pausing its packets") {
+        for _ in 0..200 {
+            pusher.send_lossless(f1, &frame(0x0600, tunnel, &chunk(sent)));
+            sent += 1;
+        }
+        while queued(&mut pusher) > 400 && !server.logged("pausing its packets") {
+            assert!(!push.passed(), "the server never paused the pusher ({sent} frames sent)");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+    assert!(server.logged("pausing its packets"), "no pause after {sent} frames");
+    eprintln!("the server paused the pusher after {sent} frames");
+
+    // The other friend is served at once meanwhile.
+    for i in 0..20u32 {
+        let payload = i.to_be_bytes();
+        pinger.send_lossless(f2, &frame(0x0108, 0, &payload));
+        assert_eq!(pinger.recv_packet(f2, false, Duration::from_secs(3)), frame(0x0100, 0, &payload), "PONG {i}");
+    }
+
+    release_tx.send(()).unwrap();
+    // Closing the tunnel once everything is sent ends the sink's read.
+    let counts = pusher.counts();
+    let dropped = counts.iter().find(|(k, _)| k == "queue_dropped").map(|(_, v)| *v).unwrap();
+    assert_eq!(dropped, 0, "the peer's own queue overflowed: {counts:?}");
+    pusher.send_lossless(f1, &frame(0x0601, tunnel, b""));
+    let got = verdict.recv_timeout(Duration::from_secs(120)).expect("the sink finished reading");
+    assert_eq!(got.len(), sent * CHUNK, "every byte arrived");
+    for i in 0..sent {
+        assert!(got[i * CHUNK..(i + 1) * CHUNK] == chunk(i)[..], "frame {i} differs");
+    }
+    server.terminate(Duration::from_secs(10));
+}

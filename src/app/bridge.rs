@@ -5,11 +5,15 @@
 //! process lives) and two tasks: one takes the engine's frames for that
 //! friend and sends them as lossless Tox packets (waiting for room, so a
 //! slow link slows the tunnels instead of dropping bytes), one feeds the
-//! friend's frames into the engine through a bounded queue (so a friend
-//! whose tunnels are slow to drain holds up only its own frames, up to the
-//! queue's size).
+//! friend's frames into the engine. Frames for a friend whose tunnels are
+//! slow to drain queue up for that friend only: past [`FEED_HIGH`] queued
+//! frames the friend's Tox session is paused (its packets are held and not
+//! acknowledged, so its sender waits) and resumed below [`FEED_LOW`].
+//! Nothing is dropped and no other friend waits.
 
 use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 use bytes::Bytes;
 use tokio::sync::mpsc;
@@ -19,15 +23,33 @@ use tunnel::{Engine, PeerId};
 use crate::crypto::PublicKey;
 use crate::driver::tox::ToxSender;
 
-/// Frames queued toward the engine per friend.
-pub const FEED_QUEUE: usize = 1024;
+/// Frames queued toward the engine for one friend above which its Tox
+/// session is paused.
+pub const FEED_HIGH: usize = 1024;
+/// Frames queued below which a paused friend is resumed.
+pub const FEED_LOW: usize = 256;
 /// Frames handed to the node at once at most.
 pub const SEND_BATCH: usize = 64;
 
 #[derive(Debug)]
 struct Peer {
     id: PeerId,
-    feed: Option<mpsc::Sender<Bytes>>,
+    feed: Option<Feed>,
+}
+
+/// The queue of frames from one friend toward the engine.
+#[derive(Debug)]
+struct Feed {
+    frames: mpsc::UnboundedSender<Bytes>,
+    shared: Arc<FeedState>,
+}
+
+#[derive(Debug, Default)]
+struct FeedState {
+    queued: AtomicUsize,
+    /// Whether the friend's session should be paused; both tasks flip it
+    /// and ask the node to apply its current value.
+    paused: Arc<AtomicBool>,
 }
 
 /// The friend-to-engine bridge.
@@ -88,17 +110,26 @@ impl Bridge {
                 }
             }
         });
-        let (feed, mut frames) = mpsc::channel::<Bytes>(FEED_QUEUE);
+        let (feed, mut frames) = mpsc::unbounded_channel::<Bytes>();
+        let shared = Arc::new(FeedState::default());
+        let state = Arc::clone(&shared);
         let engine = self.engine.clone();
+        let tox = self.tox.clone();
         self.tasks.spawn(async move {
             while let Some(frame) = frames.recv().await {
-                if engine.incoming(id, frame).await.is_err() {
+                let delivered = engine.incoming(id, frame).await.is_ok();
+                let left = state.queued.fetch_sub(1, Ordering::AcqRel) - 1;
+                if left <= FEED_LOW && state.paused.swap(false, Ordering::AcqRel) {
+                    tracing::trace!(friend = %key, "resuming the friend's packets");
+                    let _ = tox.sync_receive_paused(key, Arc::clone(&state.paused)).await;
+                }
+                if !delivered {
                     break;
                 }
             }
         });
         if let Some(peer) = self.peers.get_mut(&key) {
-            peer.feed = Some(feed);
+            peer.feed = Some(Feed { frames: feed, shared });
         }
     }
 
@@ -111,13 +142,20 @@ impl Bridge {
     }
 
     /// A lossless packet from a friend: tunnel frames (0xA2...) go to the
-    /// engine; others are not ours and are ignored.
+    /// engine; others are not ours and are ignored. Never waits.
     pub async fn incoming(&mut self, key: &PublicKey, data: Bytes) {
         if data.first() != Some(&tunnel::frame::MAGIC.to_be_bytes()[0]) {
             return;
         }
-        if let Some(feed) = self.peers.get(key).and_then(|p| p.feed.as_ref()) {
-            let _ = feed.send(data).await;
+        let Some(feed) = self.peers.get(key).and_then(|p| p.feed.as_ref()) else { return };
+        let queued = feed.shared.queued.fetch_add(1, Ordering::AcqRel) + 1;
+        if feed.frames.send(data).is_err() {
+            feed.shared.queued.fetch_sub(1, Ordering::AcqRel);
+            return;
+        }
+        if queued >= FEED_HIGH && !feed.shared.paused.swap(true, Ordering::AcqRel) {
+            tracing::debug!(friend = %key, queued, "the friend's tunnels are slow to drain; pausing its packets");
+            let _ = self.tox.sync_receive_paused(*key, Arc::clone(&feed.shared.paused)).await;
         }
     }
 

@@ -12,6 +12,8 @@
 use std::collections::VecDeque;
 use std::io;
 use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
@@ -246,5 +248,20 @@ impl ToxSender {
     /// As [`Tox::add_friend`].
     pub async fn add_friend(&self, public_key: PublicKey) -> Result<(), Stopped> {
         self.inner.with(move |node, _| node.add_friend(public_key)).await
+    }
+
+    /// Holds or releases a friend's incoming lossless packets (see
+    /// [`Node::set_receive_paused`]): the way a slow consumer slows that
+    /// friend's sender without holding up anyone else.
+    pub async fn set_receive_paused(&self, public_key: PublicKey, paused: bool) -> Result<(), Stopped> {
+        self.inner.with(move |node, now| node.set_receive_paused(now, &public_key, paused)).await
+    }
+
+    /// Like [`set_receive_paused`](Self::set_receive_paused) with the value
+    /// `flag` holds when the node gets to it: tasks that flip the flag and
+    /// then call this settle on the latest value whatever order their calls
+    /// arrive in.
+    pub async fn sync_receive_paused(&self, public_key: PublicKey, flag: Arc<AtomicBool>) -> Result<(), Stopped> {
+        self.inner.with(move |node, now| node.set_receive_paused(now, &public_key, flag.load(Ordering::Acquire))).await
     }
 }

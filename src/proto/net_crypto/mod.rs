@@ -382,6 +382,14 @@ impl NetCrypto {
             return None;
         }
         session.heard_udp(now, from);
+        if self.deliver(peer, delivered) {
+            self.flush_session(now, &peer);
+        }
+        Some(())
+    }
+
+    /// Turns what a session received into events; false if it was killed.
+    fn deliver(&mut self, peer: PublicKey, delivered: Vec<Received>) -> bool {
         for item in delivered {
             match item {
                 Received::Established => self.events.push_back(NetCryptoEvent::Established(peer)),
@@ -389,12 +397,23 @@ impl NetCrypto {
                 Received::Lossy(payload) => self.events.push_back(NetCryptoEvent::Lossy(peer, payload)),
                 Received::Killed => {
                     self.close(&peer, CloseReason::Killed);
-                    return Some(());
+                    return false;
                 }
             }
         }
-        self.flush_session(now, &peer);
-        Some(())
+        true
+    }
+
+    /// Holds or releases a session's received lossless packets (see
+    /// [`Session::set_recv_paused`]); releasing queues what was held as
+    /// events. No-op without a session.
+    pub fn set_receive_paused(&mut self, now: Instant, peer: &PublicKey, paused: bool) {
+        let Some(session) = self.sessions.get_mut(peer) else { return };
+        let mut delivered = Vec::new();
+        session.set_recv_paused(paused, &mut delivered);
+        if self.deliver(*peer, delivered) {
+            self.flush_session(now, peer);
+        }
     }
 
     /// Sends whatever one session has due.
@@ -612,6 +631,44 @@ mod tests {
         // A probe after about two round trips, well before the 100 ms floor
         // of the retransmission timeout.
         assert!(p.now - sent < Duration::from_millis(60), "resent after {:?}", p.now - sent);
+    }
+
+    #[test]
+    fn a_paused_receiver_holds_packets_and_the_sender_waits() {
+        let mut p = Pair::new(4, 0.0);
+        for _ in 0..50 {
+            p.step(Duration::from_millis(5));
+        }
+        assert!(p.b.is_established(&p.a_pk));
+        p.events_b.clear();
+        let now = p.now;
+        p.b.set_receive_paused(now, &p.a_pk, true);
+        let mut sent = 0u32;
+        for _ in 0..3000 {
+            while p.a.send_lossless(p.now, &p.b_pk, Bytes::from([&[160u8][..], &sent.to_be_bytes()].concat())).is_ok() {
+                sent += 1;
+            }
+            p.step(Duration::from_millis(1));
+        }
+        let delivered = |events: &[NetCryptoEvent]| -> Vec<u32> {
+            events
+                .iter()
+                .filter_map(|e| match e {
+                    NetCryptoEvent::Lossless(_, d) => Some(u32::from_be_bytes(d[1..5].try_into().unwrap())),
+                    _ => None,
+                })
+                .collect()
+        };
+        assert!(delivered(&p.events_b).is_empty(), "nothing delivered while paused");
+        assert!(sent > 0 && p.a.session(&p.b_pk).unwrap().queued() == sent as usize, "nothing acknowledged");
+        assert!(p.a.is_established(&p.b_pk) && p.b.is_established(&p.a_pk), "the session stays up");
+        let now = p.now;
+        p.b.set_receive_paused(now, &p.a_pk, false);
+        for _ in 0..2000 {
+            p.step(Duration::from_millis(1));
+        }
+        assert_eq!(delivered(&p.events_b), (0..sent).collect::<Vec<_>>(), "all of it, in order, once");
+        assert_eq!(p.a.session(&p.b_pk).unwrap().queued(), 0, "and acknowledged");
     }
 
     #[test]

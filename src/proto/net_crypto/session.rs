@@ -117,6 +117,9 @@ pub struct Session {
     rto_backoff: u32,
     /// A tail loss probe went out since the last progress.
     probed: bool,
+    /// The owner asked us to hold received lossless packets: they stay in
+    /// the receive buffer, unacknowledged, so the sender slows down.
+    recv_paused: bool,
     last_recv: Instant,
     lossy_out: VecDeque<Bytes>,
     stats: SessionStats,
@@ -151,6 +154,7 @@ impl Session {
             last_progress: None,
             rto_backoff: 0,
             probed: false,
+            recv_paused: false,
             last_recv: now,
             lossy_out: VecDeque::new(),
             stats: SessionStats::default(),
@@ -476,8 +480,10 @@ impl Session {
                     Insert::OutOfWindow => self.stats.packets_dropped += 1,
                 }
                 self.received_since_ack += 1;
-                while let Some(ready) = self.recv.pop_ready() {
-                    delivered.push(Received::Lossless(ready));
+                if !self.recv_paused {
+                    while let Some(ready) = self.recv.pop_ready() {
+                        delivered.push(Received::Lossless(ready));
+                    }
                 }
             }
             Some(PayloadKind::Lossy) => {
@@ -487,6 +493,24 @@ impl Session {
             _ => self.stats.packets_dropped += 1,
         }
         true
+    }
+
+    /// Holds (or releases) received lossless packets. While held they are
+    /// neither delivered nor acknowledged: the sender's window fills and it
+    /// waits, so a slow owner slows this session only. Releasing delivers
+    /// what is ready.
+    pub(super) fn set_recv_paused(&mut self, paused: bool, delivered: &mut Vec<Received>) {
+        self.recv_paused = paused;
+        if !paused {
+            while let Some(ready) = self.recv.pop_ready() {
+                delivered.push(Received::Lossless(ready));
+            }
+        }
+    }
+
+    /// When a packet from the peer last arrived.
+    pub fn last_recv(&self) -> Instant {
+        self.last_recv
     }
 
     fn on_acked(&mut self, now: Instant, acked: super::buffers::Acked) {

@@ -251,6 +251,15 @@ impl Node {
         self.net_crypto.send_lossy(now, real_pk, data)
     }
 
+    /// Holds (`true`) or releases a friend's received lossless packets:
+    /// while held they are not delivered nor acknowledged, so the friend's
+    /// sender waits (backpressure for one friend, not the whole node).
+    /// Releasing delivers what was held, in order.
+    pub fn set_receive_paused(&mut self, now: Instant, real_pk: &PublicKey, paused: bool) {
+        self.net_crypto.set_receive_paused(now, real_pk, paused);
+        self.pump_events(now);
+    }
+
     /// Lossless packets that can be queued for a friend now.
     pub fn send_room(&self, real_pk: &PublicKey) -> usize {
         self.net_crypto.send_room(real_pk)
@@ -476,7 +485,14 @@ impl Node {
             let Some(friend) = self.friends.get(&real_pk) else { continue };
             match friend.status {
                 Status::SessionUp | Status::Online => {
-                    if friend.last_heard.is_some_and(|t| now >= t + friends::CONNECTION_TIMEOUT) {
+                    // Any packet of the session counts, not only the
+                    // friend layer's (which wait while the owner holds the
+                    // session's lossless packets).
+                    let heard = match (friend.last_heard, self.net_crypto.session(&real_pk)) {
+                        (Some(t), Some(session)) => Some(t.max(session.last_recv())),
+                        (t, _) => t,
+                    };
+                    if heard.is_some_and(|t| now >= t + friends::CONNECTION_TIMEOUT) {
                         self.net_crypto.kill(&real_pk);
                         self.went_offline(now, &real_pk);
                         continue;
