@@ -10,6 +10,7 @@
 mod support;
 
 use std::io::Read;
+use std::net::{TcpListener, TcpStream};
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitStatus, Stdio};
@@ -22,7 +23,7 @@ use nix::unistd::{Pid, User, chown};
 use support::bootstrapd::Bootstrapd;
 use support::deadline::Deadline;
 use support::devlog::DevLog;
-use support::e2e::SECRET;
+use support::e2e::{SECRET, echo_roundtrip, echo_server};
 use support::netns::{ChildGuard, Netns};
 use support::tuntox::{Tuntox, binary, local_network_args};
 
@@ -212,6 +213,29 @@ fn the_background_server_detaches_reports_its_pid_and_stops_on_sigterm() {
     );
 
     setup.ping(&id);
+
+    // A client in the background too: when its launcher returns, the -L
+    // port already listens.
+    let echo = setup.netns.run_in(|| TcpListener::bind("127.0.0.1:7301").unwrap());
+    echo_server(echo);
+    let mut args: Vec<String> =
+        ["-z", "-F", "run/client.pid", "-i", &id, "-s", SECRET, "-u", "34300:34399", "-L", "7302:127.0.0.1:7301"]
+            .map(String::from)
+            .to_vec();
+    args.extend(local_network_args(&setup.bootstrapd.bootstrap_arg()));
+    let ran = run_bounded(setup.command(&devlog, &args), "tuntox -z -L", Duration::from_secs(30));
+    assert!(ran.status.success(), "the client's launcher failed: {}: {}", ran.status, ran.stderr);
+    let client = read_pid(&setup.path("run/client.pid"));
+    let mut stream = setup
+        .netns
+        .run_in(|| TcpStream::connect("127.0.0.1:7302"))
+        .unwrap_or_else(|e| panic!("the -L port does not listen once the launcher returned: {e}"));
+    let back = echo_roundtrip(&mut stream, b"through a background client").unwrap();
+    assert_eq!(back, b"through a background client");
+    drop(stream);
+    kill(Pid::from_raw(client), Signal::SIGTERM).unwrap();
+    wait_until("the client ends after SIGTERM", Duration::from_secs(10), || ended(client));
+    assert!(!setup.path("run/client.pid").exists(), "the client's PID file is left behind");
 
     kill(Pid::from_raw(pid), Signal::SIGTERM).unwrap();
     wait_until("the daemon ends after SIGTERM", Duration::from_secs(10), || ended(pid));

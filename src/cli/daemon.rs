@@ -20,7 +20,7 @@ use nix::errno::Errno;
 use nix::fcntl::OFlag;
 use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 use nix::sys::signal::{Signal, kill};
-use nix::sys::wait::waitpid;
+use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
 use nix::unistd::{ForkResult, Pid, chdir, dup2_stderr, dup2_stdin, dup2_stdout, fork, pipe2, setsid};
 
 /// The side of the fork we are on.
@@ -124,11 +124,23 @@ fn wait_for_daemon(read: OwnedFd, child: Pid, timeout: Duration) -> anyhow::Resu
     match report.split_first() {
         Some((b'0', _)) => Ok(()),
         Some((_, message)) => Err(anyhow!("{}", String::from_utf8_lossy(message))),
-        None => {
-            let status = waitpid(child, None).map_or_else(|e| e.to_string(), |s| format!("{s:?}"));
-            bail!("-z: the background process ended during start-up without a word ({status})")
+        None => bail!("-z: the background process ended during start-up without a word ({})", end_of(child)),
+    }
+}
+
+/// How the daemon ended, waiting for it a little (it has closed its end
+/// of the pipe, so it is exiting).
+fn end_of(child: Pid) -> String {
+    for _ in 0..50 {
+        match waitpid(child, Some(WaitPidFlag::WNOHANG)) {
+            Ok(WaitStatus::StillAlive) => std::thread::sleep(Duration::from_millis(20)),
+            Ok(WaitStatus::Exited(_, code)) => return format!("exit status {code}"),
+            Ok(WaitStatus::Signaled(_, signal, _)) => return format!("killed by {signal}"),
+            Ok(other) => return format!("{other:?}"),
+            Err(e) => return format!("cannot tell how: {e}"),
         }
     }
+    "it is still running".to_owned()
 }
 
 /// Forking copies only the calling thread; refuse if there are others.

@@ -69,6 +69,12 @@ pub fn init_syslog(common: &CommonArgs, default: DefaultLevel, syslog: Syslog) {
         .try_init();
     if installed.is_ok() {
         TO_SYSLOG.store(true, Ordering::Relaxed);
+        // Standard error may be /dev/null (-z): panics go to syslog too.
+        let default_hook = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            tracing::error!("{info}");
+            default_hook(info);
+        }));
     }
 }
 

@@ -265,8 +265,12 @@ where
         let _pid_file = process.pid_file.as_deref().map(PidFile::create).transpose()?;
         run_async(f, &mut readiness)
     })();
-    if let (Err(err), Some(readiness)) = (&result, readiness) {
-        readiness.failed(&format!("{err:#}"));
+    // Still waiting: the mode ended before it started.
+    if let Some(readiness) = readiness {
+        match &result {
+            Err(err) => readiness.failed(&format!("{err:#}")),
+            Ok(()) => readiness.failed("-z: the background process was stopped during start-up"),
+        }
     }
     result
 }

@@ -16,15 +16,25 @@
 //!
 //! [`Syslog`] is a `tracing_subscriber` `MakeWriter`: the formatter writes an
 //! event into a per-event buffer, which is sent when the buffer is dropped.
-//! The socket is non-blocking: when the syslog daemon falls behind, messages
-//! are dropped (never the process stalled) and the next message that gets
-//! through says how many were lost. When the daemon restarts, the socket
+//! The socket is non-blocking: when the syslog daemon falls behind, a
+//! message waits a moment for room, then it and the following ones are
+//! dropped (the process never stalls for long) and the next message that
+//! gets through says how many were lost. When the daemon restarts, the socket
 //! reconnects on the next message.
+//!
+//! Why not the C library's `syslog(3)` (or a crate wrapping it): it cannot
+//! tell us that no syslog daemon listens, which `-S` reports at start, and
+//! its socket path is fixed, so it cannot be tested against a socket of the
+//! test's own. Only the local time comes from the C library (`localtime_r`).
 
 use std::io::{self, Write};
+use std::os::fd::AsFd;
 use std::os::unix::net::UnixDatagram;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
+use std::time::Duration;
+
+use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 
 use tracing::{Level, Metadata};
 use tracing_subscriber::fmt::MakeWriter;
@@ -180,25 +190,39 @@ impl Syslog {
             };
             buf.clear();
             format_datagram(buf, self.facility, Severity::Warning, time, pid, note.as_bytes());
-            if deliver(socket, &self.path, buf).is_ok() {
+            if deliver(socket, &self.path, buf, false).is_ok() {
                 *dropped = 0;
             }
         }
         buf.clear();
         format_datagram(buf, self.facility, severity, time, pid, message);
-        if deliver(socket, &self.path, buf).is_err() {
+        if deliver(socket, &self.path, buf, *dropped == 0).is_err() {
             *dropped += 1;
         }
     }
 }
 
-/// Sends `datagram`, reconnecting once if the daemon went away.
-fn deliver(socket: &mut UnixDatagram, path: &Path, datagram: &[u8]) -> io::Result<()> {
+/// How long a message waits for room in the daemon's queue, once per
+/// congestion: after a loss, messages are dropped at once until one passes.
+const PATIENCE: Duration = Duration::from_millis(20);
+
+/// Sends `datagram`, reconnecting once if the daemon went away, and
+/// waiting up to [`PATIENCE`] for room if `patient`.
+fn deliver(socket: &mut UnixDatagram, path: &Path, datagram: &[u8], patient: bool) -> io::Result<()> {
     match socket.send(datagram) {
         Ok(_) => Ok(()),
         Err(e) if matches!(e.kind(), io::ErrorKind::ConnectionRefused | io::ErrorKind::NotConnected) => {
             *socket = Syslog::open(path)?;
             socket.send(datagram).map(drop)
+        }
+        Err(e) if e.kind() == io::ErrorKind::WouldBlock && patient => {
+            let mut fds = [PollFd::new(socket.as_fd(), PollFlags::POLLOUT)];
+            let millis = u16::try_from(PATIENCE.as_millis()).unwrap_or(u16::MAX);
+            if poll(&mut fds, PollTimeout::from(millis)).is_ok_and(|ready| ready > 0) {
+                socket.send(datagram).map(drop)
+            } else {
+                Err(e)
+            }
         }
         Err(e) => Err(e),
     }
@@ -245,8 +269,6 @@ impl Drop for SyslogEvent<'_> {
 
 #[cfg(test)]
 mod tests {
-    use std::time::Duration;
-
     use super::*;
 
     fn receiver(dir: &Path) -> (PathBuf, UnixDatagram) {
@@ -332,6 +354,32 @@ mod tests {
         assert!(
             lost.starts_with("<140>") && lost.ends_with("1 log message was lost (the syslog daemon did not keep up)"),
             "{lost}"
+        );
+        assert!(recv(&socket).ends_with("after"));
+    }
+
+    #[test]
+    fn a_daemon_that_does_not_read_loses_messages_and_learns_how_many() {
+        const SENT: usize = 3000;
+        let dir = tempfile::tempdir().unwrap();
+        let (path, socket) = receiver(dir.path());
+        let syslog = Syslog::connect(&path).unwrap();
+        for i in 0..SENT {
+            syslog.send(Severity::Info, format!("message {i}").as_bytes());
+        }
+        socket.set_nonblocking(true).unwrap();
+        let mut queued = 0;
+        let mut buf = vec![0u8; 65536];
+        while socket.recv(&mut buf).is_ok() {
+            queued += 1;
+        }
+        assert!(queued < SENT, "the queue took all {SENT} messages: the test cannot overflow it");
+        socket.set_nonblocking(false).unwrap();
+        syslog.send(Severity::Info, b"after");
+        let note = recv(&socket);
+        assert!(
+            note.ends_with(&format!("{} log messages were lost (the syslog daemon did not keep up)", SENT - queued)),
+            "{note}"
         );
         assert!(recv(&socket).ends_with("after"));
     }

@@ -9,6 +9,10 @@ use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::UnixDatagram;
 use std::path::Path;
 use std::process::Command;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{Receiver, channel};
+use std::thread;
 use std::time::Duration;
 
 use super::deadline::Deadline;
@@ -33,10 +37,13 @@ umount -l "$dir/realdev"
 exec "$@"
 "#;
 
-/// The socket that receives what the process sends to /dev/log.
+/// The socket that receives what the process sends to /dev/log. A thread
+/// drains it as datagrams arrive (a Unix datagram socket queues only a few,
+/// `net.unix.max_dgram_qlen`, and senders drop the rest).
 pub struct DevLog {
     dir: tempfile::TempDir,
-    socket: Option<UnixDatagram>,
+    datagrams: Option<Receiver<String>>,
+    stop: Arc<AtomicBool>,
 }
 
 impl DevLog {
@@ -47,12 +54,26 @@ impl DevLog {
         let socket = UnixDatagram::bind(&path).expect("bind the test's /dev/log socket");
         // Writable for a process that dropped root (-U).
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o666)).unwrap();
-        DevLog { dir, socket: Some(socket) }
+        socket.set_read_timeout(Some(Duration::from_millis(100))).unwrap();
+        let stop = Arc::new(AtomicBool::new(false));
+        let (tx, rx) = channel();
+        let stopped = Arc::clone(&stop);
+        thread::spawn(move || {
+            let mut buf = vec![0u8; 65536];
+            while !stopped.load(Ordering::Relaxed) {
+                if let Ok(n) = socket.recv(&mut buf)
+                    && tx.send(String::from_utf8_lossy(&buf[..n]).into_owned()).is_err()
+                {
+                    break;
+                }
+            }
+        });
+        DevLog { dir, datagrams: Some(rx), stop }
     }
 
     /// No /dev/log at all, as on a machine without a syslog daemon.
     pub fn missing() -> DevLog {
-        DevLog { dir: Self::dir(), socket: None }
+        DevLog { dir: Self::dir(), datagrams: None, stop: Arc::default() }
     }
 
     fn dir() -> tempfile::TempDir {
@@ -70,18 +91,14 @@ impl DevLog {
         let mut cmd = make("unshare");
         cmd.args(["-m", "--propagation", "private", "sh", "-c", SCRIPT, "sh"])
             .arg(self.dir.path())
-            .arg(if self.socket.is_some() { "yes" } else { "no" })
+            .arg(if self.datagrams.is_some() { "yes" } else { "no" })
             .arg(program);
         cmd
     }
 
     /// The next datagram, within `timeout`.
     pub fn recv(&self, timeout: Duration) -> Option<String> {
-        let socket = self.socket.as_ref().expect("a DevLog with a socket");
-        socket.set_read_timeout(Some(timeout.max(Duration::from_millis(1)))).unwrap();
-        let mut buf = vec![0u8; 65536];
-        let n = socket.recv(&mut buf).ok()?;
-        Some(String::from_utf8_lossy(&buf[..n]).into_owned())
+        self.datagrams.as_ref().expect("a DevLog with a socket").recv_timeout(timeout).ok()
     }
 
     /// Waits for a datagram matching `pred` and returns it; panics with
@@ -98,5 +115,11 @@ impl DevLog {
             }
         }
         panic!("no syslog datagram for {what} within {timeout:?}; got:\n{}", seen.join("\n"));
+    }
+}
+
+impl Drop for DevLog {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
     }
 }
