@@ -140,8 +140,8 @@ pub struct ForwardArgs {
     /// Run in the background (implies -S). The command returns once tuntox
     /// runs (identity loaded, sockets bound): status 0, or 1 and the reason it
     /// could not start. The background process has no terminal, works from /
-    /// and has standard input and output on /dev/null; relative paths given
-    /// in -C, -I, -f, -b and -F are resolved first. Not with -W.
+    /// and has standard input, output and error on /dev/null; relative paths
+    /// given in -C, -I, -f, -b and -F are resolved first. Not with -W.
     #[arg(short = 'z')]
     pub daemonize: bool,
 
