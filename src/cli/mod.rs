@@ -371,12 +371,15 @@ where
         .map_err(|e| CliError::Other(anyhow::Error::new(e).context("cannot start the async runtime")))?;
     let cancel = CancellationToken::new();
     let result = runtime.block_on(async {
+        // Caught from here on, before the mode starts: a signal that comes
+        // as soon as it reports its start still stops it cleanly.
+        use tokio::signal::unix::{SignalKind, signal};
+        let (mut int, mut term) = match (signal(SignalKind::interrupt()), signal(SignalKind::terminate())) {
+            (Ok(int), Ok(term)) => (int, term),
+            (Err(e), _) | (_, Err(e)) => return Err(anyhow::Error::new(e).context("cannot catch SIGINT and SIGTERM")),
+        };
         let signals = cancel.clone();
         tokio::spawn(async move {
-            use tokio::signal::unix::{SignalKind, signal};
-            let (Ok(mut int), Ok(mut term)) = (signal(SignalKind::interrupt()), signal(SignalKind::terminate())) else {
-                return;
-            };
             tokio::select! {
                 _ = int.recv() => tracing::info!("interrupted; stopping"),
                 _ = term.recv() => tracing::info!("terminated; stopping"),
