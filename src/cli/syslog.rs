@@ -49,7 +49,7 @@ pub const FACILITY_LOCAL1: u8 = 17;
 pub const IDENT: &str = "tuntox";
 
 /// Longer messages are cut to this many bytes.
-const MAX_MESSAGE: usize = 8 * 1024;
+pub const MAX_MESSAGE: usize = 8 * 1024;
 
 /// Syslog severities (RFC 3164 table 2) that tracing levels map to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
