@@ -18,6 +18,7 @@ use tokio_util::sync::CancellationToken;
 use tunnel::spec::{DynamicForward, LocalForward, Target};
 use tunnel::{Engine, PeerId};
 
+use super::Started;
 use super::bridge::Bridge;
 use super::identity::Identity;
 use super::secret::Secret;
@@ -76,6 +77,8 @@ pub struct ClientConfig {
     pub offline_wait: Duration,
     /// How the Tox instance starts (keys are filled in here).
     pub tox: ToxConfig,
+    /// Told once the Tox socket and the listeners (`-L`, `-D`) are bound.
+    pub started: Started,
 }
 
 /// The events task: Tox events in, bridge calls out.
@@ -124,12 +127,19 @@ pub async fn run(mut config: ClientConfig, cancel: CancellationToken) -> anyhow:
     // The bridge gives the server the first peer number.
     let peer = PeerId(1);
 
+    let mut started = config.started;
     let result = match config.mode {
         ClientMode::Listen { local, dynamic } => {
-            listen(&engine, peer, &local, &dynamic, config.connect_timeout, &cancel).await
+            listen(&engine, peer, &local, &dynamic, config.connect_timeout, &cancel, &mut started).await
         }
-        ClientMode::Stdio(target) => stdio(&engine, peer, &target, config.connect_timeout, &cancel).await,
-        ClientMode::Ping { count } => ping(&engine, peer, count, config.connect_timeout, &cancel).await,
+        ClientMode::Stdio(target) => {
+            started.signal();
+            stdio(&engine, peer, &target, config.connect_timeout, &cancel).await
+        }
+        ClientMode::Ping { count } => {
+            started.signal();
+            ping(&engine, peer, count, config.connect_timeout, &cancel).await
+        }
     };
     cancel.cancel();
     engine.shutdown().await;
@@ -183,6 +193,7 @@ async fn listen(
     dynamic: &[DynamicForward],
     timeout: Option<Duration>,
     cancel: &CancellationToken,
+    started: &mut Started,
 ) -> anyhow::Result<()> {
     for forward in local {
         engine.listen(peer, forward).await.with_context(|| format!("cannot listen on {}", forward.listen))?;
@@ -190,6 +201,7 @@ async fn listen(
     for forward in dynamic {
         engine.listen_socks(peer, forward).await.with_context(|| format!("cannot listen on {}", forward.listen))?;
     }
+    started.signal();
     if timeout.is_some() {
         wait_online(engine, peer, timeout, cancel).await?;
     }

@@ -7,3 +7,25 @@ pub mod client;
 pub mod identity;
 pub mod secret;
 pub mod server;
+
+use tokio::sync::oneshot;
+
+/// Says once that a mode has started: its identity is loaded and its
+/// sockets are bound. `tuntox -z` waits for this before the launcher exits.
+#[derive(Debug, Default)]
+pub struct Started(Option<oneshot::Sender<()>>);
+
+impl Started {
+    /// A notifier and the receiver it tells.
+    pub fn channel() -> (Started, oneshot::Receiver<()>) {
+        let (tx, rx) = oneshot::channel();
+        (Started(Some(tx)), rx)
+    }
+
+    /// Reports the start (the first call only).
+    pub fn signal(&mut self) {
+        if let Some(tx) = self.0.take() {
+            let _ = tx.send(());
+        }
+    }
+}

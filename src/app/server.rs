@@ -15,6 +15,7 @@ use bytes::Bytes;
 use tokio_util::sync::CancellationToken;
 use tunnel::{Engine, ExitConfig, Rules};
 
+use super::Started;
 use super::bridge::Bridge;
 use super::identity::{Identity, IdentityError};
 use super::secret::Secret;
@@ -37,6 +38,8 @@ pub struct ServerConfig {
     pub rules: Option<PathBuf>,
     /// How the Tox instance starts (keys and friends are filled in here).
     pub tox: ToxConfig,
+    /// Told once the identity is loaded and the Tox socket bound.
+    pub started: Started,
 }
 
 /// Why a friend request was refused.
@@ -111,6 +114,7 @@ pub async fn run(mut config: ServerConfig, cancel: CancellationToken) -> anyhow:
     let friends = config.tox.friends.len();
     let mut tox = Tox::start(config.tox, cancel.clone()).await.context("cannot start Tox")?;
     tracing::info!(addr = %tox.local_addr(), friends, "listening");
+    config.started.signal();
 
     let engine = Engine::new(tunnel::Config::exit(ExitConfig { rules, ..ExitConfig::default() }), cancel.child_token());
     let mut bridge = Bridge::new(engine, tox.sender());

@@ -73,7 +73,8 @@ pub struct CommonArgs {
     #[arg(short = 'q', conflicts_with = "debug")]
     pub quiet: bool,
 
-    /// Log to syslog (facility LOCAL1) instead of standard error.
+    /// Log to syslog instead of standard error: facility LOCAL1, identifier
+    /// `tuntox` with the process ID, through /dev/log (which must exist).
     #[arg(short = 'S')]
     pub syslog: bool,
 }
@@ -136,15 +137,26 @@ pub struct ForwardArgs {
     #[arg(short = 't', value_name = "PORT")]
     pub tcp_relay_port: Option<u16>,
 
-    /// Run in the background (logs go to syslog).
+    /// Run in the background (implies -S). The command returns once tuntox
+    /// runs (identity loaded, sockets bound): status 0, or 1 and the reason it
+    /// could not start. The background process has no terminal, works from /
+    /// and has standard input, output and error on /dev/null; relative paths
+    /// given in -C, -I, -f, -b and -F are resolved first. Not with -W.
     #[arg(short = 'z')]
     pub daemonize: bool,
 
-    /// Write the process ID to FILE.
+    /// Write the process ID (and a newline) to FILE while running; removed
+    /// when tuntox stops. Refuses to start if FILE names a running process.
+    /// Written after -z and -U, so with -U, USER must be able to create and
+    /// delete FILE.
     #[arg(short = 'F', value_name = "FILE")]
     pub pid_file: Option<PathBuf>,
 
-    /// Drop privileges to USER (name or uid) after start-up.
+    /// Run as USER (a name or uid), with USER's group and supplementary
+    /// groups. Needs root, unless USER is the current user. The switch
+    /// happens before the identity in -C is read or created and before any
+    /// socket is bound, so USER must own or be able to write the -C
+    /// directory (and -I and -F), and -u ports below 1024 are not possible.
     #[arg(short = 'U', value_name = "USER")]
     pub user: Option<String>,
 

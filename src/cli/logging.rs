@@ -1,12 +1,19 @@
-//! Logging to standard error through `tracing`.
+//! Logging through `tracing`, to standard error or (with `-S` or `-z`) to
+//! syslog (see [`super::syslog`]).
 //!
 //! Levels follow C tuntox: info by default (error for `-W`, whose standard
 //! output is the tunnel), `-q` errors only, `-d` debug, `-dd` trace for
 //! tuntox's own crates, `-ddd` trace for everything. `RUST_LOG` overrides.
 
+use std::sync::atomic::{AtomicBool, Ordering};
+
 use tracing_subscriber::EnvFilter;
 
 use super::args::CommonArgs;
+use super::syslog::Syslog;
+
+/// Whether log events go to syslog rather than standard error.
+static TO_SYSLOG: AtomicBool = AtomicBool::new(false);
 
 /// The default level of a mode, before `-d`/`-q`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -37,11 +44,43 @@ pub fn directives(common: &CommonArgs, default: DefaultLevel) -> String {
     }
 }
 
+fn filter(common: &CommonArgs, default: DefaultLevel) -> EnvFilter {
+    EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(directives(common, default)))
+}
+
 /// Installs the global subscriber, writing to standard error.
 pub fn init(common: &CommonArgs, default: DefaultLevel) {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(directives(common, default)));
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
-    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_ansi(ansi).with_writer(std::io::stderr).try_init();
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter(common, default))
+        .with_ansi(ansi)
+        .with_writer(std::io::stderr)
+        .try_init();
+}
+
+/// Installs the global subscriber, writing to syslog. Syslog stamps the
+/// time itself, so the lines carry none.
+pub fn init_syslog(common: &CommonArgs, default: DefaultLevel, syslog: Syslog) {
+    let installed = tracing_subscriber::fmt()
+        .with_env_filter(filter(common, default))
+        .with_ansi(false)
+        .without_time()
+        .with_writer(syslog)
+        .try_init();
+    if installed.is_ok() {
+        TO_SYSLOG.store(true, Ordering::Relaxed);
+        // Standard error may be /dev/null (-z): panics go to syslog too.
+        let default_hook = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            tracing::error!("{info}");
+            default_hook(info);
+        }));
+    }
+}
+
+/// Whether [`init_syslog`] installed the subscriber.
+pub fn to_syslog() -> bool {
+    TO_SYSLOG.load(Ordering::Relaxed)
 }
 
 #[cfg(test)]

@@ -2,14 +2,27 @@
 //!
 //! Exit codes: 0 success, 1 a runtime failure (the message says what), 2 a
 //! usage error or a mode that is not implemented yet. Errors are one line on
-//! standard error, prefixed `tuntox:`. Standard output carries only what a
-//! command promises (the Tox ID for `id`, the byte stream for `-W`).
+//! standard error, prefixed `tuntox:` (and also logged when logging goes to
+//! syslog). Standard output carries only what a command promises (the Tox
+//! ID for `id`, the byte stream for `-W`).
+//!
+//! A forward mode starts in this order: flags are checked and paths made
+//! absolute (`-z`), logging starts (syslog for `-S` and `-z`), the Tox
+//! settings are read (`-b`, `--bootstrap`), privileges are dropped (`-U`),
+//! the process forks into the background (`-z`), the PID file is written
+//! (`-F`), and only then does the async runtime start and the mode load its
+//! identity from `-C` and bind its sockets.
 
 pub mod args;
+pub mod daemon;
 pub mod logging;
+pub mod pidfile;
+pub mod privileges;
+pub mod syslog;
 
 use std::ffi::OsString;
 use std::io::Write;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use std::time::Duration;
@@ -18,7 +31,12 @@ use clap::Parser;
 use tokio_util::sync::CancellationToken;
 
 use self::args::{Cli, Command, CommonArgs, ForwardArgs, NetArgs, PeerId, PingArgs};
+use self::daemon::{Forked, Readiness};
 use self::logging::DefaultLevel;
+use self::pidfile::PidFile;
+use self::privileges::Account;
+use self::syslog::Syslog;
+use crate::app::Started;
 use crate::app::bootstrap::{builtin_nodes, read_nodes_file};
 use crate::app::client::{self, ClientConfig, ClientIdentity, ClientMode};
 use crate::app::identity::Identity;
@@ -37,6 +55,10 @@ pub enum CliError {
     /// Flags that parse but do not fit together.
     #[error("{0} (see tuntox --help)")]
     Usage(String),
+    /// The process `-z` started in the background failed to start; it has
+    /// logged the error itself.
+    #[error(transparent)]
+    Background(anyhow::Error),
     /// Anything else, with its context.
     #[error(transparent)]
     Other(#[from] anyhow::Error),
@@ -46,7 +68,7 @@ impl CliError {
     fn exit_code(&self) -> ExitCode {
         match self {
             Self::NotImplemented(_) | Self::Usage(_) => ExitCode::from(2),
-            Self::Other(_) => ExitCode::from(1),
+            Self::Background(_) | Self::Other(_) => ExitCode::from(1),
         }
     }
 }
@@ -64,6 +86,9 @@ where
     match dispatch(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
+            if logging::to_syslog() && !matches!(err, CliError::Background(_)) {
+                tracing::error!("{err:#}");
+            }
             eprintln!("tuntox: {err:#}");
             err.exit_code()
         }
@@ -92,7 +117,7 @@ fn report_usage_error(err: &clap::Error) -> ExitCode {
 fn dispatch(cli: Cli) -> Result<(), CliError> {
     match cli.command {
         Some(Command::Id(args)) => {
-            start(&args.common, DefaultLevel::Warn)?;
+            start(&args.common, DefaultLevel::Warn, false)?;
             print_id(&args.common)
         }
         Some(Command::Vpn(_)) => Err(CliError::NotImplemented("the VPN (tuntox vpn)")),
@@ -103,12 +128,22 @@ fn dispatch(cli: Cli) -> Result<(), CliError> {
     }
 }
 
-/// Sets up logging for a mode, refusing flags whose engine is missing.
-fn start(common: &CommonArgs, default: DefaultLevel) -> Result<(), CliError> {
-    if common.syslog {
-        return Err(CliError::NotImplemented("logging to syslog (-S)"));
+/// Sets up logging for a mode: to syslog with `-S` or `-z`
+/// (`daemonize`), else to standard error.
+fn start(common: &CommonArgs, default: DefaultLevel, daemonize: bool) -> Result<(), CliError> {
+    if !common.syslog && !daemonize {
+        logging::init(common, default);
+        return Ok(());
     }
-    logging::init(common, default);
+    let path = Path::new(syslog::DEFAULT_SOCKET);
+    let syslog = Syslog::connect(path).map_err(|e| {
+        let flag = if daemonize { "-z logs to syslog" } else { "-S" };
+        anyhow::anyhow!(
+            "{flag}: cannot reach the syslog daemon at {}: {e} (is journald, rsyslog or syslogd running?)",
+            path.display()
+        )
+    })?;
+    logging::init_syslog(common, default, syslog);
     Ok(())
 }
 
@@ -122,12 +157,23 @@ fn print_id(common: &CommonArgs) -> Result<(), CliError> {
 }
 
 /// C tuntox's modes: server, or client with -L, -W, -D or -p.
-fn run_forward(args: ForwardArgs) -> Result<(), CliError> {
+fn run_forward(mut args: ForwardArgs) -> Result<(), CliError> {
     let client = !args.local.is_empty() || args.stdio.is_some() || !args.dynamic.is_empty() || args.ping;
     let default = if args.stdio.is_some() { DefaultLevel::Error } else { DefaultLevel::Info };
     refuse_missing(&args)?;
-    start(&args.common, default)?;
+    if args.daemonize && args.stdio.is_some() {
+        return Err(usage("-z cannot be used with -W (-W needs standard input and output)"));
+    }
+    if args.daemonize {
+        absolute_paths(&mut args)?;
+    }
+    start(&args.common, default, args.daemonize)?;
     let tox = tox_config(&args.net)?;
+    let process = Process {
+        user: args.user.as_deref().map(privileges::lookup).transpose()?,
+        daemonize: args.daemonize,
+        pid_file: args.pid_file.clone(),
+    };
     if client {
         let server = match args.peers.as_slice() {
             [PeerId::ToxId(id)] => *id,
@@ -147,7 +193,7 @@ fn run_forward(args: ForwardArgs) -> Result<(), CliError> {
         } else {
             ClientMode::Listen { local: args.local.clone(), dynamic: args.dynamic.clone() }
         };
-        let config = ClientConfig {
+        let mut config = ClientConfig {
             identity: client_identity(&args.common),
             server,
             secret: args.secret.clone(),
@@ -161,24 +207,89 @@ fn run_forward(args: ForwardArgs) -> Result<(), CliError> {
             mode,
             offline_wait: OFFLINE_WAIT,
             tox,
+            started: Started::default(),
         };
-        run_async(|cancel| client::run(config, cancel))
+        launch(process, |cancel, started| {
+            config.started = started;
+            client::run(config, cancel)
+        })
     } else {
-        let config = ServerConfig {
+        let mut config = ServerConfig {
             config_dir: args.common.config_dir(),
             secret: args.secret.clone(),
             allowed: args.peers.iter().map(|p| *p.public_key()).collect(),
             id_file: args.id_file.clone(),
             rules: args.rules.clone(),
             tox,
+            started: Started::default(),
         };
-        run_async(|cancel| server::run(config, cancel))
+        launch(process, |cancel, started| {
+            config.started = started;
+            server::run(config, cancel)
+        })
     }
+}
+
+/// How long the launcher of `-z` waits for the background process to start.
+const START_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// What becomes of the process before the runtime starts: `-U`, `-z`, `-F`.
+#[derive(Debug)]
+struct Process {
+    user: Option<Account>,
+    daemonize: bool,
+    pid_file: Option<PathBuf>,
+}
+
+/// Drops privileges, forks into the background, writes the PID file, then
+/// runs the mode. In the background, the launcher returns as soon as the
+/// mode reports its start (or its failure).
+fn launch<F, Fut>(process: Process, f: F) -> Result<(), CliError>
+where
+    F: FnOnce(CancellationToken, Started) -> Fut,
+    Fut: Future<Output = anyhow::Result<()>>,
+{
+    // Root's rights end here, before the identity in -C is read or created
+    // and before any socket is bound (see the privileges module).
+    if let Some(account) = &process.user {
+        privileges::switch_to(account)?;
+    }
+    let mut readiness = None;
+    if process.daemonize {
+        match daemon::daemonize(START_TIMEOUT)? {
+            Forked::Launcher(verdict) => return verdict.map_err(CliError::Background),
+            Forked::Daemon(daemon) => readiness = Some(daemon),
+        }
+    }
+    let result = (|| {
+        let _pid_file = process.pid_file.as_deref().map(PidFile::create).transpose()?;
+        run_async(f, &mut readiness)
+    })();
+    // Still waiting: the mode ended before it started.
+    if let Some(readiness) = readiness {
+        match &result {
+            Err(err) => readiness.failed(&format!("{err:#}")),
+            Ok(()) => readiness.failed("-z: the background process was stopped during start-up"),
+        }
+    }
+    result
+}
+
+/// `-z` changes to `/`: the paths the user gave are made absolute first,
+/// against the directory tuntox was started in.
+fn absolute_paths(args: &mut ForwardArgs) -> Result<(), CliError> {
+    let paths =
+        [&mut args.common.config_dir, &mut args.id_file, &mut args.rules, &mut args.net.nodes_file, &mut args.pid_file];
+    for path in paths.into_iter().flatten() {
+        *path = std::path::absolute(&*path)
+            .map_err(|e| anyhow::anyhow!("cannot make {} an absolute path: {e}", path.display()))?;
+    }
+    Ok(())
 }
 
 /// `tuntox ping TOXID`.
 fn run_ping(args: PingArgs) -> Result<(), CliError> {
-    start(&args.common, DefaultLevel::Warn)?;
+    start(&args.common, DefaultLevel::Warn, false)?;
     let config = ClientConfig {
         identity: client_identity(&args.common),
         server: args.peer,
@@ -188,8 +299,9 @@ fn run_ping(args: PingArgs) -> Result<(), CliError> {
         connect_timeout: Some(CONNECT_TIMEOUT),
         offline_wait: OFFLINE_WAIT,
         tox: tox_config(&args.net)?,
+        started: Started::default(),
     };
-    run_async(|cancel| client::run(config, cancel))
+    run_async(|cancel, _| client::run(config, cancel), &mut None)
 }
 
 /// How long a connection made while the client starts waits for the server.
@@ -214,15 +326,6 @@ fn usage(message: &str) -> CliError {
 fn refuse_missing(args: &ForwardArgs) -> Result<(), CliError> {
     if args.tcp_relay_port.is_some_and(|port| port != 0) {
         return Err(CliError::NotImplemented("the TCP relay (-t PORT; -t 0 is accepted)"));
-    }
-    if args.daemonize {
-        return Err(CliError::NotImplemented("running in the background (-z)"));
-    }
-    if args.pid_file.is_some() {
-        return Err(CliError::NotImplemented("the PID file (-F)"));
-    }
-    if args.user.is_some() {
-        return Err(CliError::NotImplemented("dropping privileges (-U)"));
     }
     Ok(())
 }
@@ -255,9 +358,11 @@ fn tox_config(net: &NetArgs) -> Result<ToxConfig, CliError> {
 }
 
 /// Runs `f` on a Tokio runtime until it ends or SIGINT/SIGTERM arrives.
-fn run_async<F, Fut>(f: F) -> Result<(), CliError>
+/// When `f` reports its start, `readiness` (the launcher of `-z` waiting)
+/// is told and taken.
+fn run_async<F, Fut>(f: F, readiness: &mut Option<Readiness>) -> Result<(), CliError>
 where
-    F: FnOnce(CancellationToken) -> Fut,
+    F: FnOnce(CancellationToken, Started) -> Fut,
     Fut: Future<Output = anyhow::Result<()>>,
 {
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -266,19 +371,34 @@ where
         .map_err(|e| CliError::Other(anyhow::Error::new(e).context("cannot start the async runtime")))?;
     let cancel = CancellationToken::new();
     let result = runtime.block_on(async {
+        // Caught from here on, before the mode starts: a signal that comes
+        // as soon as it reports its start still stops it cleanly.
+        use tokio::signal::unix::{SignalKind, signal};
+        let (mut int, mut term) = match (signal(SignalKind::interrupt()), signal(SignalKind::terminate())) {
+            (Ok(int), Ok(term)) => (int, term),
+            (Err(e), _) | (_, Err(e)) => return Err(anyhow::Error::new(e).context("cannot catch SIGINT and SIGTERM")),
+        };
         let signals = cancel.clone();
         tokio::spawn(async move {
-            use tokio::signal::unix::{SignalKind, signal};
-            let (Ok(mut int), Ok(mut term)) = (signal(SignalKind::interrupt()), signal(SignalKind::terminate())) else {
-                return;
-            };
             tokio::select! {
                 _ = int.recv() => tracing::info!("interrupted; stopping"),
                 _ = term.recv() => tracing::info!("terminated; stopping"),
             }
             signals.cancel();
         });
-        f(cancel).await
+        let (started, ready) = Started::channel();
+        let work = f(cancel, started);
+        tokio::pin!(work);
+        tokio::select! {
+            result = &mut work => result,
+            Ok(()) = ready => {
+                if let Some(readiness) = readiness.take() {
+                    tracing::info!("running in the background");
+                    readiness.ready();
+                }
+                work.await
+            }
+        }
     });
     // Standard input's reader thread may be blocked in read(2): do not wait
     // for it.

@@ -9,6 +9,7 @@
 pub mod bootstrapd;
 pub mod cbuild;
 pub mod deadline;
+pub mod devlog;
 pub mod e2e;
 pub mod netns;
 pub mod toxpeer;

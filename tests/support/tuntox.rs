@@ -4,7 +4,7 @@
 
 use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{ExitStatus, Stdio};
+use std::process::{Command, ExitStatus, Stdio};
 use std::sync::mpsc::{Receiver, RecvTimeoutError, channel};
 use std::sync::{Arc, Mutex};
 use std::thread;
@@ -42,16 +42,20 @@ impl Tuntox {
     /// Starts `tuntox ARGS` in `netns` with the given standard input and
     /// output (for `-W`).
     pub fn spawn_with(netns: &Netns, label: &str, args: &[String], stdin: Stdio, stdout: Stdio) -> Tuntox {
-        let mut child = netns
-            .command(binary())
-            .args(args)
+        let mut cmd = netns.command(binary());
+        cmd.args(args).stdin(stdin).stdout(stdout);
+        Self::spawn_command(cmd, label)
+    }
+
+    /// Starts `cmd`, a command that runs tuntox in a test namespace (for
+    /// instance through `setpriv`), collecting its standard error.
+    pub fn spawn_command(mut cmd: Command, label: &str) -> Tuntox {
+        let mut child = cmd
             .env_remove("RUST_LOG")
             .env_remove("TUNTOX_SHARED_SECRET")
-            .stdin(stdin)
-            .stdout(stdout)
             .stderr(Stdio::piped())
             .spawn()
-            .unwrap_or_else(|e| panic!("cannot start {}: {e}", binary()));
+            .unwrap_or_else(|e| panic!("cannot start {label}: {e}"));
         let stderr = child.stderr.take().expect("piped stderr");
         let (tx, log) = channel();
         let history = Arc::new(Mutex::new(Vec::new()));
