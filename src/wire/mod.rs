@@ -42,7 +42,7 @@ pub mod saved_friend;
 pub mod savedata;
 pub mod tcp;
 #[cfg(test)]
-mod test_support;
+pub(crate) mod test_support;
 pub mod tox_id;
 
 pub use reader::Reader;

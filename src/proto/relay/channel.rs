@@ -255,6 +255,126 @@ mod tests {
         assert_eq!(pending.finish(&junk).unwrap_err(), HandshakeError::Open);
     }
 
+    /// An RNG that hands out fixed bytes in order.
+    struct Script(std::vec::IntoIter<u8>);
+
+    impl rand_core::TryRng for Script {
+        type Error = core::convert::Infallible;
+
+        fn try_next_u32(&mut self) -> Result<u32, Self::Error> {
+            let mut b = [0u8; 4];
+            self.try_fill_bytes(&mut b)?;
+            Ok(u32::from_be_bytes(b))
+        }
+
+        fn try_next_u64(&mut self) -> Result<u64, Self::Error> {
+            let mut b = [0u8; 8];
+            self.try_fill_bytes(&mut b)?;
+            Ok(u64::from_be_bytes(b))
+        }
+
+        fn try_fill_bytes(&mut self, dst: &mut [u8]) -> Result<(), Self::Error> {
+            for d in dst {
+                *d = self.0.next().expect("the script has enough bytes");
+            }
+            Ok(())
+        }
+    }
+
+    impl rand_core::TryCryptoRng for Script {}
+
+    fn script(ranges: &[std::ops::Range<u8>]) -> Script {
+        Script(ranges.iter().flat_map(|r| r.clone()).collect::<Vec<u8>>().into_iter())
+    }
+
+    /// Bytes from c-toxcore 0.2.18 itself: a throwaway C program linked
+    /// against Debian's `libtoxcore.a` (0.2.18-1) ran `new_TCP_server` with
+    /// Bob's secret key (`golden::bob`, bytes 0x40..) inside a network
+    /// namespace, with libsodium's random generator replaced by one whose
+    /// bytes count up from 0 (so the relay's temporary secret key is bytes
+    /// 0..32, its base nonce 32..56 and its handshake nonce 56..80). A client
+    /// built as `TCP_client.c` `generate_handshake` does (Alice's key,
+    /// temporary secret key bytes 0x81.., base nonce 0x10.., handshake nonce
+    /// 0xa0..) sent its handshake, a ping with id bytes 01..08 and a routing
+    /// request for its own key; the relay's bytes are what it read back.
+    mod c_toxcore {
+        use hex_literal::hex;
+
+        pub const CLIENT_HANDSHAKE: [u8; 128] = hex!(
+            "07a37cbc142093c8b755dc1b10e86cb426374ad16aa853ed0bdfc0b2b86d1c7c"
+            "a0a1a2a3a4a5a6a7a8a9aaabacadaeafb0b1b2b3b4b5b6b7"
+            "1273fc3619619be3404372f8748dc7ec3dfed3a45c5ca1fa0ceb4ba4cfbdad9a6c9848fdb8dc701e"
+            "01884870ace5bdf42ba70c9838ade7874b74d192908a405d78361012b15a28c7"
+        );
+        pub const SERVER_HANDSHAKE: [u8; 96] = hex!(
+            "38393a3b3c3d3e3f404142434445464748494a4b4c4d4e4f"
+            "180d364cb024dca5791ced32ea2f403f4f48800df50a777b2fccfd964ee42a49ec1ec830675b360a"
+            "d21d21c6d0c3f3435897a414c7e4f9feeebccfad8301f33ddf94f7d3c90bbaaa"
+        );
+        pub const CLIENT_PING: [u8; 27] = hex!("0019e5abab373a69c8432f5bde669d525f0df8649312af2512cda3");
+        pub const CLIENT_ROUTE_SELF: [u8; 51] = hex!(
+            "003147c6ad8fa1a068c0b8bc6a478c52a484a01130e60afcd7b120cf6ff9a93bdbb3db72b191986d"
+            "97d99619b4bea0d51ddd42"
+        );
+        pub const SERVER_PONG: [u8; 27] = hex!("0019c871d7fe249a2acc822efc70ac38457f35312b37cac7509a72");
+        pub const SERVER_ROUTE_SELF: [u8; 52] = hex!(
+            "0032d9fd15beb4ebd832c7f1be35d5822a66fffff5a5ac0d280f931dc3ae9053cce92d9ebb796fac"
+            "de6eb0f9e1bfbf01d602bbcf"
+        );
+    }
+
+    #[test]
+    fn matches_c_toxcore_tcp_server() {
+        use crate::wire::test_support::golden;
+        use crate::wire::tcp::{Pong, RoutingResponse};
+
+        let (alice, bob) = (golden::alice(), golden::bob());
+        // Our client side makes the same handshake from the same randomness.
+        let mut client_rng = script(&[0x81..0xa1, 0x10..0x28, 0xa0..0xb8]);
+        let (hello, pending) = start_handshake(&mut client_rng, &alice, bob.public()).unwrap();
+        let mut bytes = Vec::new();
+        hello.encode(&mut bytes);
+        assert_eq!(bytes, c_toxcore::CLIENT_HANDSHAKE);
+
+        // Our relay side answers it exactly as c-toxcore's did.
+        let mut relay_rng = script(&[0..80]);
+        let accepted = accept_handshake(&mut relay_rng, &bob, &hello).unwrap();
+        assert_eq!(accepted.client_pk, *alice.public());
+        let mut answer = Vec::new();
+        accepted.response.encode(&mut answer);
+        assert_eq!(answer, c_toxcore::SERVER_HANDSHAKE);
+
+        // The client's first frames, sealed with its base nonce and the next.
+        let mut client = pending.finish(&ServerHandshake::decode(c_toxcore::SERVER_HANDSHAKE.to_vec()).unwrap()).unwrap();
+        let mut out = BytesMut::new();
+        client.sealer.seal_packet(&TcpPacket::Ping(Ping::new(0x0102_0304_0506_0708)), &mut out).unwrap();
+        assert_eq!(&out[..], c_toxcore::CLIENT_PING);
+        out.clear();
+        client.sealer.seal_packet(&TcpPacket::RoutingRequest(RoutingRequest::new(*alice.public())), &mut out).unwrap();
+        assert_eq!(&out[..], c_toxcore::CLIENT_ROUTE_SELF);
+
+        // The relay's answers open on our client side: the pong, and the
+        // refusal of a route to the client itself.
+        let mut stream = BytesMut::from(&c_toxcore::SERVER_PONG[..]);
+        stream.extend_from_slice(&c_toxcore::SERVER_ROUTE_SELF);
+        let pong = client.opener.open_frame(FrameCodec.decode(&mut stream).unwrap().unwrap()).unwrap();
+        assert_eq!(TcpPacket::decode(pong), Ok(TcpPacket::Pong(Pong::new(0x0102_0304_0506_0708))));
+        let refused = client.opener.open_frame(FrameCodec.decode(&mut stream).unwrap().unwrap()).unwrap();
+        assert_eq!(TcpPacket::decode(refused), Ok(TcpPacket::RoutingResponse(RoutingResponse::new(None, *alice.public()))));
+
+        // And our relay's channel seals those answers to the same bytes.
+        let mut relay = accepted.channel;
+        let mut ours = BytesMut::new();
+        relay.sealer.seal_packet(&TcpPacket::Pong(Pong::new(0x0102_0304_0506_0708)), &mut ours).unwrap();
+        relay.sealer.seal_packet(&TcpPacket::RoutingResponse(RoutingResponse::new(None, *alice.public())), &mut ours).unwrap();
+        let mut theirs = c_toxcore::SERVER_PONG.to_vec();
+        theirs.extend_from_slice(&c_toxcore::SERVER_ROUTE_SELF);
+        assert_eq!(&ours[..], &theirs[..]);
+        let mut frames = BytesMut::from(&c_toxcore::CLIENT_PING[..]);
+        let ping = relay.opener.open_frame(FrameCodec.decode(&mut frames).unwrap().unwrap()).unwrap();
+        assert_eq!(TcpPacket::decode(ping), Ok(TcpPacket::Ping(Ping::new(0x0102_0304_0506_0708))));
+    }
+
     #[test]
     fn too_long_packets_are_refused() {
         let (mut client, _, _) = pair();
