@@ -57,7 +57,7 @@ fn start_relay(netns: &Netns, dir: &Path, key: &str) -> Tuntox {
 }
 
 fn befriend(a: &mut ToxPeer, b: &mut ToxPeer, timeout: Duration) -> (u32, u32) {
-    let b_friend = b.add_friend(&a.address().to_owned(), "through our relay");
+    let b_friend = b.add_friend(a.address(), "through our relay");
     let line = a.wait_for(|l| l.starts_with("friend_added "), timeout);
     let a_friend = parse_friend_added(&line).unwrap_or_else(|| a.fail(&format!("bad line {line}")));
     (a_friend, b_friend)

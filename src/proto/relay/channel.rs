@@ -337,7 +337,7 @@ mod tests {
         assert_eq!(bytes, c_toxcore::CLIENT_HANDSHAKE);
 
         // Our relay side answers it exactly as c-toxcore's did.
-        let mut relay_rng = script(&[0..80]);
+        let mut relay_rng = script(&[0..40, 40..80]);
         let accepted = accept_handshake(&mut relay_rng, &bob, &hello).unwrap();
         assert_eq!(accepted.client_pk, *alice.public());
         let mut answer = Vec::new();
