@@ -325,8 +325,8 @@ mod tests {
 
     #[test]
     fn matches_c_toxcore_tcp_server() {
-        use crate::wire::test_support::golden;
         use crate::wire::tcp::{Pong, RoutingResponse};
+        use crate::wire::test_support::golden;
 
         let (alice, bob) = (golden::alice(), golden::bob());
         // Our client side makes the same handshake from the same randomness.
@@ -345,7 +345,8 @@ mod tests {
         assert_eq!(answer, c_toxcore::SERVER_HANDSHAKE);
 
         // The client's first frames, sealed with its base nonce and the next.
-        let mut client = pending.finish(&ServerHandshake::decode(c_toxcore::SERVER_HANDSHAKE.to_vec()).unwrap()).unwrap();
+        let mut client =
+            pending.finish(&ServerHandshake::decode(c_toxcore::SERVER_HANDSHAKE.to_vec()).unwrap()).unwrap();
         let mut out = BytesMut::new();
         client.sealer.seal_packet(&TcpPacket::Ping(Ping::new(0x0102_0304_0506_0708)), &mut out).unwrap();
         assert_eq!(&out[..], c_toxcore::CLIENT_PING);
@@ -360,13 +361,19 @@ mod tests {
         let pong = client.opener.open_frame(FrameCodec.decode(&mut stream).unwrap().unwrap()).unwrap();
         assert_eq!(TcpPacket::decode(pong), Ok(TcpPacket::Pong(Pong::new(0x0102_0304_0506_0708))));
         let refused = client.opener.open_frame(FrameCodec.decode(&mut stream).unwrap().unwrap()).unwrap();
-        assert_eq!(TcpPacket::decode(refused), Ok(TcpPacket::RoutingResponse(RoutingResponse::new(None, *alice.public()))));
+        assert_eq!(
+            TcpPacket::decode(refused),
+            Ok(TcpPacket::RoutingResponse(RoutingResponse::new(None, *alice.public())))
+        );
 
         // And our relay's channel seals those answers to the same bytes.
         let mut relay = accepted.channel;
         let mut ours = BytesMut::new();
         relay.sealer.seal_packet(&TcpPacket::Pong(Pong::new(0x0102_0304_0506_0708)), &mut ours).unwrap();
-        relay.sealer.seal_packet(&TcpPacket::RoutingResponse(RoutingResponse::new(None, *alice.public())), &mut ours).unwrap();
+        relay
+            .sealer
+            .seal_packet(&TcpPacket::RoutingResponse(RoutingResponse::new(None, *alice.public())), &mut ours)
+            .unwrap();
         let mut theirs = c_toxcore::SERVER_PONG.to_vec();
         theirs.extend_from_slice(&c_toxcore::SERVER_ROUTE_SELF);
         assert_eq!(&ours[..], &theirs[..]);
