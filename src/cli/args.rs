@@ -48,6 +48,13 @@ pub enum Command {
     #[command(subcommand)]
     Vpn(VpnCommand),
     /// Run a Tox bootstrap node and TCP relay.
+    ///
+    /// A DHT node on UDP `--port` that others bootstrap from (with onion
+    /// relaying and the announce store), and a Tox TCP relay on each
+    /// `--tcp-port` for clients without working UDP. Its key pair is fixed
+    /// and kept in DIR/relay_keys (-C DIR, default /etc/tuntox/), in
+    /// tox-bootstrapd's key file layout; clients name the relay by its
+    /// public key (`--print-key`).
     Relay(RelayArgs),
     /// Show the state of a running tuntox.
     Status(StatusArgs),

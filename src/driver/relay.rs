@@ -139,7 +139,7 @@ impl RelaySide {
         self.inputs.recv().await
     }
 
-    /// Also takes whatever else is waiting, up to `max`.
+    /// A report that is already waiting, if any.
     pub fn try_recv(&mut self) -> Option<RelayInput> {
         self.inputs.try_recv().ok()
     }
@@ -316,7 +316,8 @@ async fn read_frames(
     inputs: mpsc::Sender<RelayInput>,
     deadline: TokioInstant,
 ) -> CloseReason {
-    let mut buf = BytesMut::with_capacity(4096);
+    // Buffers grow with use: an idle connection holds little.
+    let mut buf = BytesMut::new();
     let mut codec = FrameCodec;
     let mut confirmed = false;
     loop {
@@ -363,7 +364,7 @@ async fn write_frames(
     mut control: mpsc::Receiver<TcpPacket>,
     mut data: mpsc::Receiver<TcpPacket>,
 ) -> CloseReason {
-    let mut out = BytesMut::with_capacity(8192);
+    let mut out = BytesMut::new();
     loop {
         let packet = tokio::select! {
             biased;
@@ -381,6 +382,11 @@ async fn write_frames(
         if writer.write_all(&out).await.is_err() {
             return CloseReason::Gone;
         }
-        out.clear();
+        if out.capacity() > WRITE_BATCH {
+            // A burst is over: do not keep its buffer for an idle client.
+            out = BytesMut::new();
+        } else {
+            out.clear();
+        }
     }
 }
