@@ -7,6 +7,10 @@
 //!   exchange custom lossless and lossy packets both ways.
 //! - Two libtoxcore peers with UDP on bootstrap from our relay's DHT node
 //!   alone, become friends and talk directly.
+//! - Two of c-toxcore's own TCP relay clients (`TCP_client.c`, driven by
+//!   `tests/interop/tcpclient.c`) route to each other through our relay:
+//!   routing responses, connect and disconnect notifications, data both
+//!   ways, out-of-band data, and pongs to their pings.
 //!
 //! Needs root (network namespaces) and libtoxcore-dev; run through
 //! `scripts/test`, which installs it. It never skips.
@@ -17,6 +21,7 @@ use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
+use support::cbuild::build_c_program_with;
 use support::netns::Netns;
 use support::toxpeer::{PeerOptions, ToxPeer, parse_friend_added};
 use support::tuntox::{Tuntox, binary};
@@ -141,5 +146,27 @@ fn libtoxcore_udp_peers_bootstrap_from_our_relay() {
     assert_eq!(b.recv_packet(b_friend, false, Duration::from_secs(30)), [170, 1, 2, 3]);
     b.send_lossless(b_friend, &[171, 4]);
     assert_eq!(a.recv_packet(a_friend, false, Duration::from_secs(30)), [171, 4]);
+    relay.terminate(Duration::from_secs(10));
+}
+
+#[test]
+fn c_toxcore_tcp_clients_route_through_our_relay() {
+    // libtoxcore's shared library exports only the public API: link the
+    // static archive for TCP_client.c.
+    let libdir = Command::new("pkg-config").args(["--variable=libdir", "toxcore"]).output().unwrap();
+    let archive = format!("{}/libtoxcore.a", String::from_utf8_lossy(&libdir.stdout).trim());
+    let program = build_c_program_with("interop/tcpclient.c", &["libsodium"], &[&archive, "-pthread"]);
+    let netns = Netns::new("tcpclient");
+    let dir = tempfile::tempdir().unwrap();
+    let key = relay_key(dir.path());
+    let mut relay = start_relay(&netns, dir.path(), &key);
+    let out = netns.command(&program).args(["127.0.0.1", &TCP_PORT.to_string(), &key]).output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let steps: Vec<&str> = stdout.lines().collect();
+    let ok = |step: &str| steps.iter().any(|l| l.starts_with(&format!("ok {step}")));
+    if !out.status.success() || !["handshake", "linked", "data", "oob", "pongs", "disconnect"].iter().all(|s| ok(s)) {
+        relay.fail(&format!("the c-toxcore clients failed:\n{stdout}{}", String::from_utf8_lossy(&out.stderr)));
+    }
+    assert!(steps.contains(&"ok data 500 500"), "{stdout}");
     relay.terminate(Duration::from_secs(10));
 }
