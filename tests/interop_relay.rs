@@ -119,7 +119,8 @@ fn libtoxcore_peers_talk_through_our_relay_alone() {
     let lossy_rx = a_counts.iter().find(|(k, _)| k == "lossy_rx").map(|(_, v)| *v);
     assert!(lossy_rx.is_none_or(|n| n >= 1), "{a_counts:?}");
     assert!(relay.logged("relay client connected"), "the peers came through our relay");
-    relay.terminate(Duration::from_secs(10));
+    let status = relay.terminate(Duration::from_secs(10));
+    assert!(status.success(), "the relay stops cleanly on SIGTERM: {status:?}");
 }
 
 #[test]

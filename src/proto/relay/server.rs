@@ -352,9 +352,9 @@ impl RelayServer {
         self.outputs.push_back(RelayOutput::Send { client, packet });
     }
 
-    /// A packet from a confirmed client.
-    pub fn handle_packet(&mut self, now: Instant, client: ClientId, packet: TcpPacket) {
-        let _ = now;
+    /// A packet from a confirmed client. (`now` is unused today; packets
+    /// carry no timers but the pong, which the ping's time covers.)
+    pub fn handle_packet(&mut self, _now: Instant, client: ClientId, packet: TcpPacket) {
         let Some(Conn::Confirmed(_)) = self.conns.get(&client) else { return };
         let result = match packet {
             TcpPacket::RoutingRequest(request) => {
