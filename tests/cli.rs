@@ -47,7 +47,6 @@ fn modes_without_an_engine_say_so() {
     // Each is refused before any socket exists.
     for args in [
         vec!["vpn", "up", "--peer", id],
-        vec!["relay", "-C", conf],
         vec!["status"],
         vec!["-C", conf, "-t", "33446"],
         vec!["-C", conf, "-z", "-F", "/tmp/tuntox-test.pid", "-U", "nobody", "-t", "33446"],
@@ -117,4 +116,27 @@ fn help_and_version_succeed() {
     let version = tuntox(&["-V"]);
     assert!(version.status.success());
     assert_eq!(String::from_utf8_lossy(&version.stdout).trim(), format!("tuntox {}", env!("CARGO_PKG_VERSION")));
+}
+
+#[test]
+fn relay_print_key_makes_the_key_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let conf = dir.path().join("relay");
+    let conf = conf.to_str().unwrap();
+    let first = tuntox(&["relay", "-C", conf, "--print-key"]);
+    assert!(first.status.success(), "{}", stderr(&first));
+    let key = String::from_utf8(first.stdout).unwrap();
+    assert_eq!(key.trim().len(), 64, "{key:?}");
+    assert!(key.trim().chars().all(|c| c.is_ascii_hexdigit()));
+    let second = tuntox(&["relay", "-C", conf, "--print-key"]);
+    assert_eq!(String::from_utf8(second.stdout).unwrap(), key, "the key is kept");
+    let file = std::path::Path::new(conf).join("relay_keys");
+    let bytes = std::fs::read(&file).unwrap();
+    assert_eq!(bytes.len(), 64);
+    assert_eq!(std::fs::metadata(&file).unwrap().permissions().mode() & 0o777, 0o600);
+    // A damaged key file is an error, not a new key.
+    std::fs::write(&file, b"junk").unwrap();
+    let out = tuntox(&["relay", "-C", conf, "--print-key"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains("not a relay key file"), "{}", stderr(&out));
 }

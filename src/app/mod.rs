@@ -5,6 +5,7 @@ pub mod bootstrap;
 pub mod bridge;
 pub mod client;
 pub mod identity;
+pub mod relay;
 pub mod secret;
 pub mod server;
 

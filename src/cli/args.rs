@@ -48,6 +48,13 @@ pub enum Command {
     #[command(subcommand)]
     Vpn(VpnCommand),
     /// Run a Tox bootstrap node and TCP relay.
+    ///
+    /// A DHT node on UDP `--port` that others bootstrap from (with onion
+    /// relaying and the announce store), and a Tox TCP relay on each
+    /// `--tcp-port` for clients without working UDP. Its key pair is fixed
+    /// and kept in DIR/relay_keys (-C DIR, default /etc/tuntox/), in
+    /// tox-bootstrapd's key file layout; clients name the relay by its
+    /// public key (`--print-key`).
     Relay(RelayArgs),
     /// Show the state of a running tuntox.
     Status(StatusArgs),
@@ -250,9 +257,24 @@ pub struct RelayArgs {
     #[arg(long = "tcp-port", value_name = "PORT")]
     pub tcp_ports: Vec<u16>,
 
-    /// Print the relay's public key (64 hex characters) and exit.
+    /// Print the relay's public key (64 hex characters, creating the key
+    /// pair in the config directory when missing) and exit.
     #[arg(long)]
     pub print_key: bool,
+
+    /// Join the Tox network through this node; repeatable. IPv6 hosts in
+    /// brackets. Without it the relay is a network of its own that others
+    /// bootstrap from.
+    #[arg(long = "bootstrap", value_name = "HOST:PORT:KEY")]
+    pub bootstrap: Vec<BootstrapSpec>,
+
+    /// Do not announce ourselves on the local network (LAN discovery).
+    #[arg(long)]
+    pub no_lan: bool,
+
+    /// TCP relay connections at most; more are refused.
+    #[arg(long, value_name = "N", default_value_t = 4096, value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_clients: u32,
 
     #[command(flatten)]
     #[allow(missing_docs)]
@@ -419,6 +441,15 @@ mod tests {
         let Some(Command::Vpn(VpnCommand::Up(up))) = cli.command else { panic!("not vpn up") };
         assert_eq!(up.route, ["192.168.77.0/24".parse::<IpNet>().unwrap()]);
         assert_eq!(up.mtu, 1280);
+
+        let key = &ID[..64];
+        let boot = format!("127.0.0.1:33445:{key}");
+        let cli =
+            parse(&["relay", "--tcp-port", "443", "--tcp-port", "3389", "--bootstrap", &boot, "--no-lan"]).unwrap();
+        let Some(Command::Relay(relay)) = cli.command else { panic!("not relay") };
+        assert_eq!((relay.port, relay.tcp_ports.as_slice(), relay.max_clients), (33445, &[443, 3389][..], 4096));
+        assert!(relay.no_lan && !relay.print_key);
+        assert_eq!(relay.bootstrap[0].port, 33445);
     }
 
     #[test]
@@ -434,6 +465,9 @@ mod tests {
             &["vpn", "up", "--peer", "x"],
             &["vpn", "up", "--peer", ID, "--mtu", "1500"],
             &["-C", "/x", "id"],
+            &["relay", "--tcp-port", "70000"],
+            &["relay", "--max-clients", "0"],
+            &["relay", "--bootstrap", "host:1"],
         ] {
             let err = parse(args).unwrap_err();
             assert_ne!(err.exit_code(), 0, "{args:?}");

@@ -30,7 +30,7 @@ use std::time::Duration;
 use clap::Parser;
 use tokio_util::sync::CancellationToken;
 
-use self::args::{Cli, Command, CommonArgs, ForwardArgs, NetArgs, PeerId, PingArgs};
+use self::args::{Cli, Command, CommonArgs, ForwardArgs, NetArgs, PeerId, PingArgs, RelayArgs};
 use self::daemon::{Forked, Readiness};
 use self::logging::DefaultLevel;
 use self::pidfile::PidFile;
@@ -121,7 +121,7 @@ fn dispatch(cli: Cli) -> Result<(), CliError> {
             print_id(&args.common)
         }
         Some(Command::Vpn(_)) => Err(CliError::NotImplemented("the VPN (tuntox vpn)")),
-        Some(Command::Relay(_)) => Err(CliError::NotImplemented("the relay node (tuntox relay)")),
+        Some(Command::Relay(args)) => run_relay(args),
         Some(Command::Status(_)) => Err(CliError::NotImplemented("tuntox status")),
         Some(Command::Ping(args)) => run_ping(args),
         None => run_forward(cli.forward),
@@ -302,6 +302,36 @@ fn run_ping(args: PingArgs) -> Result<(), CliError> {
         started: Started::default(),
     };
     run_async(|cancel, _| client::run(config, cancel), &mut None)
+}
+
+/// `tuntox relay`: a bootstrap node and TCP relay, or `--print-key`.
+fn run_relay(args: RelayArgs) -> Result<(), CliError> {
+    let dir = args.common.config_dir();
+    if args.print_key {
+        start(&args.common, DefaultLevel::Warn, false)?;
+        let (keys, _) = crate::app::relay::load_or_create_keys(&dir).map_err(|e| CliError::Other(e.into()))?;
+        let mut stdout = std::io::stdout().lock();
+        return writeln!(stdout, "{}", keys.public())
+            .and_then(|()| stdout.flush())
+            .map_err(|e| CliError::Other(anyhow::Error::new(e).context("cannot write to standard output")));
+    }
+    start(&args.common, DefaultLevel::Info, false)?;
+    let mut bootstrap = Vec::new();
+    for spec in &args.bootstrap {
+        let node = spec.resolve().map_err(|e| usage(&format!("--bootstrap {spec}: cannot resolve the host: {e}")))?;
+        bootstrap.push(node);
+    }
+    let tcp_ports = if args.tcp_ports.is_empty() { vec![crate::app::relay::DEFAULT_PORT] } else { args.tcp_ports };
+    let config = crate::app::relay::RelayConfig {
+        config_dir: dir,
+        udp_port: args.port,
+        tcp_ports,
+        bootstrap,
+        lan_discovery: !args.no_lan,
+        max_clients: args.max_clients as usize,
+        bind_ip: None,
+    };
+    run_async(|cancel, _| crate::app::relay::run(config, cancel), &mut None)
 }
 
 /// How long a connection made while the client starts waits for the server.

@@ -21,6 +21,7 @@
 #![allow(clippy::disallowed_methods)]
 
 pub mod batch;
+pub mod relay;
 pub mod tox;
 pub mod udp;
 
@@ -109,6 +110,7 @@ pub struct NodeHandle {
     events: mpsc::Receiver<VecDeque<NodeEvent>>,
     pending: VecDeque<NodeEvent>,
     local_addr: SocketAddr,
+    tcp_addrs: Vec<SocketAddr>,
     cancel: CancellationToken,
     task: JoinHandle<DriverStats>,
 }
@@ -158,6 +160,11 @@ impl NodeHandle {
     /// The socket's local address.
     pub fn local_addr(&self) -> SocketAddr {
         self.local_addr
+    }
+
+    /// The TCP relay's listening addresses (none without a relay).
+    pub fn tcp_addrs(&self) -> &[SocketAddr] {
+        &self.tcp_addrs
     }
 
     /// Runs `f` on the node and returns its result.
@@ -219,12 +226,38 @@ impl NodeHandle {
 /// [`udp::bind`]). The task ends when `cancel` fires or the handle is
 /// shut down.
 pub fn spawn(node: Node, socket: std::net::UdpSocket, cancel: CancellationToken) -> io::Result<NodeHandle> {
+    spawn_with_relay(node, socket, Vec::new(), None, cancel)
+}
+
+/// As [`spawn`], and also runs the node's TCP relay server on `listeners`
+/// (see [`relay::bind`]); `relay_keys` must be the node's DHT key pair.
+/// The node must have been made with a relay server
+/// ([`NodeConfig::tcp_server`](crate::proto::NodeConfig::tcp_server)).
+pub fn spawn_with_relay(
+    node: Node,
+    socket: std::net::UdpSocket,
+    listeners: Vec<std::net::TcpListener>,
+    relay_keys: Option<crate::crypto::KeyPair>,
+    cancel: CancellationToken,
+) -> io::Result<NodeHandle> {
     let socket = BatchSocket::new(socket)?;
     let local_addr = socket.local_addr();
+    let tcp_addrs = listeners.iter().map(std::net::TcpListener::local_addr).collect::<io::Result<Vec<_>>>()?;
+    let relay = match relay_keys {
+        Some(keys) if !listeners.is_empty() => Some(relay::RelaySide::start(listeners, keys, cancel.child_token())?),
+        _ => None,
+    };
     let (commands, command_rx) = mpsc::channel(COMMAND_QUEUE);
     let (event_tx, events) = mpsc::channel(EVENT_QUEUE);
-    let task = tokio::spawn(run(node, socket, command_rx, event_tx, cancel.clone()));
-    Ok(NodeHandle { commands, events, pending: VecDeque::new(), local_addr, cancel, task })
+    let task = tokio::spawn(run(node, socket, relay, command_rx, event_tx, cancel.clone()));
+    Ok(NodeHandle { commands, events, pending: VecDeque::new(), local_addr, tcp_addrs, cancel, task })
+}
+
+async fn relay_input(relay: &mut Option<relay::RelaySide>) -> Option<relay::RelayInput> {
+    match relay {
+        Some(relay) => relay.recv().await,
+        None => std::future::pending().await,
+    }
 }
 
 async fn send_lossless(
@@ -246,6 +279,7 @@ type Parked = (PublicKey, VecDeque<Bytes>, oneshot::Sender<Result<(), SendError>
 async fn run(
     mut node: Node,
     mut socket: BatchSocket,
+    mut relay: Option<relay::RelaySide>,
     mut commands: mpsc::Receiver<Command>,
     events: mpsc::Sender<VecDeque<NodeEvent>>,
     cancel: CancellationToken,
@@ -256,6 +290,9 @@ async fn run(
     node.handle_timeout(Instant::now());
     loop {
         retry_parked(&mut node, &mut parked);
+        if let Some(relay) = &mut relay {
+            relay.flush(&mut node, Instant::now());
+        }
         if flush(&mut node, &mut socket, &mut outgoing, &events, &mut stats).await.is_err() {
             break;
         }
@@ -279,6 +316,16 @@ async fn run(
                 }
                 None => break,
             },
+            input = relay_input(&mut relay) => {
+                let now = Instant::now();
+                if let (Some(input), Some(side)) = (input, relay.as_mut()) {
+                    side.handle(&mut node, now, input);
+                    for _ in 1..RECV_BATCH {
+                        let Some(input) = side.try_recv() else { break };
+                        side.handle(&mut node, now, input);
+                    }
+                }
+            }
             () = sleep_until(timer) => node.handle_timeout(Instant::now()),
         }
     }

@@ -114,6 +114,7 @@ impl Tox {
             onion_client: true,
             unix_time_at_start: unix,
             nospam: config.nospam,
+            tcp_server: None,
         };
         let mut node = Node::new(config.keys.clone(), dht_keys, node_config, seed);
         let now = Instant::now();

@@ -40,8 +40,9 @@ pub mod ping_response;
 mod reader;
 pub mod saved_friend;
 pub mod savedata;
+pub mod tcp;
 #[cfg(test)]
-mod test_support;
+pub(crate) mod test_support;
 pub mod tox_id;
 
 pub use reader::Reader;

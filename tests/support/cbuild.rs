@@ -16,6 +16,12 @@ use std::sync::{Mutex, OnceLock};
 /// of one binary share the result; separate test binaries write to separate
 /// temporary names and rename, so they never see a half-written file.
 pub fn build_c_program(source: &str, pkgs: &[&str]) -> PathBuf {
+    build_c_program_with(source, pkgs, &[])
+}
+
+/// As [`build_c_program`], with `extra` arguments to gcc before the
+/// pkg-config flags (for instance a static archive to link).
+pub fn build_c_program_with(source: &str, pkgs: &[&str], extra: &[&str]) -> PathBuf {
     static BUILT: OnceLock<Mutex<HashMap<String, PathBuf>>> = OnceLock::new();
     let built = BUILT.get_or_init(Default::default);
     let mut built = built.lock().unwrap_or_else(|e| e.into_inner());
@@ -50,6 +56,7 @@ pub fn build_c_program(source: &str, pkgs: &[&str]) -> PathBuf {
         .args(["-O2", "-std=gnu11", "-Wall", "-Wextra", "-Werror", "-o"])
         .arg(&tmp)
         .arg(&src)
+        .args(extra)
         .args(&flags)
         .output()
         .unwrap_or_else(|e| panic!("cannot run gcc ({e}); install gcc (scripts/test does)"));

@@ -24,6 +24,7 @@ use super::net_crypto::{NetCrypto, NetCryptoEvent};
 use super::onion::announce::AnnounceStore;
 use super::onion::client::{OnionClient, OnionEvent};
 use super::onion::relay::OnionRelay;
+use super::relay::server::{ClientId, CloseReason, RelayOutput, RelayServer, RelayServerConfig, onion_conn_id};
 use crate::crypto::{KeyPair, PublicKey};
 use crate::wire::crypto_data::packet_id;
 use crate::wire::dht_pk_announce::DHT_PK_KIND;
@@ -49,11 +50,20 @@ pub struct NodeConfig {
     pub unix_time_at_start: u64,
     /// Our nospam: friend requests must carry it.
     pub nospam: NoSpam,
+    /// Run a TCP relay server with these limits (its key is our DHT key);
+    /// the driver brings the connections.
+    pub tcp_server: Option<RelayServerConfig>,
 }
 
 impl Default for NodeConfig {
     fn default() -> Self {
-        Self { dht: DhtConfig::default(), onion_client: true, unix_time_at_start: 0, nospam: NoSpam::default() }
+        Self {
+            dht: DhtConfig::default(),
+            onion_client: true,
+            unix_time_at_start: 0,
+            nospam: NoSpam::default(),
+            tcp_server: None,
+        }
     }
 }
 
@@ -75,6 +85,7 @@ pub struct Node {
     nospam: NoSpam,
     dht: Dht,
     relay: OnionRelay,
+    tcp_server: Option<RelayServer>,
     announce: AnnounceStore,
     onion: OnionClient,
     net_crypto: NetCrypto,
@@ -100,11 +111,13 @@ impl Node {
         };
         let bootstrap = config.dht.bootstrap_nodes.clone();
         let onion_client = config.onion_client;
+        let tcp_server = config.tcp_server.clone();
+        let dht_pk = *dht_keys.public();
         let mut onion = OnionClient::new(real_keys.clone(), dht_keys.clone(), sub_seed());
         for node in bootstrap {
             onion.add_bootstrap_node(node);
         }
-        Self {
+        let mut node = Self {
             dht: Dht::new(dht_keys.clone(), config.dht, sub_seed()),
             relay: OnionRelay::new(dht_keys.clone(), sub_seed()),
             announce: AnnounceStore::new(dht_keys.clone(), sub_seed()),
@@ -119,7 +132,11 @@ impl Node {
             start: None,
             next_friend_tick: None,
             events: VecDeque::new(),
-        }
+            tcp_server: None,
+        };
+        // Drawn last, so the other layers' seeds do not depend on it.
+        node.tcp_server = tcp_server.map(|c| RelayServer::new(dht_pk, c, sub_seed()));
+        node
     }
 
     /// Our long-term key pair.
@@ -160,6 +177,11 @@ impl Node {
     /// The onion relay.
     pub fn relay(&self) -> &OnionRelay {
         &self.relay
+    }
+
+    /// The TCP relay server, when the node runs one.
+    pub fn tcp_server(&self) -> Option<&RelayServer> {
+        self.tcp_server.as_ref()
     }
 
     /// The announce store.
@@ -294,6 +316,7 @@ impl Node {
             None => {}
         }
         self.pump_events(now);
+        self.pump_tcp(now);
     }
 
     /// Time passed; runs whatever is due.
@@ -309,7 +332,79 @@ impl Node {
             self.next_friend_tick = Some(now + FRIEND_TICK);
             self.tick_friends(now);
         }
+        if let Some(server) = &mut self.tcp_server {
+            server.handle_timeout(now);
+        }
         self.pump_events(now);
+        self.pump_tcp(now);
+    }
+
+    // ---- the TCP relay server -------------------------------------------------
+
+    /// A TCP connection arrived at our relay; `None`: refuse it (no relay,
+    /// or full).
+    pub fn tcp_accept(&mut self, now: Instant) -> Option<ClientId> {
+        self.start.get_or_insert(now);
+        self.tcp_server.as_mut()?.accept(now)
+    }
+
+    /// A relay connection finished its handshake and its first frame opened.
+    pub fn tcp_confirm(&mut self, now: Instant, client: ClientId, pk: PublicKey) -> bool {
+        let confirmed = self.tcp_server.as_mut().is_some_and(|s| s.confirm(now, client, pk));
+        self.pump_tcp(now);
+        confirmed
+    }
+
+    /// A packet from a relay client.
+    pub fn tcp_packet(&mut self, now: Instant, client: ClientId, packet: crate::wire::tcp::TcpPacket) {
+        if let Some(server) = &mut self.tcp_server {
+            server.handle_packet(now, client, packet);
+        }
+        self.pump_tcp(now);
+    }
+
+    /// A frame from a relay client opened but did not decode.
+    pub fn tcp_malformed(&mut self, now: Instant, client: ClientId, what: &'static str) {
+        if let Some(server) = &mut self.tcp_server {
+            server.handle_malformed(client, what);
+        }
+        self.pump_tcp(now);
+    }
+
+    /// A relay connection ended.
+    pub fn tcp_closed(&mut self, now: Instant, client: ClientId, reason: CloseReason) {
+        if let Some(server) = &mut self.tcp_server {
+            server.handle_closed(client, reason);
+        }
+        self.pump_tcp(now);
+    }
+
+    /// The driver dropped a packet for a slow relay client.
+    pub fn tcp_dropped(&mut self) {
+        if let Some(server) = &mut self.tcp_server {
+            server.handle_dropped();
+        }
+    }
+
+    /// The next thing the relay server wants done.
+    pub fn poll_tcp_output(&mut self) -> Option<RelayOutput> {
+        self.tcp_server.as_mut()?.poll_output()
+    }
+
+    /// Onion requests from relay clients to the onion relay, and responses
+    /// back.
+    fn pump_tcp(&mut self, now: Instant) {
+        let Some(server) = &mut self.tcp_server else {
+            // Nothing can be waiting for these.
+            while self.relay.poll_tcp_return().is_some() {}
+            return;
+        };
+        while let Some((client, request)) = server.poll_onion_request() {
+            self.relay.handle_tcp_request(now, onion_conn_id(client), client, request.body().clone());
+        }
+        while let Some(back) = self.relay.poll_tcp_return() {
+            server.handle_onion_response(back.identifier, back.conn_id, back.payload);
+        }
     }
 
     /// Moves layer events to where they belong.
@@ -563,6 +658,7 @@ impl Node {
     pub fn poll_timeout(&self) -> Option<Instant> {
         let onion = if self.onion_client { self.onion.poll_timeout() } else { None };
         let friends = if self.friends.is_empty() { None } else { self.next_friend_tick };
-        [self.dht.poll_timeout(), onion, self.net_crypto.poll_timeout(), friends].into_iter().flatten().min()
+        let tcp = self.tcp_server.as_ref().and_then(RelayServer::poll_timeout);
+        [self.dht.poll_timeout(), onion, self.net_crypto.poll_timeout(), friends, tcp].into_iter().flatten().min()
     }
 }
