@@ -74,6 +74,23 @@ fn two_libtoxcore_peers_befriend_and_exchange_custom_packets() {
     assert_eq!(get("lossy_tx"), Some(1), "{counts:?}");
     assert_eq!(get("tx_errors"), Some(0), "{counts:?}");
 
+    // `flood` (the benchmarks' sender): packets generated in the peer, in order.
+    b.flood(a_on_b, 300, 1373, false);
+    assert_eq!(b.wait_value("flood_done ", deadline.step(Duration::from_secs(30))), "300 lossless");
+    for i in 0..300u32 {
+        let packet = a.recv_packet(b_on_a, false, deadline.step(Duration::from_secs(10)));
+        assert_eq!(packet.len(), 1373, "flood packet {i}");
+        assert_eq!(packet[..6], [160, (i >> 24) as u8, (i >> 16) as u8, (i >> 8) as u8, i as u8, (i + 5) as u8]);
+        assert_eq!(packet[1372], (i + 1372) as u8, "flood packet {i}");
+    }
+    b.flood(a_on_b, 50, 100, true);
+    assert_eq!(b.wait_value("flood_done ", deadline.step(Duration::from_secs(10))), "50 lossy");
+    let first = a.recv_packet(b_on_a, true, deadline.step(Duration::from_secs(10)));
+    assert_eq!((first.len(), first[0]), (100, 200), "a lossy flood packet");
+    let counts = b.counts();
+    let get = |k: &str| counts.iter().find(|(key, _)| key == k).map(|(_, v)| *v);
+    assert_eq!((get("lossless_tx"), get("lossy_tx")), (Some(301), Some(51)), "{counts:?}");
+
     for peer in [&mut a, &mut b] {
         assert!(!peer.history().iter().any(|l| l.starts_with("error ")), "{}: {:?}", peer.name(), peer.history());
         assert!(peer.quit().success(), "{} exits cleanly", peer.name());
@@ -114,4 +131,27 @@ fn peer_saves_and_reloads_its_identity() {
     );
     assert!(fresh.wait_exit(Duration::from_secs(5)).success());
     assert_ne!(fresh.public_key(), first.public_key());
+}
+
+#[test]
+fn flood_checks_its_arguments() {
+    let netns = Netns::new("flood");
+    let mut peer = ToxPeer::spawn(&netns, &PeerOptions::new("flooder"));
+    for (command, error) in [
+        ("flood 10 100 lossless", "error flood usage"),
+        ("flood 10 100 lossless 0 9", "error flood usage"),
+        ("flood 0 100 lossless 0", "error flood bad_count"),
+        ("flood 10 1374 lossy 0", "error flood bad_size"),
+        ("flood 10 0 lossy 0", "error flood bad_size"),
+        ("flood 10 100 both 0", "error flood bad_kind"),
+        ("flood 10 100 lossy x", "error flood bad_friend_number"),
+    ] {
+        peer.send(command);
+        assert_eq!(peer.wait_for(|l| l.starts_with("error "), Duration::from_secs(5)), error, "{command}");
+    }
+    // No friend 0: the flood stops at the first packet.
+    peer.flood(0, 10, 100, false);
+    let line = peer.wait_for(|l| l.starts_with("error ") || l.starts_with("flood_done "), Duration::from_secs(5));
+    assert!(line.starts_with("error flood code=") && line.ends_with(" sent=0"), "{line}");
+    assert!(peer.quit().success());
 }

@@ -23,16 +23,25 @@
  *
  * Startup lines: address HEX76, public_key HEX64, dht_id HEX64, udp_port N.
  * Commands: add HEX76 MESSAGE..., addhex HEX76 MSGHEX, add_norequest HEX64, lossless N HEX,
- *   lossy N HEX, save, status, quit. End of stdin acts as quit.
+ *   lossy N HEX, flood COUNT SIZE lossless|lossy N, save, status, quit. End of stdin acts as quit.
  * Events: self_connection none|tcp|udp, friend_request HEX64 MSGHEX,
  *   friend_added N HEX64, friend_connection N none|tcp|udp, lossless N HEX,
- *   lossy N HEX, saved FILE, counts k=v..., error WHAT [detail|code=C]
- *   (C is the Tox_Err_* value).
+ *   lossy N HEX, saved FILE, counts k=v..., flood_done COUNT lossless|lossy,
+ *   error WHAT [detail|code=C] (C is the Tox_Err_* value).
  * Keys and addresses print as uppercase hex, payloads as lowercase hex.
  * Lossless packets (sent or echoed) that libtoxcore refuses with SENDQ are
  * queued in order and retried every loop (up to 1024; beyond that
  * `error lossless code=7`), so a burst is delivered whole. Lossy packets are
  * sent once.
+ *
+ * `flood COUNT SIZE lossless|lossy N` (for benchmarks) sends COUNT packets of
+ * SIZE bytes (1 to TOX_MAX_CUSTOM_PACKET_SIZE) to friend N as fast as
+ * libtoxcore accepts them: up to FLOOD_BATCH per loop, and on SENDQ it
+ * iterates and retries. Packet i is [id][i as 4 bytes big-endian][i + k for
+ * byte k], id 160 (lossless) or 200 (lossy), cut to SIZE. It counts in
+ * lossless_tx or lossy_tx, prints `flood_done COUNT KIND` once all were
+ * accepted, and stops at any other error with `error flood code=C sent=K`.
+ * One flood at a time; it runs beside other commands.
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -91,6 +100,18 @@ static struct {
     uint8_t data[TOX_MAX_CUSTOM_PACKET_SIZE];
 } send_queue[SEND_QUEUE];
 static size_t queue_head, queue_len;
+
+/* Packets a `flood` sends before the loop iterates once. */
+#define FLOOD_BATCH 256
+
+/* The `flood` in progress, if any. */
+static struct {
+    bool active;
+    bool lossless;
+    uint32_t friend_number;
+    size_t size;
+    unsigned long long total, sent;
+} flood;
 
 __attribute__((format(printf, 1, 2))) static void emit(const char *fmt, ...)
 {
@@ -631,6 +652,108 @@ static void cmd_packet(Tox *tox, char *args, bool lossless)
     counts.lossy_tx++;
 }
 
+/* "flood COUNT SIZE lossless|lossy N": starts a flood (see the top comment). */
+static void cmd_flood(char *args)
+{
+    char *words[4];
+    int n_words = 0;
+    for (char *w = strtok(args, " "); w != NULL; w = strtok(NULL, " ")) {
+        if (n_words == 4) {
+            emit("error flood usage");
+            return;
+        }
+        words[n_words++] = w;
+    }
+    if (n_words != 4) {
+        emit("error flood usage");
+        return;
+    }
+    if (flood.active) {
+        emit("error flood busy");
+        return;
+    }
+    char *end;
+    errno = 0;
+    unsigned long long total = strtoull(words[0], &end, 10);
+    if (errno != 0 || end == words[0] || *end != '\0' || total == 0) {
+        emit("error flood bad_count");
+        return;
+    }
+    errno = 0;
+    unsigned long size = strtoul(words[1], &end, 10);
+    if (errno != 0 || end == words[1] || *end != '\0' || size == 0 || size > TOX_MAX_CUSTOM_PACKET_SIZE) {
+        emit("error flood bad_size");
+        return;
+    }
+    bool lossless;
+    if (strcmp(words[2], "lossless") == 0) {
+        lossless = true;
+    } else if (strcmp(words[2], "lossy") == 0) {
+        lossless = false;
+    } else {
+        emit("error flood bad_kind");
+        return;
+    }
+    errno = 0;
+    unsigned long friend_number = strtoul(words[3], &end, 10);
+    if (errno != 0 || end == words[3] || *end != '\0' || friend_number > UINT32_MAX) {
+        emit("error flood bad_friend_number");
+        return;
+    }
+    flood.active = true;
+    flood.lossless = lossless;
+    flood.friend_number = (uint32_t)friend_number;
+    flood.size = size;
+    flood.total = total;
+    flood.sent = 0;
+}
+
+/* Sends the next packets of the flood, up to FLOOD_BATCH; returns true when
+ * it should go on at once (libtoxcore took the whole batch), false when it
+ * waits for the next iteration (SENDQ, earlier lossless packets still
+ * queued) or is over. */
+static bool flood_step(Tox *tox)
+{
+    if (!flood.active || (flood.lossless && queue_len > 0)) {
+        return false;
+    }
+    static uint8_t packet[TOX_MAX_CUSTOM_PACKET_SIZE];
+    for (int i = 0; i < FLOOD_BATCH && flood.sent < flood.total; i++) {
+        uint32_t seq = (uint32_t)flood.sent;
+        packet[0] = flood.lossless ? 160 : 200;
+        for (size_t k = 1; k < flood.size; k++) {
+            packet[k] = k <= 4 ? (uint8_t)(seq >> (8 * (4 - k))) : (uint8_t)(seq + k);
+        }
+        Tox_Err_Friend_Custom_Packet err;
+        if (flood.lossless) {
+            tox_friend_send_lossless_packet(tox, flood.friend_number, packet, flood.size, &err);
+        } else {
+            tox_friend_send_lossy_packet(tox, flood.friend_number, packet, flood.size, &err);
+        }
+        if (err == TOX_ERR_FRIEND_CUSTOM_PACKET_SENDQ) {
+            return false;
+        }
+        if (err != TOX_ERR_FRIEND_CUSTOM_PACKET_OK) {
+            counts.tx_errors++;
+            flood.active = false;
+            emit("error flood code=%d sent=%llu", (int)err, flood.sent);
+            return false;
+        }
+        if (flood.lossless) {
+            counts.lossless_tx++;
+        } else {
+            counts.lossy_tx++;
+        }
+        flood.sent++;
+    }
+    if (flood.sent == flood.total) {
+        flood.active = false;
+        emit("flood_done %llu %s", flood.total, flood.lossless ? "lossless" : "lossy");
+        return false;
+    }
+    return true;
+}
+
 static void cmd_save(const Tox *tox)
 {
     const char *path = opt.save_out != NULL ? opt.save_out : opt.save_in;
@@ -678,6 +801,8 @@ static bool handle_command(Tox *tox, char *line)
         cmd_packet(tox, args, true);
     } else if (strcmp(line, "lossy") == 0) {
         cmd_packet(tox, args, false);
+    } else if (strcmp(line, "flood") == 0) {
+        cmd_flood(args);
     } else if (strcmp(line, "save") == 0) {
         cmd_save(tox);
     } else if (strcmp(line, "status") == 0) {
@@ -814,11 +939,15 @@ int main(int argc, char **argv)
     size_t used = 0;
     bool discarding = false;
     bool running = true;
+    bool flooding = false; /* the last flood step wants to go on at once */
     while (running) {
         int timeout = opt.interval_ms;
         uint32_t wanted = tox_iteration_interval(tox);
         if (wanted < (uint32_t)timeout) {
             timeout = (int)wanted;
+        }
+        if (flooding) {
+            timeout = 0;
         }
         struct pollfd pfd = {.fd = STDIN_FILENO, .events = POLLIN};
         int ready = poll(&pfd, 1, timeout);
@@ -854,6 +983,7 @@ int main(int argc, char **argv)
             }
         }
         flush_send_queue(tox);
+        flooding = flood_step(tox);
         tox_iterate(tox, NULL);
     }
     tox_kill(tox);

@@ -9,12 +9,16 @@
 //! Line protocol (keys and addresses in uppercase hex, payloads in lowercase hex):
 //! - startup: `address HEX76`, `public_key HEX64`, `dht_id HEX64`, `udp_port N` (0 with UDP off)
 //! - commands: `add HEX76 MESSAGE...`, `add_norequest HEX64`, `lossless N HEX` (ids 160-191),
-//!   `lossy N HEX` (ids 200-254), `save`, `status`, `quit`; end of stdin also quits
+//!   `lossy N HEX` (ids 200-254), `flood COUNT SIZE lossless|lossy N`, `save`, `status`, `quit`;
+//!   end of stdin also quits
 //! - lossless sends and echoes refused with SENDQ queue inside the peer (1024 deep) and go out
 //!   in order, so bursts arrive whole; lossy packets are sent once
+//! - `flood` (for benchmarks) sends COUNT packets generated inside the peer as fast as
+//!   libtoxcore takes them: packet i is `[160 or 200][i as u32 BE][(i + k) as u8 at byte k]`
+//!   cut to SIZE; `flood_done COUNT KIND` once all were accepted
 //! - events: `self_connection none|tcp|udp`, `friend_request HEX64 MSGHEX`,
 //!   `friend_added N HEX64`, `friend_connection N none|tcp|udp`, `lossless N HEX`,
-//!   `lossy N HEX`, `saved FILE`, `counts k=v ...` (answer to `status`),
+//!   `lossy N HEX`, `saved FILE`, `counts k=v ...` (answer to `status`), `flood_done COUNT KIND`,
 //!   `error WHAT [detail|code=C]` (C is the Tox_Err_* value)
 
 use std::collections::VecDeque;
@@ -238,6 +242,11 @@ impl ToxPeer {
         &self.name
     }
 
+    /// The peer's process id (for its CPU time in /proc).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// Sends one command line (without the newline).
     pub fn send(&mut self, cmd: &str) {
         let result = match self.stdin.as_mut() {
@@ -324,6 +333,12 @@ impl ToxPeer {
     /// Sends a custom lossy packet (`data[0]` is its id, 200-254).
     pub fn send_lossy(&mut self, friend: u32, data: &[u8]) {
         self.send(&format!("lossy {friend} {}", to_hex(data)));
+    }
+
+    /// Starts a flood of `count` packets of `size` bytes to `friend`
+    /// (lossless, or lossy with `lossy = true`); `flood_done` follows.
+    pub fn flood(&mut self, friend: u32, count: u64, size: usize, lossy: bool) {
+        self.send(&format!("flood {count} {size} {} {friend}", if lossy { "lossy" } else { "lossless" }));
     }
 
     /// Waits for a `lossless` (or `lossy`, with `lossy = true`) packet from

@@ -72,6 +72,11 @@ impl Tuntox {
         Tuntox { label: label.to_owned(), child: ChildGuard::new(child, label), log, history, seen: 0 }
     }
 
+    /// The process id (for its CPU time in /proc).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// The child, for its pipes.
     pub fn child_mut(&mut self) -> &mut std::process::Child {
         self.child.child_mut()

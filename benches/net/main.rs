@@ -1,0 +1,44 @@
+//! Network benchmarks: real processes and our Tox nodes in private network
+//! namespaces, timed against references measured in the same run.
+//!
+//! Run through `scripts/bench SUBCOMMAND`, which installs what is needed
+//! and calls `cargo bench --bench net -- SUBCOMMAND`, so everything is
+//! built with optimisations. Each subcommand prints a table; the figures
+//! and their reading are kept in docs/BENCHMARKS.md. Performance targets
+//! live here, never in timed tests.
+//!
+//! To add a subcommand: a module with `pub fn run()`, one line in
+//! [`SUBCOMMANDS`], and one line in `scripts/bench`'s list.
+
+// Benchmarks print their tables on stdout.
+#![allow(clippy::print_stdout)]
+
+#[path = "../../tests/support/mod.rs"]
+mod support;
+
+mod forward;
+mod measure;
+mod tox;
+
+/// Name, one-line description, entry point.
+const SUBCOMMANDS: &[(&str, &str, fn())] = &[
+    ("tox", "custom packets between two of our nodes and between two libtoxcore 0.2.18 peers", tox::run),
+    ("forward", "-L port forwarding: plain loopback, ssh -L and tuntox -L", forward::run),
+];
+
+fn usage() -> ! {
+    eprintln!("usage: cargo bench --bench net -- SUBCOMMAND\n\nsubcommands:");
+    for (name, about, _) in SUBCOMMANDS {
+        eprintln!("  {name:<10} {about}");
+    }
+    std::process::exit(2);
+}
+
+fn main() {
+    // `cargo bench` adds `--bench`; anything else is ours.
+    let args: Vec<String> = std::env::args().skip(1).filter(|a| a != "--bench").collect();
+    let [name] = args.as_slice() else { usage() };
+    let Some((_, _, run)) = SUBCOMMANDS.iter().find(|(n, ..)| n == name) else { usage() };
+    measure::print_context();
+    run();
+}
