@@ -6,4 +6,17 @@
 //! one Tox custom lossy packet (ids 200-254), so the inner TCP does its own
 //! recovery and there is no TCP-in-TCP meltdown.
 
+pub mod control;
+pub mod engine;
 pub mod mtu;
+pub mod packet;
+pub mod pool;
+pub mod route;
+pub mod stats;
+
+#[cfg(test)]
+mod engine_tests;
+
+pub use control::{CONTROL_ID, DATA_ID, Reason};
+pub use engine::{Assignment, ClientConfig, ConfigError, ControlPacket, Engine, Event, PeerId, ServerConfig};
+pub use stats::{Drop, Dropped, Stats};
