@@ -7,11 +7,13 @@
 //! recovery and there is no TCP-in-TCP meltdown.
 
 pub mod control;
+pub mod device;
 pub mod engine;
 pub mod mtu;
 pub mod packet;
 pub mod pool;
 pub mod route;
+pub mod runner;
 pub mod stats;
 
 #[cfg(test)]
