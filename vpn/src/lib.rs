@@ -10,6 +10,7 @@ pub mod control;
 pub mod device;
 pub mod engine;
 pub mod mtu;
+pub mod nat;
 pub mod packet;
 pub mod pool;
 pub mod route;

@@ -178,3 +178,52 @@ async fn lost_peer_keeps_the_device_and_resumes() {
     server.vpn.shutdown().await.unwrap();
     cancel.cancel();
 }
+
+/// Throughput through the whole VPN path (two TUNs, two runners, two
+/// engines joined in memory): iperf3 from the client's namespace to the
+/// server's. A measurement, not a timed test:
+/// `cargo test --release -p vpn --test tun_netns -- --ignored --nocapture`
+/// (`VPN_BENCH_OFFLOAD=0` for plain devices, `VPN_BENCH_STREAMS`, `VPN_BENCH_SECS`,
+/// `VPN_BENCH_MTU`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "a measurement; run by hand"]
+async fn iperf3_through_the_engines() {
+    let env = |k: &str, d: &str| std::env::var(k).unwrap_or_else(|_| d.to_owned());
+    let offload = env("VPN_BENCH_OFFLOAD", "1") == "1";
+    let streams = env("VPN_BENCH_STREAMS", "1");
+    let secs = env("VPN_BENCH_SECS", "5");
+    let mtu: u16 = env("VPN_BENCH_MTU", "1280").parse().unwrap();
+    let s = Netns::new("bsrv");
+    let c = Netns::new("bcli");
+    let sdev = device_in(&s, "tuns", mtu, offload).await;
+    let cdev = device_in(&c, "tunc", mtu, offload).await;
+    let cancel = CancellationToken::new();
+    let client = Engine::client(ClientConfig { mtu, routes: vec![] }).unwrap();
+    let (server, mut client) = join(server_engine(&[], mtu), sdev, client, cdev, cancel.clone()).await;
+    wait_event(&mut client.events, 10, |e| matches!(e, Event::Assigned { .. })).await;
+    let mut iperf = std::process::Command::new("ip")
+        .args(["netns", "exec", s.name(), "iperf3", "-s", "-1", "-B", "10.77.0.1"])
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .expect("iperf3 (install it: scripts/test does)");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let out = stdout(c.exec(&["iperf3", "-c", "10.77.0.1", "-t", &secs, "-P", &streams, "-J"]));
+    let _ = iperf.wait();
+    let bps: f64 = out
+        .split("\"sum_received\"")
+        .nth(1)
+        .and_then(|x| x.split("\"bits_per_second\":").nth(1))
+        .and_then(|x| x.split([',', '\n']).next())
+        .and_then(|x| x.trim().parse().ok())
+        .expect("iperf3 JSON");
+    let ping = stdout(c.exec(&["ping", "-c", "20", "-i", "0.05", "-q", "10.77.0.1"]));
+    let rtt = ping.lines().last().unwrap_or_default().to_owned();
+    println!(
+        "vpn runner offload={offload} mtu={mtu} streams={streams}: {:.2} Gbit/s; {rtt}; client {:?}",
+        bps / 1e9,
+        client.vpn.stats().dropped
+    );
+    assert!(bps > 0.0);
+    client.vpn.shutdown().await.unwrap();
+    server.vpn.shutdown().await.unwrap();
+}
