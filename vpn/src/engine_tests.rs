@@ -41,6 +41,8 @@ struct Net {
 }
 
 impl Net {
+    // Any instant will do as the start of the test's virtual clock.
+    #[allow(clippy::disallowed_methods)]
     fn new(server: ServerConfig, clients: Vec<ClientConfig>) -> Net {
         let mut net = Net {
             now: Instant::now(),

@@ -218,7 +218,7 @@ async fn iperf3_through_the_engines() {
         .expect("iperf3 JSON");
     let ping = stdout(c.exec(&["ping", "-c", "20", "-i", "0.05", "-q", "10.77.0.1"]));
     let rtt = ping.lines().last().unwrap_or_default().to_owned();
-    println!(
+    eprintln!(
         "vpn runner offload={offload} mtu={mtu} streams={streams}: {:.2} Gbit/s; {rtt}; client {:?}",
         bps / 1e9,
         client.vpn.stats().dropped
