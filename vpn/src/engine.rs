@@ -169,6 +169,13 @@ pub enum Event {
         /// The peer.
         peer: PeerId,
     },
+    /// Client, from the runner (never from the engine itself): the device
+    /// could not be set up as assigned (for instance a route that already
+    /// exists); it follows the [`Event::Assigned`] it belongs to.
+    DeviceFailed {
+        /// What failed.
+        message: String,
+    },
 }
 
 /// A control packet to send to a peer over the reliable (lossless) channel.

@@ -229,6 +229,8 @@ async fn reader(shared: Arc<Shared>, tun: Arc<AsyncDevice>, sink: impl DataSink,
                 }
                 tracing::debug!("TUN read: {e}");
                 shared.engine().count_drop(Drop::Malformed, 1);
+                // Never spin on an error that repeats.
+                tokio::time::sleep(Duration::from_millis(1)).await;
                 continue;
             }
         };
@@ -360,11 +362,15 @@ async fn control_loop(
         for t in transmits {
             if stopping {
                 let _ = control.try_send(t);
-            } else if control.send(t).await.is_err() {
-                stopping = true;
+                continue;
+            }
+            tokio::select! {
+                sent = control.send(t) => stopping |= sent.is_err(),
+                _ = cancel.cancelled() => stopping = true,
             }
         }
         for event in happened {
+            let mut failure = None;
             if let Event::Assigned { assignment, resumed } = &event
                 && !resumed
             {
@@ -377,11 +383,16 @@ async fn control_loop(
                         mtu = assignment.mtu,
                         "VPN session up"
                     ),
-                    Err(e) => tracing::error!("cannot set up {}: {e}", device.name()),
+                    Err(e) => {
+                        tracing::error!("cannot set up {}: {e}", device.name());
+                        failure = Some(Event::DeviceFailed { message: e.to_string() });
+                    }
                 }
             }
-            if events.try_send(event).is_err() {
-                tracing::debug!("VPN event dropped (nobody reads events)");
+            for event in std::iter::once(event).chain(failure) {
+                if events.try_send(event).is_err() {
+                    tracing::debug!("VPN event dropped (nobody reads events)");
+                }
             }
         }
         if stopping {

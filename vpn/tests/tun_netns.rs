@@ -227,3 +227,30 @@ async fn iperf3_through_the_engines() {
     client.vpn.shutdown().await.unwrap();
     server.vpn.shutdown().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_route_that_exists_already_is_reported() {
+    let s = Netns::new("esrv");
+    let c = Netns::new("ecli");
+    // The client's own network already has this route.
+    c.exec(&["ip", "route", "add", "blackhole", "192.168.77.0/24"]);
+    let sdev = device_in(&s, "tuns", 1280, false).await;
+    let cdev = device_in(&c, "tunc", 1280, false).await;
+    let cancel = CancellationToken::new();
+    let (server, mut client) =
+        join(server_engine(&["192.168.77.0/24"], 1280), sdev, client_engine(&["192.168.77.0/24"]), cdev, cancel).await;
+    let Event::DeviceFailed { message } =
+        wait_event(&mut client.events, 10, |e| matches!(e, Event::DeviceFailed { .. })).await
+    else {
+        unreachable!()
+    };
+    assert!(message.contains("add route 192.168.77.0/24 on tunc"), "{message}");
+    // The rest of the session works (and this also runs the plain,
+    // offload-free device path).
+    c.exec(&["ping", "-c", "2", "-i", "0.2", "-W", "2", "10.77.0.1"]);
+    client.vpn.shutdown().await.unwrap();
+    // Our device went; the route that was there before stays.
+    let routes = stdout(c.exec(&["ip", "route", "show"]));
+    assert!(routes.contains("blackhole 192.168.77.0/24"), "{routes}");
+    server.vpn.shutdown().await.unwrap();
+}
