@@ -365,8 +365,14 @@ impl Engine {
 
     /// A peer came online. `key` identifies it for good (for instance its
     /// Tox public key): a returning key gets the same address. A client
-    /// takes the peer as its server and says hello.
+    /// takes the peer as its server and says hello. Repeated while the peer
+    /// is online, it changes nothing.
     pub fn peer_connected(&mut self, now: Instant, peer: PeerId, key: &[u8]) {
+        if self.peers.get(&peer).is_some_and(|p| p.online && p.key == key) {
+            // Already online (the carrier only changed its path): the
+            // session goes on.
+            return;
+        }
         let entry = self.peers.entry(peer).or_insert_with(|| Peer {
             online: true,
             key: key.to_vec(),

@@ -296,6 +296,17 @@ fn lost_peer_keeps_routes_drops_and_resumes_with_the_same_address() {
 }
 
 #[test]
+fn connected_twice_keeps_the_session() {
+    let mut n = Net::new(server_config(), vec![asking(&[])]);
+    let me = n.client_addr(0);
+    n.client_events(0);
+    n.connect(0);
+    n.pump();
+    assert!(n.client_events(0).is_empty());
+    assert!(n.up(0, &udp(me, ip("10.7.0.1"), b"x")).is_ok());
+}
+
+#[test]
 fn returning_key_under_a_new_peer_number_keeps_its_address() {
     let mut n = Net::new(server_config(), vec![asking(&[])]);
     let me = n.client_addr(0);
@@ -394,4 +405,37 @@ fn control_from_strangers_and_garbage_is_counted() {
     assert_eq!(n.server.stats().control_bad, 2);
     assert_eq!(n.clients[0].stats().control_bad, 1);
     assert!(n.server.poll_transmit().is_none());
+}
+
+mod fuzz {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        /// Whatever arrives, from peers known or not, on either side, the
+        /// engines neither panic nor let through a packet from a source the
+        /// peer may not use.
+        #[test]
+        fn engines_survive_any_input(inputs in prop::collection::vec(
+            (0u8..5, any::<u8>(), prop::collection::vec(any::<u8>(), 0..80)), 0..40)) {
+            let mut n = Net::new(server_config(), vec![asking(&["192.168.0.0/16"])]);
+            for (kind, who, mut bytes) in inputs {
+                let peer = if who % 2 == 0 { client_peer(0).0 } else { PeerId(u32::from(who)) };
+                match kind {
+                    0 => n.server.handle_control(n.now, peer, &bytes),
+                    1 => n.clients[0].handle_control(n.now, SERVER, &bytes),
+                    2 => {
+                        let mut lossy = [&[DATA_ID][..], &bytes].concat();
+                        if n.server.handle_data(n.now, peer, &mut lossy).is_ok() {
+                            let src = crate::packet::summarize(&lossy[1..]).unwrap().src;
+                            prop_assert_eq!(n.server.routes().lookup(src), Some(&peer));
+                        }
+                    }
+                    3 => { let _ = n.server.handle_tun(&mut bytes); }
+                    _ => { let _ = n.clients[0].handle_tun(&mut bytes); }
+                }
+                n.pump();
+            }
+        }
+    }
 }
