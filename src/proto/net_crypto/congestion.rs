@@ -18,14 +18,28 @@
 //! bandwidth stops growing by a quarter for three rounds; *drain* empties
 //! the queue startup built; *probe* cycles the pacing gain through 1.25,
 //! 0.75 and six rounds of 1.0 to find newly free bandwidth.
+//!
+//! Two things keep the model honest when the sender is not the bottleneck:
+//! a round in which the sender ran out of data (*application-limited*: a
+//! tunnel being set up, an interactive session) measures the application,
+//! not the path, so its sample only counts when it raises the estimate and
+//! it never ends startup; and the receiver acknowledges every
+//! [`ACK_EVERY`](super::session::ACK_EVERY) packets or after a short delay,
+//! so the window always covers that delay and two acknowledgements' worth
+//! of packets on top of the bandwidth-delay product.
 
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
 /// Packets in flight before anything is measured.
 pub const INITIAL_WINDOW: f64 = 32.0;
-/// The window never shrinks below this.
-pub const MIN_WINDOW: f64 = 8.0;
+/// The window never shrinks below this: two acknowledgements' worth, so
+/// the receiver's every-16-packets acknowledgement always fires.
+pub const MIN_WINDOW: f64 = 2.0 * super::session::ACK_EVERY as f64;
+/// How late an acknowledgement may come beyond the round trip (the
+/// receiver's delay timer plus scheduling): the window covers this much of
+/// the bandwidth on top of the model.
+pub const ACK_DELAY_ALLOWANCE: Duration = Duration::from_millis(4);
 /// The window never grows beyond the protocol's buffer (32768 packets).
 pub const MAX_WINDOW: f64 = 32768.0;
 /// Round-trip estimate before any measurement.
@@ -60,6 +74,8 @@ pub struct Congestion {
     round_start: Option<Instant>,
     round_delivered: u64,
     round_lost: u64,
+    /// The sender ran out of data at some point in this round.
+    round_app_limited: bool,
     delivered: u64,
     full_bw: f64,
     full_bw_rounds: u32,
@@ -81,6 +97,7 @@ impl Default for Congestion {
             round_start: None,
             round_delivered: 0,
             round_lost: 0,
+            round_app_limited: false,
             delivered: 0,
             full_bw: 0.0,
             full_bw_rounds: 0,
@@ -116,7 +133,7 @@ impl Congestion {
         let model = match (self.bandwidth(), self.min_rtt) {
             (Some(bw), Some(rtt)) => {
                 let gain = if self.phase == Phase::Startup { STARTUP_GAIN } else { WINDOW_GAIN };
-                (gain * bw * rtt.as_secs_f64() + 4.0).max(MIN_WINDOW)
+                (gain * bw * rtt.as_secs_f64() + bw * ACK_DELAY_ALLOWANCE.as_secs_f64() + MIN_WINDOW).max(MIN_WINDOW)
             }
             _ => INITIAL_WINDOW,
         };
@@ -190,14 +207,19 @@ impl Congestion {
         if now < start + round_len {
             return;
         }
-        // A round ended: one bandwidth sample.
+        // A round ended: one bandwidth sample, unless the sender ran out of
+        // data and the sample would lower the estimate.
         let elapsed = (now - start).as_secs_f64();
         let delivered = self.delivered - self.round_delivered;
         let sample = delivered as f64 / elapsed;
-        if self.bw_samples.len() == BW_WINDOW {
-            self.bw_samples.pop_front();
+        let app_limited = std::mem::take(&mut self.round_app_limited);
+        let best = self.bw_samples.iter().copied().fold(0.0, f64::max);
+        if !app_limited || sample > best {
+            if self.bw_samples.len() == BW_WINDOW {
+                self.bw_samples.pop_front();
+            }
+            self.bw_samples.push_back(sample);
         }
-        self.bw_samples.push_back(sample);
         let lost = self.round_lost as f64;
         if lost > HEAVY_LOSS * (lost + delivered as f64) {
             // Heavy loss: the path is overloaded; back off for a while.
@@ -208,17 +230,17 @@ impl Congestion {
         self.round_start = Some(now);
         self.round_delivered = self.delivered;
         self.round_lost = 0;
-        self.next_phase();
+        self.next_phase(app_limited);
     }
 
-    fn next_phase(&mut self) {
+    fn next_phase(&mut self, app_limited: bool) {
         let bw = self.bandwidth().unwrap_or(0.0);
         match self.phase {
             Phase::Startup => {
                 if bw >= self.full_bw * 1.25 {
                     self.full_bw = bw;
                     self.full_bw_rounds = 0;
-                } else {
+                } else if !app_limited {
                     self.full_bw_rounds += 1;
                     if self.full_bw_rounds >= 3 {
                         self.phase = Phase::Drain;
@@ -228,6 +250,12 @@ impl Congestion {
             Phase::Drain => self.phase = Phase::Probe(0),
             Phase::Probe(i) => self.phase = Phase::Probe(i + 1),
         }
+    }
+
+    /// The sender has nothing more to send while the window has room: this
+    /// round measures the application, not the path.
+    pub fn on_app_limited(&mut self) {
+        self.round_app_limited = true;
     }
 
     /// The receiver reported `count` packets missing, the newest sent at `sent`.
@@ -296,10 +324,38 @@ mod tests {
         feed(&mut cc, &mut t, 10_000.0, Duration::from_millis(20), 2.0);
         let bw = cc.bandwidth().unwrap();
         assert!((9_000.0..=11_000.0).contains(&bw), "{bw}");
-        // Two bandwidth-delay products (10,000/s * 20 ms = 200) plus a little.
+        // Two bandwidth-delay products (10,000/s * 20 ms = 200), the
+        // acknowledgement delay's worth (40) and two acknowledgements (32).
         let window = cc.window();
-        assert!((380..=420).contains(&window), "{window}");
+        assert!((450..=495).contains(&window), "{window}");
         assert!(matches!(cc.phase, Phase::Probe(_)), "startup ended when the rate stopped growing");
+    }
+
+    #[test]
+    fn rounds_short_of_data_neither_lower_the_estimate_nor_end_startup() {
+        let mut t = crate::proto::test_epoch();
+        let mut cc = Congestion::default();
+        let rtt = Duration::from_millis(1);
+        // A trickle (a tunnel being set up): the sender runs dry every round.
+        for _ in 0..2000 {
+            t += Duration::from_millis(1);
+            cc.on_app_limited();
+            cc.on_rtt_sample(t, rtt);
+            cc.on_ack(t, 1);
+        }
+        assert_eq!(cc.phase, Phase::Startup, "still probing for the path's rate");
+        // Then bulk data: the estimate climbs to the path's rate.
+        feed(&mut cc, &mut t, 100_000.0, rtt, 1.0);
+        let bw = cc.bandwidth().unwrap();
+        assert!(bw > 90_000.0, "{bw}");
+        // Another quiet spell does not drag it down.
+        for _ in 0..500 {
+            t += Duration::from_millis(1);
+            cc.on_app_limited();
+            cc.on_ack(t, 1);
+        }
+        assert!(cc.bandwidth().unwrap() > 90_000.0, "{:?}", cc.bandwidth());
+        assert!(cc.window() as f64 >= 2.0 * 100_000.0 * 0.001, "{}", cc.window());
     }
 
     #[test]

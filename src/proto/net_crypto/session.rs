@@ -316,6 +316,9 @@ impl Session {
                 self.last_progress = Some(now);
             }
         }
+        if !self.send.has_pending() && self.send.in_flight() < self.cc.window() {
+            self.cc.on_app_limited();
+        }
         if self.ack_due(now)
             && let Some(packet) = self.ack_packet(now)
         {
