@@ -404,9 +404,10 @@ impl NetCrypto {
         true
     }
 
-    /// Holds or releases a session's received lossless packets (see
-    /// [`Session::set_recv_paused`]); releasing queues what was held as
-    /// events. No-op without a session.
+    /// Holds or releases a session's received lossless packets: while
+    /// paused, packets stay in the receive buffer and are not acknowledged
+    /// past it; releasing queues what was held as events. No-op without a
+    /// session.
     pub fn set_receive_paused(&mut self, now: Instant, peer: &PublicKey, paused: bool) {
         let Some(session) = self.sessions.get_mut(peer) else { return };
         let mut delivered = Vec::new();
