@@ -40,6 +40,12 @@ const LINGER: Duration = Duration::from_secs(30);
 /// Size of the buffer between the pipe and the local stream.
 const COPY_BUF: usize = 16 * 1024;
 
+/// Size of the buffer in front of the local stream's reads: one system
+/// call takes what the socket holds, up to this, and frames are cut from
+/// memory (a read per 1365-byte frame cost a tenth of the process's CPU).
+/// A read returns what is there and never waits for the buffer to fill.
+const READ_BUF: usize = 64 * 1024;
+
 #[derive(Debug)]
 enum Failure {
     /// Reading the local stream failed.
@@ -148,7 +154,8 @@ where
 }
 
 /// Local stream → TCP frames, then TCP_FIN.
-async fn upstream<R: AsyncRead + Unpin>(route: &Route, ctx: &PeerCtx, mut reader: R) -> Result<(), Failure> {
+async fn upstream<R: AsyncRead + Unpin>(route: &Route, ctx: &PeerCtx, reader: R) -> Result<(), Failure> {
+    let mut reader = tokio::io::BufReader::with_capacity(READ_BUF, reader);
     loop {
         let allowed = match &route.send_credit {
             Some(credit) => take_credit(credit).await?,
