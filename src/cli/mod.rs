@@ -110,11 +110,26 @@ fn report_usage_error(err: &clap::Error) -> ExitCode {
         let _ = err.print();
         return ExitCode::from(2);
     }
-    let rendered = err.to_string();
-    let first = rendered.lines().next().unwrap_or("invalid arguments");
-    let first = first.strip_prefix("error: ").unwrap_or(first);
-    eprintln!("tuntox: {first} (see tuntox --help)");
+    eprintln!("tuntox: {} (see tuntox --help)", one_line(&err.to_string()));
     ExitCode::from(2)
+}
+
+/// A clap error in one line: its first line, and when that ends with a
+/// colon ("required arguments were not provided:") the indented list
+/// after it.
+fn one_line(rendered: &str) -> String {
+    let mut lines = rendered.lines();
+    let first = lines.next().unwrap_or("invalid arguments");
+    let mut line = first.strip_prefix("error: ").unwrap_or(first).to_owned();
+    if line.ends_with(':') {
+        let items: Vec<&str> =
+            lines.take_while(|l| l.starts_with(' ') && !l.trim().is_empty()).map(str::trim).collect();
+        if !items.is_empty() {
+            line.push(' ');
+            line.push_str(&items.join(", "));
+        }
+    }
+    line
 }
 
 fn dispatch(cli: Cli) -> Result<(), CliError> {
