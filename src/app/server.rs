@@ -323,8 +323,9 @@ async fn vpn_device(v: &VpnServerConfig, key: &PublicKey) -> anyhow::Result<(vpn
         mtu: v.mtu,
     })
     .context("--vpn")?;
-    let device =
-        vpn::device::Device::create(Some(&v.device), v.mtu, true).await.context("--vpn needs root or CAP_NET_ADMIN")?;
+    let device = vpn::device::Device::create(Some(&v.device), v.mtu, true)
+        .await
+        .context("--vpn needs root, or CAP_NET_ADMIN and read-write access to /dev/net/tun")?;
     tracing::info!(
         dev = device.name(),
         offload = device.offload(),

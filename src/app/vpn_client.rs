@@ -73,9 +73,9 @@ pub fn route_covering(routes: &[IpNet], addr: std::net::IpAddr) -> Option<IpNet>
 /// device that cannot be set up, or a server that never accepts us.
 pub async fn run(mut config: VpnClientConfig, cancel: CancellationToken) -> anyhow::Result<()> {
     let engine = vpn::Engine::client(vpn::ClientConfig { mtu: config.mtu, routes: config.routes.clone() })?;
-    let device = vpn::device::Device::create(Some(&config.device), config.mtu, true)
-        .await
-        .map_err(|e| anyhow!("{e} (tuntox vpn up needs root or CAP_NET_ADMIN)"))?;
+    let device = vpn::device::Device::create(Some(&config.device), config.mtu, true).await.map_err(|e| {
+        anyhow!("{e} (tuntox vpn up needs root, or CAP_NET_ADMIN and read-write access to /dev/net/tun)")
+    })?;
     tracing::debug!(dev = device.name(), offload = device.offload(), "VPN device created");
     let tox = match start_tox(
         &config.identity,

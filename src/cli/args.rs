@@ -241,7 +241,7 @@ pub struct ProcessArgs {
     /// With --vpn and `vpn up`, USER keeps two of root's capabilities and no
     /// other: CAP_NET_ADMIN (the device, its addresses and routes, the
     /// firewall) and CAP_NET_RAW (iptables), passed on to the iptables
-    /// commands it runs.
+    /// commands it runs; USER must be able to open /dev/net/tun.
     #[arg(short = 'U', value_name = "USER")]
     pub user: Option<String>,
 }
