@@ -280,7 +280,9 @@ fn vpn_with_nat_carries_ping_tcp_and_ipv6_for_two_clients_and_cleans_up() {
 
     // Client 1 stops: its device and routes go.
     let status = c1.terminate(Duration::from_secs(10));
-    assert!(status.success(), "client 1 exit: {status}");
+    if !status.success() {
+        c1.fail(&format!("exit after SIGTERM: {status}"));
+    }
     assert!(!run(c1ns, &["ip", "link", "show", "tuntox0"]).status.success(), "tuntox0 still exists");
     assert_eq!(snapshot(c1ns), c1_before, "client 1's namespace after the client stopped");
     ping_ok(c2ns, LAN_V4, Duration::from_secs(10), &[&c2, &server]);
@@ -288,7 +290,9 @@ fn vpn_with_nat_carries_ping_tcp_and_ipv6_for_two_clients_and_cleans_up() {
     // The server stops: its counters show the spoofed packets; its rules
     // and sysctls are gone, the foreign rules kept.
     let status = server.terminate(Duration::from_secs(15));
-    assert!(status.success(), "server exit: {status}");
+    if !status.success() {
+        server.fail(&format!("exit after SIGTERM: {status}"));
+    }
     let spoofs = dropped(&server, "source_not_allowed");
     assert!(spoofs >= 5, "spoofed packets counted: {spoofs}\n{}", server.log().join("\n"));
     assert_eq!(snapshot(&lab.srv), srv_before, "the server's namespace after the server stopped");
@@ -382,7 +386,9 @@ fn vpn_without_nat_survives_a_server_restart_and_refuses_strangers() {
     eprintln!("the VPN worked again {:?} after the restart", back.elapsed());
     assert!(back.elapsed() <= Duration::from_secs(10), "took {:?}", back.elapsed());
     let status = client.terminate(Duration::from_secs(10));
-    assert!(status.success(), "client exit: {status}");
+    if !status.success() {
+        client.fail(&format!("exit after SIGTERM: {status}"));
+    }
 }
 
 #[test]

@@ -140,6 +140,8 @@ impl Session {
                 ),
                 event = self.tox.next_event() => match event {
                     Some(event) => self.tox_event(event).await?,
+                    // Tox stops with `cancel` too: that is a normal end.
+                    None if cancel.is_cancelled() => return Ok(()),
                     None => bail!("Tox stopped"),
                 },
                 Some(event) = self.events.recv() => self.vpn_event(event)?,
