@@ -41,12 +41,10 @@ fn malformed_values_exit_2_with_one_line() {
 
 #[test]
 fn modes_without_an_engine_say_so() {
-    let id = "C8FECA81BE196CDF2CADEABF13C4903D7632DCE4955AA68B6E5D9ADEF54E2616123456786FC2";
     let dir = tempfile::tempdir().unwrap();
     let conf = dir.path().to_str().unwrap();
     // Each is refused before any socket exists.
     for args in [
-        vec!["vpn", "up", "--peer", id],
         vec!["status"],
         vec!["-C", conf, "-t", "33446"],
         vec!["-C", conf, "-z", "-F", "/tmp/tuntox-test.pid", "-U", "nobody", "-t", "33446"],
@@ -61,14 +59,33 @@ fn modes_without_an_engine_say_so() {
 #[test]
 fn client_flags_that_do_not_fit_are_usage_errors() {
     let id = "C8FECA81BE196CDF2CADEABF13C4903D7632DCE4955AA68B6E5D9ADEF54E2616123456786FC2";
+    // Should a `vpn up` case not be refused, it would still reach nothing:
+    // a documentation address as its only node, no LAN discovery, and a
+    // one-second connect timeout.
+    let boot = format!("192.0.2.1:33445:{}", &id[..64]);
+    let vpn_up = |extra: &[&'static str]| -> Vec<String> {
+        let mut args: Vec<String> =
+            ["vpn", "up", "--peer", id, "--no-lan", "--connect-timeout", "1", "--bootstrap"].map(String::from).to_vec();
+        args.push(boot.clone());
+        args.extend(extra.iter().map(|s| (*s).to_owned()));
+        args
+    };
+    let own = |a: &[&str]| -> Vec<String> { a.iter().map(|s| (*s).to_owned()).collect() };
     // Each is refused before any socket exists.
     for (args, says) in [
-        (vec!["-L", "2222:127.0.0.1:22"], "needs the server's Tox ID"),
-        (vec!["-i", &id[..64], "-L", "2222:127.0.0.1:22"], "full Tox ID"),
-        (vec!["-i", id, "-i", id, "-W", "h:22"], "one -i"),
-        (vec!["-i", id, "-p", "-L", "2222:h:22"], "-p cannot be combined"),
-        (vec!["-i", id, "-z", "-W", "h:22"], "-z cannot be used with -W"),
+        (own(&["-L", "2222:127.0.0.1:22"]), "needs the server's Tox ID"),
+        (own(&["-i", &id[..64], "-L", "2222:127.0.0.1:22"]), "full Tox ID"),
+        (own(&["-i", id, "-i", id, "-W", "h:22"]), "one -i"),
+        (own(&["-i", id, "-p", "-L", "2222:h:22"]), "-p cannot be combined"),
+        (own(&["-i", id, "-z", "-W", "h:22"]), "-z cannot be used with -W"),
+        (own(&["-i", id, "--vpn", "-L", "2222:h:22"]), "--vpn is a server flag"),
+        (own(&["--vpn-nat"]), "--vpn-route"),
+        (own(&["--vpn-route", "10.1.0.0/16"]), "--vpn"),
+        (vpn_up(&["--dev", "seventeen-letters"]), "not a device name"),
+        (vpn_up(&["--mtu", "100"]), "MTU 100 is outside 576-1372"),
+        (vpn_up(&["--route", "0.0.0.0/0"]), "holds the bootstrap node 192.0.2.1"),
     ] {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
         let out = tuntox(&args);
         assert_eq!(out.status.code(), Some(2), "{args:?}: {}", stderr(&out));
         assert!(stderr(&out).contains(says), "{args:?}: {}", stderr(&out));

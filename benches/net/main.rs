@@ -19,11 +19,13 @@ mod support;
 mod forward;
 mod measure;
 mod tox;
+mod vpn;
 
 /// Name, one-line description, entry point.
 const SUBCOMMANDS: &[(&str, &str, fn())] = &[
     ("tox", "custom packets between two of our nodes and between two libtoxcore 0.2.18 peers", tox::run),
     ("forward", "-L port forwarding: plain loopback, ssh -L and tuntox -L", forward::run),
+    ("vpn", "IP through a veth pair, tuntox's VPN and boringtun: iperf3 and ping", vpn::run),
 ];
 
 fn usage() -> ! {

@@ -1,8 +1,8 @@
 //! Connects Tox friends to the tunnel engine, which knows peers only as
 //! numbers.
 //!
-//! Each online friend gets a [`PeerId`] (the same one for as long as the
-//! process lives) and two tasks: one takes the engine's frames for that
+//! Each online friend gets a [`PeerId`] (its number in [`PeerNumbers`],
+//! the same for as long as the process lives) and two tasks: one takes the engine's frames for that
 //! friend and sends them as lossless Tox packets (waiting for room, so a
 //! slow link slows the tunnels instead of dropping bytes), one feeds the
 //! friend's frames into the engine. Frames for a friend whose tunnels are
@@ -20,6 +20,7 @@ use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 use tunnel::{Engine, PeerId};
 
+use super::peers::PeerNumbers;
 use crate::crypto::PublicKey;
 use crate::driver::tox::ToxSender;
 
@@ -30,12 +31,6 @@ pub const FEED_HIGH: usize = 1024;
 pub const FEED_LOW: usize = 256;
 /// Frames handed to the node at once at most.
 pub const SEND_BATCH: usize = 64;
-
-#[derive(Debug)]
-struct Peer {
-    id: PeerId,
-    feed: Option<Feed>,
-}
 
 /// The queue of frames from one friend toward the engine.
 #[derive(Debug)]
@@ -57,15 +52,16 @@ struct FeedState {
 pub struct Bridge {
     engine: Engine,
     tox: ToxSender,
-    peers: HashMap<PublicKey, Peer>,
-    next_id: u32,
+    numbers: PeerNumbers,
+    feeds: HashMap<PublicKey, Feed>,
     tasks: JoinSet<()>,
 }
 
 impl Bridge {
-    /// A bridge between `engine` and the Tox instance behind `tox`.
-    pub fn new(engine: Engine, tox: ToxSender) -> Self {
-        Self { engine, tox, peers: HashMap::new(), next_id: 1, tasks: JoinSet::new() }
+    /// A bridge between `engine` and the Tox instance behind `tox`, with
+    /// friends numbered in `numbers` (which the VPN may share).
+    pub fn new(engine: Engine, tox: ToxSender, numbers: PeerNumbers) -> Self {
+        Self { engine, tox, numbers, feeds: HashMap::new(), tasks: JoinSet::new() }
     }
 
     /// The engine.
@@ -74,19 +70,13 @@ impl Bridge {
     }
 
     /// The peer number of a friend (assigned on first use).
-    pub fn peer_id(&mut self, key: PublicKey) -> PeerId {
-        if let Some(peer) = self.peers.get(&key) {
-            return peer.id;
-        }
-        let id = PeerId(self.next_id);
-        self.next_id += 1;
-        self.peers.insert(key, Peer { id, feed: None });
-        id
+    pub fn peer_id(&self, key: PublicKey) -> PeerId {
+        PeerId(self.numbers.number(key))
     }
 
     /// The friend a peer number belongs to.
     pub fn key_of(&self, id: PeerId) -> Option<PublicKey> {
-        self.peers.iter().find(|(_, p)| p.id == id).map(|(k, _)| *k)
+        self.numbers.key_of(id.0)
     }
 
     /// A friend came online: start its two pumps.
@@ -128,16 +118,13 @@ impl Bridge {
                 }
             }
         });
-        if let Some(peer) = self.peers.get_mut(&key) {
-            peer.feed = Some(Feed { frames: feed, shared });
-        }
+        self.feeds.insert(key, Feed { frames: feed, shared });
     }
 
     /// A friend went offline: its tunnels close.
     pub fn lost(&mut self, key: &PublicKey) {
-        if let Some(peer) = self.peers.get_mut(key) {
-            peer.feed = None;
-            self.engine.peer_lost(peer.id);
+        if self.feeds.remove(key).is_some() {
+            self.engine.peer_lost(self.peer_id(*key));
         }
     }
 
@@ -147,7 +134,7 @@ impl Bridge {
         if data.first() != Some(&tunnel::frame::MAGIC.to_be_bytes()[0]) {
             return;
         }
-        let Some(feed) = self.peers.get(key).and_then(|p| p.feed.as_ref()) else { return };
+        let Some(feed) = self.feeds.get(key) else { return };
         let queued = feed.shared.queued.fetch_add(1, Ordering::AcqRel) + 1;
         if feed.frames.send(data).is_err() {
             feed.shared.queued.fetch_sub(1, Ordering::AcqRel);

@@ -9,7 +9,7 @@
 //! made while the server is offline waits for it up to
 //! [`ClientConfig::offline_wait`].
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{Context, bail};
@@ -21,6 +21,7 @@ use tunnel::{Engine, PeerId};
 use super::Started;
 use super::bridge::Bridge;
 use super::identity::Identity;
+use super::peers::PeerNumbers;
 use super::secret::Secret;
 use super::server::request_message;
 use crate::crypto::{KeyPair, PublicKey, SodiumRng};
@@ -87,42 +88,21 @@ struct Events {
 }
 
 /// Runs the client until `cancel` fires or its mode is over.
-pub async fn run(mut config: ClientConfig, cancel: CancellationToken) -> anyhow::Result<()> {
-    let (keys, nospam) = match &config.identity {
-        ClientIdentity::Persistent(dir) => {
-            let (identity, _) = Identity::load_or_create(dir)?;
-            (identity.keys().clone(), identity.nospam())
-        }
-        ClientIdentity::Ephemeral => {
-            tracing::debug!("using a fresh identity for this run (-C DIR keeps one)");
-            (KeyPair::generate(&mut SodiumRng), NoSpam::random(&mut SodiumRng))
-        }
-    };
-    let id = ToxId::new(*keys.public(), nospam);
-    tracing::info!("Using Tox ID: {id}");
-    if let Some(path) = &config.id_file {
-        std::fs::write(path, id.to_string())
-            .with_context(|| format!("cannot write the Tox ID to {}", path.display()))?;
-    }
-    if *config.server.public_key() == *keys.public() {
-        bail!("the server's Tox ID is our own (is -C the server's config directory?)");
-    }
-    config.tox.keys = keys;
-    config.tox.nospam = nospam;
-    config.tox.friends = Vec::new();
-    let tox = Tox::start(config.tox, cancel.clone()).await.context("cannot start Tox")?;
-    tracing::debug!(addr = %tox.local_addr(), "Tox started");
-    let message = request_message(config.secret.as_ref());
-    tox.add_friend_request(config.server, message)
-        .await
-        .map_err(|_| anyhow::anyhow!("Tox stopped"))?
-        .map_err(|e| anyhow::anyhow!("cannot send the friend request: {e}"))?;
-
+pub async fn run(config: ClientConfig, cancel: CancellationToken) -> anyhow::Result<()> {
+    let tox = start_tox(
+        &config.identity,
+        config.server,
+        config.secret.as_ref(),
+        config.id_file.as_deref(),
+        config.tox,
+        &cancel,
+    )
+    .await?;
     let mut tunnel_config = tunnel::Config::client();
     tunnel_config.offline_wait = config.offline_wait;
     let engine = Engine::new(tunnel_config, cancel.child_token());
     let server_key = *config.server.public_key();
-    let bridge = Bridge::new(engine.clone(), tox.sender());
+    let bridge = Bridge::new(engine.clone(), tox.sender(), PeerNumbers::new());
     let events = spawn_events(tox, bridge, server_key, cancel.clone());
     // The bridge gives the server the first peer number.
     let peer = PeerId(1);
@@ -147,6 +127,49 @@ pub async fn run(mut config: ClientConfig, cancel: CancellationToken) -> anyhow:
         tox.shutdown().await;
     }
     result
+}
+
+/// Loads (or makes) the client's identity, writes its Tox ID to `id_file`,
+/// starts Tox and sends the server a friend request (repeated until it
+/// accepts). Shared by the forward client and `tuntox vpn up`.
+pub async fn start_tox(
+    identity: &ClientIdentity,
+    server: ToxId,
+    secret: Option<&Secret>,
+    id_file: Option<&Path>,
+    mut tox: ToxConfig,
+    cancel: &CancellationToken,
+) -> anyhow::Result<Tox> {
+    let (keys, nospam) = match identity {
+        ClientIdentity::Persistent(dir) => {
+            let (identity, _) = Identity::load_or_create(dir)?;
+            (identity.keys().clone(), identity.nospam())
+        }
+        ClientIdentity::Ephemeral => {
+            tracing::debug!("using a fresh identity for this run (-C DIR keeps one)");
+            (KeyPair::generate(&mut SodiumRng), NoSpam::random(&mut SodiumRng))
+        }
+    };
+    let id = ToxId::new(*keys.public(), nospam);
+    tracing::info!("Using Tox ID: {id}");
+    if let Some(path) = id_file {
+        std::fs::write(path, id.to_string())
+            .with_context(|| format!("cannot write the Tox ID to {}", path.display()))?;
+    }
+    if *server.public_key() == *keys.public() {
+        bail!("the server's Tox ID is our own (is -C the server's config directory?)");
+    }
+    tox.keys = keys;
+    tox.nospam = nospam;
+    tox.friends = Vec::new();
+    let tox = Tox::start(tox, cancel.clone()).await.context("cannot start Tox")?;
+    tracing::debug!(addr = %tox.local_addr(), "Tox started");
+    let message = request_message(secret);
+    tox.add_friend_request(server, message)
+        .await
+        .map_err(|_| anyhow::anyhow!("Tox stopped"))?
+        .map_err(|e| anyhow::anyhow!("cannot send the friend request: {e}"))?;
+    Ok(tox)
 }
 
 fn spawn_events(mut tox: Tox, mut bridge: Bridge, server: PublicKey, cancel: CancellationToken) -> Events {

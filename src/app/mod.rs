@@ -1,13 +1,18 @@
-//! The application layer: our identity, the shared secret, and (as the
-//! engines land) the wiring of Tox friends to the tunnel and VPN engines.
+//! The application layer: our identity, the shared secret, and the wiring
+//! of Tox friends to the tunnel engine ([`bridge`]) and the VPN ([`vpn`]),
+//! both numbering friends in one [`peers::PeerNumbers`]; the server, the
+//! forward client, the VPN client ([`vpn_client`]) and the relay.
 
 pub mod bootstrap;
 pub mod bridge;
 pub mod client;
 pub mod identity;
+pub mod peers;
 pub mod relay;
 pub mod secret;
 pub mod server;
+pub mod vpn;
+pub mod vpn_client;
 
 use tokio::sync::oneshot;
 

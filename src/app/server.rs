@@ -7,18 +7,32 @@
 //! `tox_save` so they reconnect after a restart without a new request, and
 //! opens the tunnels its friends ask for through the tunnel engine's exit
 //! side.
+//!
+//! With `--vpn` it also serves VPN clients (`tuntox vpn up`): a friend is a
+//! friend, whichever it asks for. Lossless packets are sorted by their
+//! first byte ([`Lossless`]): tunnel frames to the tunnel bridge, VPN
+//! control packets to the VPN; lossy VPN data packets go to the VPN. The
+//! TUN device exists only with `--vpn`; forwarding (and `--vpn-nat`
+//! masquerading) toward the offered routes is set up after it and removed
+//! on exit. Without `--vpn` a VPN client's hello gets a refusal saying so.
 
 use std::path::PathBuf;
+use std::time::Duration;
 
 use anyhow::Context;
 use bytes::Bytes;
+use ipnet::{IpNet, Ipv4Net};
+use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tunnel::{Engine, ExitConfig, Rules};
+use vpn::nat::{ForwardConfig, Forwarding};
 
 use super::Started;
 use super::bridge::Bridge;
 use super::identity::{Identity, IdentityError};
+use super::peers::PeerNumbers;
 use super::secret::Secret;
+use super::vpn::{Lossless, VpnLink, stats_line};
 use crate::crypto::PublicKey;
 use crate::driver::tox::{Tox, ToxConfig, ToxEvent};
 use crate::wire::saved_friend::{SavedFriend, SavedFriendStatus};
@@ -38,9 +52,31 @@ pub struct ServerConfig {
     pub rules: Option<PathBuf>,
     /// How the Tox instance starts (keys and friends are filled in here).
     pub tox: ToxConfig,
+    /// Serve VPN clients (`--vpn`).
+    pub vpn: Option<VpnServerConfig>,
     /// Told once the identity is loaded and the Tox socket bound.
     pub started: Started,
 }
+
+/// The server's VPN (`--vpn` and the `--vpn-*` flags).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VpnServerConfig {
+    /// The IPv4 pool; the server is its first host. The IPv6 /64 is a
+    /// unique local prefix derived from the server's public key.
+    pub pool_v4: Ipv4Net,
+    /// Networks offered to clients, forwarded to from the VPN.
+    pub routes: Vec<IpNet>,
+    /// Masquerade client traffic toward the routes.
+    pub nat: bool,
+    /// The TUN device's name.
+    pub device: String,
+    /// The largest MTU a session may have (and the device's MTU).
+    pub mtu: u16,
+}
+
+/// How often the VPN's counters are logged (at debug level, when they
+/// changed).
+const STATS_INTERVAL: Duration = Duration::from_secs(10);
 
 /// Why a friend request was refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -112,12 +148,36 @@ pub async fn run(mut config: ServerConfig, cancel: CancellationToken) -> anyhow:
     }
     config.tox.friends = friends;
     let friends = config.tox.friends.len();
+    let device = match &config.vpn {
+        Some(v) => Some(vpn_device(v, identity.keys().public()).await?),
+        None => None,
+    };
     let mut tox = Tox::start(config.tox, cancel.clone()).await.context("cannot start Tox")?;
     tracing::info!(addr = %tox.local_addr(), friends, "listening");
+
+    let numbers = PeerNumbers::new();
+    let mut vpn = None;
+    if let (Some(v), Some((engine, device))) = (&config.vpn, device) {
+        let (link, events) = VpnLink::start(engine, device, tox.sender(), numbers.clone(), cancel.child_token())
+            .await
+            .context("cannot start the VPN")?;
+        let mut server = ServerVpn { link, events, forwarding: None };
+        match forwarding(v, identity.keys().public()).await {
+            Ok(f) => server.forwarding = f,
+            Err(e) => {
+                server.stop().await;
+                tox.shutdown().await;
+                return Err(e);
+            }
+        }
+        vpn = Some(server);
+    }
     config.started.signal();
 
     let engine = Engine::new(tunnel::Config::exit(ExitConfig { rules, ..ExitConfig::default() }), cancel.child_token());
-    let mut bridge = Bridge::new(engine, tox.sender());
+    let mut bridge = Bridge::new(engine, tox.sender(), numbers);
+    let mut stats_timer = tokio::time::interval(STATS_INTERVAL);
+    let mut last_stats = None;
     loop {
         let event = tokio::select! {
             () = cancel.cancelled() => break,
@@ -125,6 +185,22 @@ pub async fn run(mut config: ServerConfig, cancel: CancellationToken) -> anyhow:
                 Some(event) => event,
                 None => break,
             },
+            Some(event) = vpn_event(&mut vpn) => {
+                if let Some(v) = &vpn {
+                    log_vpn_event(&v.link, event);
+                }
+                continue;
+            }
+            _ = stats_timer.tick() => {
+                if let Some(v) = &vpn {
+                    let stats = v.link.stats();
+                    if last_stats != Some(stats) {
+                        tracing::debug!("VPN counters: {}", stats_line(&stats));
+                        last_stats = Some(stats);
+                    }
+                }
+                continue;
+            }
         };
         match event {
             ToxEvent::FriendRequest { public_key, message } => {
@@ -144,19 +220,140 @@ pub async fn run(mut config: ServerConfig, cancel: CancellationToken) -> anyhow:
             ToxEvent::FriendConnected { public_key, path } => {
                 tracing::info!(friend = %public_key, ?path, "friend online");
                 bridge.connected(public_key);
+                if let Some(v) = &vpn {
+                    v.link.connected(public_key);
+                }
             }
             ToxEvent::FriendLost { public_key } => {
                 tracing::info!(friend = %public_key, "friend offline");
                 bridge.lost(&public_key);
+                if let Some(v) = &vpn {
+                    v.link.lost(public_key);
+                }
             }
-            ToxEvent::Lossless { public_key, data } => bridge.incoming(&public_key, data).await,
-            ToxEvent::Lossy { .. } => {}
+            ToxEvent::Lossless { public_key, data } => match (Lossless::of(&data), &vpn) {
+                (Lossless::Tunnel, _) => bridge.incoming(&public_key, data).await,
+                (Lossless::VpnControl, Some(v)) => v.link.control(public_key, &data),
+                (Lossless::VpnControl, None) => refuse_vpn(&tox, public_key, &data).await,
+                (Lossless::Other, _) => {}
+            },
+            ToxEvent::Lossy { public_key, data } => {
+                if let (Some(&vpn::DATA_ID), Some(v)) = (data.first(), &vpn) {
+                    v.link.data(public_key, data);
+                }
+            }
             ToxEvent::Online(online) => tracing::info!(online, "announced on the Tox network"),
         }
     }
     bridge.shutdown().await;
+    if let Some(v) = vpn {
+        v.stop().await;
+    }
     tox.shutdown().await;
     Ok(())
+}
+
+/// The server's running VPN.
+struct ServerVpn {
+    link: VpnLink,
+    events: mpsc::Receiver<vpn::Event>,
+    forwarding: Option<Forwarding>,
+}
+
+impl ServerVpn {
+    /// Goodbyes, the device, then the firewall rules and sysctls, exactly.
+    async fn stop(self) {
+        let (stats, closed) = self.link.shutdown().await;
+        tracing::info!("VPN counters: {}", stats_line(&stats));
+        if let Err(e) = closed {
+            tracing::error!("cannot delete the VPN device: {e}");
+        }
+        if let Some(forwarding) = self.forwarding {
+            match tokio::task::spawn_blocking(move || forwarding.teardown()).await {
+                Ok(Ok(())) => tracing::info!("VPN forwarding rules removed"),
+                Ok(Err(e)) => tracing::error!("cannot remove the VPN forwarding rules: {e}"),
+                Err(e) => tracing::error!("cannot remove the VPN forwarding rules: {e}"),
+            }
+        }
+    }
+}
+
+async fn vpn_event(vpn: &mut Option<ServerVpn>) -> Option<vpn::Event> {
+    match vpn {
+        Some(v) => v.events.recv().await,
+        None => std::future::pending().await,
+    }
+}
+
+fn log_vpn_event(link: &VpnLink, event: vpn::Event) {
+    let friend = |peer| link.key_of(peer).map(|k| k.to_string()).unwrap_or_default();
+    match event {
+        vpn::Event::ClientUp { peer, v4, v6 } => {
+            let addresses: Vec<String> =
+                v4.map(|a| a.to_string()).into_iter().chain(v6.map(|a| a.to_string())).collect();
+            tracing::info!(friend = %friend(peer), "VPN client up: {}", addresses.join(", "));
+        }
+        vpn::Event::ClientRefused { peer, reason } => {
+            tracing::warn!(friend = %friend(peer), "refused a VPN client: {reason}");
+        }
+        vpn::Event::ClientDown { peer } => tracing::info!(friend = %friend(peer), "VPN client down"),
+        other => tracing::debug!(?other, "VPN event"),
+    }
+}
+
+/// Without `--vpn`: a VPN client's hello gets a refusal saying so.
+async fn refuse_vpn(tox: &Tox, key: PublicKey, packet: &[u8]) {
+    if let Some(refusal) = vpn::control::refuse_when_disabled(packet) {
+        tracing::warn!(friend = %key, "refused a VPN client: this server runs without --vpn");
+        if let Err(e) = tox.send_lossless(key, refusal).await {
+            tracing::debug!(friend = %key, "VPN refusal not sent: {e}");
+        }
+    }
+}
+
+/// The VPN's engine and TUN device, made before Tox starts so that a
+/// missing privilege stops the server at once.
+async fn vpn_device(v: &VpnServerConfig, key: &PublicKey) -> anyhow::Result<(vpn::Engine, vpn::device::Device)> {
+    let ula = vpn::pool::ula_from_seed(key.as_bytes());
+    let engine = vpn::Engine::server(vpn::ServerConfig {
+        enabled: true,
+        pool_v4: Some(v.pool_v4),
+        pool_v6: Some(ula),
+        routes: v.routes.clone(),
+        mtu: v.mtu,
+    })
+    .context("--vpn")?;
+    let device = vpn::device::Device::create(Some(&v.device), v.mtu, true)
+        .await
+        .context("--vpn needs root, or CAP_NET_ADMIN and read-write access to /dev/net/tun")?;
+    tracing::info!(
+        dev = device.name(),
+        offload = device.offload(),
+        pool = %v.pool_v4,
+        ipv6 = %ula,
+        routes = ?v.routes,
+        nat = v.nat,
+        "VPN device created"
+    );
+    Ok((engine, device))
+}
+
+/// Forwarding (and masquerading) toward the offered routes, if any.
+async fn forwarding(v: &VpnServerConfig, key: &PublicKey) -> anyhow::Result<Option<Forwarding>> {
+    if v.routes.is_empty() {
+        return Ok(None);
+    }
+    let config = ForwardConfig {
+        device: v.device.clone(),
+        pools: vec![IpNet::V4(v.pool_v4), IpNet::V6(vpn::pool::ula_from_seed(key.as_bytes()))],
+        routes: v.routes.clone(),
+        masquerade: v.nat,
+    };
+    let forwarding = tokio::task::spawn_blocking(move || Forwarding::setup(&config))
+        .await
+        .context("forwarding set-up")?
+        .context("cannot set up forwarding for --vpn-route (needs iptables, CAP_NET_ADMIN and CAP_NET_RAW)")?;
+    Ok(Some(forwarding))
 }
 
 /// The friends kept in the identity file. A save c-toxcore wrote may hold

@@ -9,7 +9,7 @@ use std::path::PathBuf;
 use std::str::FromStr;
 
 use clap::{Args, Parser, Subcommand};
-use ipnet::IpNet;
+use ipnet::{IpNet, Ipv4Net};
 use tunnel::spec::{DynamicForward, LocalForward, Target};
 
 use crate::app::bootstrap::BootstrapSpec;
@@ -19,6 +19,10 @@ use crate::wire::tox_id::{ParseIdError, TOX_ID_HEX_LEN, ToxId, parse_public_key}
 
 /// The default config directory, as in C tuntox.
 pub const DEFAULT_CONFIG_DIR: &str = "/etc/tuntox/";
+/// The server's default VPN pool.
+pub const DEFAULT_VPN_POOL: &str = "10.77.0.0/24";
+/// The server's default VPN device name.
+pub const DEFAULT_VPN_SERVER_DEVICE: &str = "tuntox-srv0";
 
 /// Reach machines behind NATs over the Tox network.
 ///
@@ -144,28 +148,41 @@ pub struct ForwardArgs {
     #[arg(short = 't', value_name = "PORT")]
     pub tcp_relay_port: Option<u16>,
 
-    /// Run in the background (implies -S). The command returns once tuntox
-    /// runs (identity loaded, sockets bound): status 0, or 1 and the reason it
-    /// could not start. The background process has no terminal, works from /
-    /// and has standard input, output and error on /dev/null; relative paths
-    /// given in -C, -I, -f, -b and -F are resolved first. Not with -W.
-    #[arg(short = 'z')]
-    pub daemonize: bool,
+    /// Server: serve VPN clients (`tuntox vpn up`) on a TUN device too.
+    /// Needs root or CAP_NET_ADMIN (and CAP_NET_RAW for --vpn-route).
+    /// Clients get an address from --vpn-pool and one from an IPv6 /64
+    /// derived from the server's key, the same each time they come back.
+    #[arg(long)]
+    pub vpn: bool,
 
-    /// Write the process ID (and a newline) to FILE while running; removed
-    /// when tuntox stops. Refuses to start if FILE names a running process.
-    /// Written after -z and -U, so with -U, USER must be able to create and
-    /// delete FILE.
-    #[arg(short = 'F', value_name = "FILE")]
-    pub pid_file: Option<PathBuf>,
+    /// Server: the VPN's IPv4 pool; the server takes the first address.
+    #[arg(long, value_name = "CIDR", default_value = DEFAULT_VPN_POOL, requires = "vpn")]
+    pub vpn_pool: Ipv4Net,
 
-    /// Run as USER (a name or uid), with USER's group and supplementary
-    /// groups. Needs root, unless USER is the current user. The switch
-    /// happens before the identity in -C is read or created and before any
-    /// socket is bound, so USER must own or be able to write the -C
-    /// directory (and -I and -F), and -u ports below 1024 are not possible.
-    #[arg(short = 'U', value_name = "USER")]
-    pub user: Option<String>,
+    /// Server: offer CIDR to VPN clients and forward their packets there
+    /// (sets up IP forwarding and firewall rules, removed on exit).
+    /// Repeatable.
+    #[arg(long, value_name = "CIDR", requires = "vpn")]
+    pub vpn_route: Vec<IpNet>,
+
+    /// Server: masquerade VPN clients' packets toward the --vpn-route
+    /// networks behind the server's own address (hosts there need no route
+    /// back to the pool).
+    #[arg(long, requires = "vpn_route")]
+    pub vpn_nat: bool,
+
+    /// Server: name of the VPN's TUN device (15 characters at most).
+    #[arg(long, value_name = "NAME", default_value = DEFAULT_VPN_SERVER_DEVICE, requires = "vpn", value_parser = parse_device)]
+    pub vpn_dev: String,
+
+    /// Server: the largest MTU a VPN session may have, 576-1372 (clients
+    /// ask with `vpn up --mtu`).
+    #[arg(long, value_name = "BYTES", default_value_t = vpn::mtu::DEFAULT_MTU, value_parser = parse_mtu, requires = "vpn")]
+    pub vpn_mtu: u16,
+
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub process: ProcessArgs,
 
     #[command(flatten)]
     #[allow(missing_docs)]
@@ -196,6 +213,37 @@ pub struct NetArgs {
     /// Do not announce ourselves on the local network (LAN discovery).
     #[arg(long)]
     pub no_lan: bool,
+}
+
+/// What becomes of the process: background, PID file, user.
+#[derive(Debug, Args)]
+pub struct ProcessArgs {
+    /// Run in the background (implies -S). The command returns once tuntox
+    /// runs (identity loaded, sockets bound): status 0, or 1 and the reason it
+    /// could not start. The background process has no terminal, works from /
+    /// and has standard input, output and error on /dev/null; relative paths
+    /// given in -C, -I, -f, -b and -F are resolved first. Not with -W.
+    #[arg(short = 'z')]
+    pub daemonize: bool,
+
+    /// Write the process ID (and a newline) to FILE while running; removed
+    /// when tuntox stops. Refuses to start if FILE names a running process.
+    /// Written after -z and -U, so with -U, USER must be able to create and
+    /// delete FILE.
+    #[arg(short = 'F', value_name = "FILE")]
+    pub pid_file: Option<PathBuf>,
+
+    /// Run as USER (a name or uid), with USER's group and supplementary
+    /// groups. Needs root, unless USER is the current user. The switch
+    /// happens before the identity in -C is read or created and before any
+    /// socket is bound, so USER must own or be able to write the -C
+    /// directory (and -I and -F), and -u ports below 1024 are not possible.
+    /// With --vpn and `vpn up`, USER keeps two of root's capabilities and no
+    /// other: CAP_NET_ADMIN (the device, its addresses and routes, the
+    /// firewall) and CAP_NET_RAW (iptables), passed on to the iptables
+    /// commands it runs; USER must be able to open /dev/net/tun.
+    #[arg(short = 'U', value_name = "USER")]
+    pub user: Option<String>,
 }
 
 /// `tuntox id`.
@@ -233,9 +281,23 @@ pub struct VpnUpArgs {
     #[arg(long, value_name = "BYTES", default_value_t = vpn::mtu::DEFAULT_MTU, value_parser = parse_mtu)]
     pub mtu: u16,
 
-    /// Name of the TUN device.
-    #[arg(long, value_name = "NAME", default_value = "tuntox0")]
+    /// Name of the TUN device (15 characters at most).
+    #[arg(long, value_name = "NAME", default_value = "tuntox0", value_parser = parse_device)]
     pub dev: String,
+
+    /// Exit with an error when the server has not accepted us within SECS
+    /// of start (0 waits forever). Once accepted, a lost server is waited
+    /// for without limit.
+    #[arg(long, value_name = "SECS", default_value_t = 120)]
+    pub connect_timeout: u64,
+
+    /// Write our Tox ID to FILE.
+    #[arg(short = 'I', value_name = "FILE")]
+    pub id_file: Option<PathBuf>,
+
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub process: ProcessArgs,
 
     #[command(flatten)]
     #[allow(missing_docs)]
@@ -315,6 +377,19 @@ pub struct PingArgs {
     #[command(flatten)]
     #[allow(missing_docs)]
     pub common: CommonArgs,
+}
+
+fn parse_device(s: &str) -> Result<String, String> {
+    let ok = !s.is_empty()
+        && s.len() <= 15
+        && s.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+        && s != "."
+        && s != "..";
+    if ok {
+        Ok(s.to_owned())
+    } else {
+        Err(format!("'{s}' is not a device name (1-15 letters, digits, '-', '_' or '.')"))
+    }
 }
 
 fn parse_mtu(s: &str) -> Result<u16, String> {

@@ -30,7 +30,9 @@ use std::time::Duration;
 use clap::Parser;
 use tokio_util::sync::CancellationToken;
 
-use self::args::{Cli, Command, CommonArgs, ForwardArgs, NetArgs, PeerId, PingArgs, RelayArgs};
+use self::args::{
+    Cli, Command, CommonArgs, ForwardArgs, NetArgs, PeerId, PingArgs, ProcessArgs, RelayArgs, VpnCommand, VpnUpArgs,
+};
 use self::daemon::{Forked, Readiness};
 use self::logging::DefaultLevel;
 use self::pidfile::PidFile;
@@ -40,7 +42,8 @@ use crate::app::Started;
 use crate::app::bootstrap::{builtin_nodes, read_nodes_file};
 use crate::app::client::{self, ClientConfig, ClientIdentity, ClientMode};
 use crate::app::identity::Identity;
-use crate::app::server::{self, ServerConfig};
+use crate::app::server::{self, ServerConfig, VpnServerConfig};
+use crate::app::vpn_client::{self, VpnClientConfig, route_covering};
 use crate::crypto::{KeyPair, SodiumRng};
 use crate::driver::tox::ToxConfig;
 use crate::driver::udp::UdpConfig;
@@ -107,11 +110,26 @@ fn report_usage_error(err: &clap::Error) -> ExitCode {
         let _ = err.print();
         return ExitCode::from(2);
     }
-    let rendered = err.to_string();
-    let first = rendered.lines().next().unwrap_or("invalid arguments");
-    let first = first.strip_prefix("error: ").unwrap_or(first);
-    eprintln!("tuntox: {first} (see tuntox --help)");
+    eprintln!("tuntox: {} (see tuntox --help)", one_line(&err.to_string()));
     ExitCode::from(2)
+}
+
+/// A clap error in one line: its first line, and when that ends with a
+/// colon ("required arguments were not provided:") the indented list
+/// after it.
+fn one_line(rendered: &str) -> String {
+    let mut lines = rendered.lines();
+    let first = lines.next().unwrap_or("invalid arguments");
+    let mut line = first.strip_prefix("error: ").unwrap_or(first).to_owned();
+    if line.ends_with(':') {
+        let items: Vec<&str> =
+            lines.take_while(|l| l.starts_with(' ') && !l.trim().is_empty()).map(str::trim).collect();
+        if !items.is_empty() {
+            line.push(' ');
+            line.push_str(&items.join(", "));
+        }
+    }
+    line
 }
 
 fn dispatch(cli: Cli) -> Result<(), CliError> {
@@ -120,7 +138,7 @@ fn dispatch(cli: Cli) -> Result<(), CliError> {
             start(&args.common, DefaultLevel::Warn, false)?;
             print_id(&args.common)
         }
-        Some(Command::Vpn(_)) => Err(CliError::NotImplemented("the VPN (tuntox vpn)")),
+        Some(Command::Vpn(VpnCommand::Up(args))) => run_vpn_up(args),
         Some(Command::Relay(args)) => run_relay(args),
         Some(Command::Status(_)) => Err(CliError::NotImplemented("tuntox status")),
         Some(Command::Ping(args)) => run_ping(args),
@@ -161,19 +179,20 @@ fn run_forward(mut args: ForwardArgs) -> Result<(), CliError> {
     let client = !args.local.is_empty() || args.stdio.is_some() || !args.dynamic.is_empty() || args.ping;
     let default = if args.stdio.is_some() { DefaultLevel::Error } else { DefaultLevel::Info };
     refuse_missing(&args)?;
-    if args.daemonize && args.stdio.is_some() {
+    if args.process.daemonize && args.stdio.is_some() {
         return Err(usage("-z cannot be used with -W (-W needs standard input and output)"));
     }
-    if args.daemonize {
-        absolute_paths(&mut args)?;
+    if client && args.vpn {
+        return Err(usage("--vpn is a server flag; a VPN client runs `tuntox vpn up --peer TOXID`"));
     }
-    start(&args.common, default, args.daemonize)?;
+    if args.process.daemonize {
+        let paths = [&mut args.common.config_dir, &mut args.id_file, &mut args.rules, &mut args.net.nodes_file];
+        absolute_paths(paths.into_iter().chain([&mut args.process.pid_file]))?;
+    }
+    start(&args.common, default, args.process.daemonize)?;
     let tox = tox_config(&args.net)?;
-    let process = Process {
-        user: args.user.as_deref().map(privileges::lookup).transpose()?,
-        daemonize: args.daemonize,
-        pid_file: args.pid_file.clone(),
-    };
+    let keep = if args.vpn { privileges::VPN_CAPABILITIES } else { &[] };
+    let process = Process::new(&args.process, keep)?;
     if client {
         let server = match args.peers.as_slice() {
             [PeerId::ToxId(id)] => *id,
@@ -221,6 +240,13 @@ fn run_forward(mut args: ForwardArgs) -> Result<(), CliError> {
             id_file: args.id_file.clone(),
             rules: args.rules.clone(),
             tox,
+            vpn: args.vpn.then(|| VpnServerConfig {
+                pool_v4: args.vpn_pool,
+                routes: args.vpn_route.clone(),
+                nat: args.vpn_nat,
+                device: args.vpn_dev.clone(),
+                mtu: args.vpn_mtu,
+            }),
             started: Started::default(),
         };
         launch(process, |cancel, started| {
@@ -230,6 +256,45 @@ fn run_forward(mut args: ForwardArgs) -> Result<(), CliError> {
     }
 }
 
+/// `tuntox vpn up`.
+fn run_vpn_up(mut args: VpnUpArgs) -> Result<(), CliError> {
+    if args.process.daemonize {
+        let paths = [&mut args.common.config_dir, &mut args.id_file, &mut args.net.nodes_file];
+        absolute_paths(paths.into_iter().chain([&mut args.process.pid_file]))?;
+    }
+    start(&args.common, DefaultLevel::Info, args.process.daemonize)?;
+    let tox = tox_config(&args.net)?;
+    // Tox must reach its bootstrap nodes outside the tunnel.
+    for node in &tox.bootstrap {
+        for addr in &node.udp {
+            if let Some(route) = route_covering(&args.route, addr.ip()) {
+                return Err(usage(&format!(
+                    "--route {route} holds the bootstrap node {}: Tox's own packets would enter the tunnel (routes \
+                     that cover the bootstrap nodes or the server, such as 0.0.0.0/0, are not supported)",
+                    addr.ip()
+                )));
+            }
+        }
+    }
+    let process = Process::new(&args.process, privileges::VPN_CAPABILITIES)?;
+    let mut config = VpnClientConfig {
+        identity: client_identity(&args.common),
+        server: args.peer,
+        secret: args.secret.clone(),
+        routes: args.route.clone(),
+        mtu: args.mtu,
+        device: args.dev.clone(),
+        connect_timeout: (args.connect_timeout > 0).then(|| Duration::from_secs(args.connect_timeout)),
+        id_file: args.id_file.clone(),
+        tox,
+        started: Started::default(),
+    };
+    launch(process, |cancel, started| {
+        config.started = started;
+        vpn_client::run(config, cancel)
+    })
+}
+
 /// How long the launcher of `-z` waits for the background process to start.
 const START_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -237,8 +302,21 @@ const START_TIMEOUT: Duration = Duration::from_secs(10);
 #[derive(Debug)]
 struct Process {
     user: Option<Account>,
+    /// Capabilities kept across `-U` (the VPN's).
+    keep: &'static [privileges::Capability],
     daemonize: bool,
     pid_file: Option<PathBuf>,
+}
+
+impl Process {
+    fn new(args: &ProcessArgs, keep: &'static [privileges::Capability]) -> Result<Process, CliError> {
+        Ok(Process {
+            user: args.user.as_deref().map(privileges::lookup).transpose()?,
+            keep,
+            daemonize: args.daemonize,
+            pid_file: args.pid_file.clone(),
+        })
+    }
 }
 
 /// Drops privileges, forks into the background, writes the PID file, then
@@ -252,7 +330,7 @@ where
     // Root's rights end here, before the identity in -C is read or created
     // and before any socket is bound (see the privileges module).
     if let Some(account) = &process.user {
-        privileges::switch_to(account)?;
+        privileges::switch_keeping(account, process.keep)?;
     }
     let mut readiness = None;
     if process.daemonize {
@@ -277,9 +355,7 @@ where
 
 /// `-z` changes to `/`: the paths the user gave are made absolute first,
 /// against the directory tuntox was started in.
-fn absolute_paths(args: &mut ForwardArgs) -> Result<(), CliError> {
-    let paths =
-        [&mut args.common.config_dir, &mut args.id_file, &mut args.rules, &mut args.net.nodes_file, &mut args.pid_file];
+fn absolute_paths<'a>(paths: impl IntoIterator<Item = &'a mut Option<PathBuf>>) -> Result<(), CliError> {
     for path in paths.into_iter().flatten() {
         *path = std::path::absolute(&*path)
             .map_err(|e| anyhow::anyhow!("cannot make {} an absolute path: {e}", path.display()))?;

@@ -9,6 +9,15 @@
 //! are out of reach, since setuid drops root's capabilities.
 //!
 //! Without root, only "becoming" ourselves is possible, and it is a no-op.
+//!
+//! The VPN (`--vpn`, `vpn up`) needs two of root's capabilities for its
+//! whole run: CAP_NET_ADMIN (the TUN device, its addresses and routes, the
+//! firewall rules, the forwarding sysctls) and CAP_NET_RAW (iptables). For
+//! it [`switch_keeping`] keeps those two across the switch
+//! (`PR_SET_KEEPCAPS`, then `capset` with only them permitted, effective
+//! and inheritable) and raises them as *ambient* capabilities, so the
+//! iptables commands it runs get them too. Every other capability is gone,
+//! and the process cannot become root again.
 
 use std::ffi::CString;
 
@@ -67,8 +76,26 @@ pub fn plan(account: &Account, uid: Uid, euid: Uid) -> anyhow::Result<Plan> {
     )
 }
 
+/// A capability kept by [`switch_keeping`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Capability {
+    /// CAP_NET_ADMIN (12).
+    NetAdmin = 12,
+    /// CAP_NET_RAW (13).
+    NetRaw = 13,
+}
+
+/// What the VPN keeps.
+pub const VPN_CAPABILITIES: &[Capability] = &[Capability::NetAdmin, Capability::NetRaw];
+
 /// Becomes `account` for good.
 pub fn switch_to(account: &Account) -> anyhow::Result<()> {
+    switch_keeping(account, &[])
+}
+
+/// Becomes `account` for good, keeping `keep` (see the module's
+/// documentation).
+pub fn switch_keeping(account: &Account, keep: &[Capability]) -> anyhow::Result<()> {
     match plan(account, getuid(), geteuid())? {
         Plan::Nothing => {
             tracing::debug!(user = %account.name, "-U names the user we run as; nothing to drop");
@@ -80,7 +107,18 @@ pub fn switch_to(account: &Account) -> anyhow::Result<()> {
     let c_name = CString::new(name.as_bytes()).with_context(|| format!("-U {name}: the name holds a NUL byte"))?;
     initgroups(&c_name, account.gid).with_context(|| format!("-U {name}: cannot set the supplementary groups"))?;
     setgid(account.gid).with_context(|| format!("-U {name}: cannot switch to group {}", account.gid))?;
+    if !keep.is_empty() {
+        set_keepcaps(true).with_context(|| format!("-U {name}: cannot keep capabilities across the switch"))?;
+    }
     setuid(account.uid).with_context(|| format!("-U {name}: cannot switch to uid {}", account.uid))?;
+    if !keep.is_empty() {
+        set_keepcaps(false).with_context(|| format!("-U {name}: cannot reset PR_SET_KEEPCAPS"))?;
+        let mask = keep.iter().fold(0u32, |m, c| m | 1 << (*c as u32));
+        set_capabilities(mask).with_context(|| format!("-U {name}: cannot keep CAP_NET_ADMIN and CAP_NET_RAW"))?;
+        for cap in keep {
+            raise_ambient(*cap).with_context(|| format!("-U {name}: cannot pass {cap:?} on to child processes"))?;
+        }
+    }
     if !account.uid.is_root() && setuid(Uid::from_raw(0)).is_ok() {
         bail!("-U {name}: could become root again after dropping privileges; refusing to run");
     }
@@ -90,9 +128,56 @@ pub fn switch_to(account: &Account) -> anyhow::Result<()> {
         uid = %geteuid(),
         gid = %getegid(),
         groups = %groups.unwrap_or_default(),
+        kept = ?keep,
         "dropped privileges"
     );
     Ok(())
+}
+
+fn check(rc: libc::c_long) -> std::io::Result<()> {
+    if rc == 0 { Ok(()) } else { Err(std::io::Error::last_os_error()) }
+}
+
+fn set_keepcaps(on: bool) -> std::io::Result<()> {
+    // SAFETY: prctl(PR_SET_KEEPCAPS) takes an integer flag and touches no
+    // memory of ours.
+    check(unsafe { libc::prctl(libc::PR_SET_KEEPCAPS, libc::c_ulong::from(on), 0, 0, 0) }.into())
+}
+
+/// The kernel's capability ABI, version 3 (`linux/capability.h`).
+#[repr(C)]
+struct CapHeader {
+    version: u32,
+    pid: libc::c_int,
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Default)]
+struct CapData {
+    effective: u32,
+    permitted: u32,
+    inheritable: u32,
+}
+
+const CAPABILITY_VERSION_3: u32 = 0x2008_0522;
+
+/// Makes `mask` (capabilities 0-31) our permitted, effective and
+/// inheritable sets, and nothing else.
+fn set_capabilities(mask: u32) -> std::io::Result<()> {
+    let header = CapHeader { version: CAPABILITY_VERSION_3, pid: 0 };
+    let data = [CapData { effective: mask, permitted: mask, inheritable: mask }, CapData::default()];
+    // SAFETY: capset reads one header and two data structs (version 3), both
+    // laid out as the kernel defines them and alive for the call.
+    check(unsafe { libc::syscall(libc::SYS_capset, &header as *const CapHeader, data.as_ptr()) })
+}
+
+fn raise_ambient(cap: Capability) -> std::io::Result<()> {
+    // SAFETY: prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_RAISE, cap) takes integers
+    // and touches no memory of ours.
+    let rc = unsafe {
+        libc::prctl(libc::PR_CAP_AMBIENT, libc::PR_CAP_AMBIENT_RAISE as libc::c_ulong, cap as libc::c_ulong, 0, 0)
+    };
+    check(rc.into())
 }
 
 #[cfg(test)]

@@ -78,6 +78,9 @@ pub enum Command {
         /// `[id][data]`, id 200-254.
         data: Bytes,
     },
+    /// Send lossy packets, each to its friend, now or never (a VPN's burst
+    /// in one command).
+    SendLossyBatch(Vec<(PublicKey, Bytes)>),
 }
 
 impl std::fmt::Debug for Command {
@@ -135,6 +138,12 @@ impl NodeSender {
     /// As [`NodeHandle::try_send_lossy`].
     pub fn try_send_lossy(&self, peer: PublicKey, data: Bytes) -> bool {
         self.commands.try_send(Command::SendLossy { peer, data }).is_ok()
+    }
+
+    /// Sends lossy packets, each to its friend, in one command: false if
+    /// all were dropped (queue full or node stopped).
+    pub fn try_send_lossy_batch(&self, packets: Vec<(PublicKey, Bytes)>) -> bool {
+        packets.is_empty() || self.commands.try_send(Command::SendLossyBatch(packets)).is_ok()
     }
 
     /// Runs `f` on the node and returns its result.
@@ -355,6 +364,13 @@ fn handle_command(node: &mut Node, command: Command, parked: &mut VecDeque<Parke
         Command::SendLossy { peer, data } => {
             if node.send_lossy(now, &peer, data).is_err() {
                 stats.lossy_refused += 1;
+            }
+        }
+        Command::SendLossyBatch(packets) => {
+            for (peer, data) in packets {
+                if node.send_lossy(now, &peer, data).is_err() {
+                    stats.lossy_refused += 1;
+                }
             }
         }
     }

@@ -246,6 +246,12 @@ impl ToxSender {
         self.inner.try_send_lossy(public_key, data)
     }
 
+    /// Sends lossy packets, each to its friend, with one command to the
+    /// node; false if all were dropped.
+    pub fn try_send_lossy_batch(&self, packets: Vec<(PublicKey, Bytes)>) -> bool {
+        self.inner.try_send_lossy_batch(packets)
+    }
+
     /// As [`Tox::add_friend`].
     pub async fn add_friend(&self, public_key: PublicKey) -> Result<(), Stopped> {
         self.inner.with(move |node, _| node.add_friend(public_key)).await

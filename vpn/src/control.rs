@@ -380,6 +380,22 @@ impl Control {
     }
 }
 
+/// What a server that does not serve VPN clients tells them.
+pub const DISABLED_TEXT: &str = "this tuntox server does not serve VPN clients (no --vpn)";
+
+/// The answer of a server without a VPN to a control packet: a Refuse
+/// ([`Reason::Disabled`]) when `packet` is a Hello, else nothing. Such a
+/// server needs no [`crate::Engine`] (nor a pool or a device) for it.
+pub fn refuse_when_disabled(packet: &[u8]) -> Option<Bytes> {
+    match Control::decode(packet) {
+        Ok(Control { message: Message::Hello(_), .. }) => {
+            let refuse = Refuse { reason: Reason::Disabled, text: DISABLED_TEXT.to_owned() };
+            Control::new(Message::Refuse(refuse)).encode().ok()
+        }
+        _ => None,
+    }
+}
+
 /// A refusal text cut to [`MAX_TEXT`] bytes on a character boundary.
 pub fn refusal_text(text: &str) -> String {
     let mut end = text.len().min(MAX_TEXT);
@@ -507,6 +523,19 @@ mod tests {
         assert_eq!(&bytes[..], expected);
         assert_eq!(bytes.len(), hello.encoded_len());
         assert_eq!(Control::decode(&bytes).unwrap(), hello);
+    }
+
+    #[test]
+    fn a_server_without_vpn_refuses_hellos_only() {
+        let hello = Control::new(Message::Hello(Hello { mtu: 0, routes: vec![] })).encode().unwrap();
+        let answer = refuse_when_disabled(&hello).expect("a refusal");
+        let Control { message: Message::Refuse(refuse), .. } = Control::decode(&answer).unwrap() else {
+            panic!("not a refuse")
+        };
+        assert_eq!((refuse.reason, refuse.text.as_str()), (Reason::Disabled, DISABLED_TEXT));
+        let goodbye = Control::new(Message::Goodbye(Goodbye { reason: Reason::Shutdown })).encode().unwrap();
+        assert_eq!(refuse_when_disabled(&goodbye), None);
+        assert_eq!(refuse_when_disabled(&[0xA8, 1]), None);
     }
 
     #[test]

@@ -30,22 +30,22 @@ pub const VNET_HDR: usize = tun_rs::VIRTIO_NET_HDR_LEN;
 #[derive(Debug, thiserror::Error)]
 pub enum DeviceError {
     /// Creating the TUN device failed (no CAP_NET_ADMIN, name taken...).
-    #[error("cannot create TUN device {name:?}: {source}")]
+    #[error("cannot create TUN device {name:?}: {reason}")]
     Create {
         /// The name asked for.
         name: String,
-        /// Why.
-        source: io::Error,
+        /// Why (in the message, so not also a source: printed once).
+        reason: io::Error,
     },
     /// A netlink request failed.
-    #[error("{what} on {dev}: {source}")]
+    #[error("{what} on {dev}: {reason}")]
     Netlink {
         /// What was being done.
         what: String,
         /// The device.
         dev: String,
-        /// Why.
-        source: rtnetlink::Error,
+        /// Why (in the message, so not also a source: printed once).
+        reason: rtnetlink::Error,
     },
     /// The netlink socket could not be opened.
     #[error("netlink: {0}")]
@@ -82,12 +82,12 @@ impl Device {
             Ok(tun) => (tun, offload),
             Err(e) if offload => {
                 tracing::debug!("TUN offload refused ({e}); using a plain device");
-                (build(false).map_err(|source| DeviceError::Create { name: label.clone(), source })?, false)
+                (build(false).map_err(|reason| DeviceError::Create { name: label.clone(), reason })?, false)
             }
-            Err(source) => return Err(DeviceError::Create { name: label, source }),
+            Err(reason) => return Err(DeviceError::Create { name: label, reason }),
         };
-        let name = tun.name().map_err(|source| DeviceError::Create { name: label.clone(), source })?;
-        let index = tun.if_index().map_err(|source| DeviceError::Create { name: label, source })?;
+        let name = tun.name().map_err(|reason| DeviceError::Create { name: label.clone(), reason })?;
+        let index = tun.if_index().map_err(|reason| DeviceError::Create { name: label, reason })?;
         let (connection, netlink, _) = rtnetlink::new_connection()?;
         let connection = tokio::spawn(connection);
         let device = Device {
@@ -137,7 +137,7 @@ impl Device {
 
     fn err(&self, what: impl Into<String>) -> impl FnOnce(rtnetlink::Error) -> DeviceError {
         let (what, dev) = (what.into(), self.name.clone());
-        move |source| DeviceError::Netlink { what, dev, source }
+        move |reason| DeviceError::Netlink { what, dev, reason }
     }
 
     /// Sets the MTU.
@@ -253,7 +253,7 @@ impl Device {
             Ok(()) => Ok(()),
             // Already gone (the descriptor was closed elsewhere).
             Err(rtnetlink::Error::NetlinkError(e)) if e.raw_code() == -19 => Ok(()),
-            Err(source) => Err(DeviceError::Netlink { what: "delete link".into(), dev: self.name.clone(), source }),
+            Err(reason) => Err(DeviceError::Netlink { what: "delete link".into(), dev: self.name.clone(), reason }),
         }
     }
 }

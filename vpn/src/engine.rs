@@ -28,7 +28,7 @@ use bytes::Bytes;
 use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 
 use crate::control::{
-    Address, Assign, Control, DATA_ID, Goodbye, Hello, MAX_ROUTES, Message, Reason, Refuse, refusal_text,
+    Address, Assign, Control, DATA_ID, DISABLED_TEXT, Goodbye, Hello, MAX_ROUTES, Message, Reason, Refuse, refusal_text,
 };
 use crate::mtu::{DEFAULT_MTU, MIN_MTU, check_mtu};
 use crate::packet::{Clamp, clamp_mss, summarize};
@@ -497,7 +497,7 @@ impl Engine {
     fn server_hello(&mut self, peer: PeerId, hello: Hello) {
         let Side::Server(s) = &mut self.side else { return };
         if !s.config.enabled {
-            return self.refuse(peer, Reason::Disabled, "this tuntox server does not serve VPN clients (no --vpn)");
+            return self.refuse(peer, Reason::Disabled, DISABLED_TEXT);
         }
         let mtu = match hello.mtu {
             0 => s.config.mtu,

@@ -54,6 +54,19 @@ pub trait DataSink: Send + Sync + 'static {
     /// Sends the packet; `false` when it could not (counted as
     /// [`Drop::SendFailed`]).
     fn send_data(&self, peer: PeerId, packet: Bytes) -> bool;
+
+    /// Sends a batch (one TUN read's worth), emptying `packets`; returns
+    /// how many could not be sent. The default sends them one by one; a
+    /// carrier that can take a whole batch at once overrides it.
+    fn send_batch(&self, packets: &mut Vec<(PeerId, Bytes)>) -> u64 {
+        let mut failed = 0;
+        for (peer, packet) in packets.drain(..) {
+            if !self.send_data(peer, packet) {
+                failed += 1;
+            }
+        }
+        failed
+    }
 }
 
 impl<F: Fn(PeerId, Bytes) -> bool + Send + Sync + 'static> DataSink for F {
@@ -258,12 +271,8 @@ async fn reader(shared: Arc<Shared>, tun: Arc<AsyncDevice>, sink: impl DataSink,
                 shared.wake.notify_one();
             }
         }
-        let mut failed = 0;
-        for (peer, packet) in out.drain(..) {
-            if !sink.send_data(peer, packet) {
-                failed += 1;
-            }
-        }
+        let failed = if out.is_empty() { 0 } else { sink.send_batch(&mut out) };
+        out.clear();
         if failed > 0 {
             shared.engine().count_drop(Drop::SendFailed, failed);
         }
