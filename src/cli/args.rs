@@ -196,6 +196,16 @@ pub struct NetArgs {
     /// Do not announce ourselves on the local network (LAN discovery).
     #[arg(long)]
     pub no_lan: bool,
+
+    /// Use this Tox TCP relay (besides the bootstrap nodes' TCP ports);
+    /// repeatable. IPv6 hosts in brackets.
+    #[arg(long = "relay", value_name = "HOST:PORT:KEY")]
+    pub relays: Vec<BootstrapSpec>,
+
+    /// Do not use UDP at all: reach the network and friends through TCP
+    /// relays only (--relay, the bootstrap nodes' TCP ports).
+    #[arg(long)]
+    pub no_udp: bool,
 }
 
 /// `tuntox id`.
