@@ -173,8 +173,13 @@ impl Tox {
             node.dht_mut().set_lan_targets(udp::lan_targets(ipv6));
         }
         let tox_id = node.tox_id();
+        let relay_pk = *relay_keys.public();
         let relay_keys = (!listeners.is_empty()).then_some(relay_keys);
         let handle = super::spawn_full(node, socket, listeners, relay_keys, cancel)?;
+        for addr in handle.tcp_addrs() {
+            // Clients name a relay by address and key: this run's DHT key.
+            tracing::info!(%addr, key = %relay_pk, "TCP relay server running");
+        }
         Ok(Self { handle, tox_id })
     }
 
