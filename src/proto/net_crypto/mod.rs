@@ -271,6 +271,18 @@ impl NetCrypto {
         self.flush_session(now, peer);
     }
 
+    /// The TCP routes to `peer` changed (a relay connection ended or a
+    /// route came up): a session not on direct UDP restarts its
+    /// retransmission timer's back-off and sends what is due.
+    pub fn tcp_routes_changed(&mut self, now: Instant, peer: &PublicKey) {
+        let Some(session) = self.sessions.get_mut(peer) else { return };
+        if session.direct(now) {
+            return;
+        }
+        session.path_changed(now);
+        self.flush_session(now, peer);
+    }
+
     /// Whether `peer` is marked reachable over TCP.
     pub fn tcp_available(&self, peer: &PublicKey) -> bool {
         self.paths.get(peer).is_some_and(|p| p.tcp)

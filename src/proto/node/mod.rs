@@ -505,6 +505,7 @@ impl Node {
         for (real_pk, dht_pk) in friends {
             let reachable = self.relays.reachable(&dht_pk);
             self.net_crypto.set_tcp(now, &real_pk, reachable);
+            self.net_crypto.tcp_routes_changed(now, &real_pk);
         }
     }
 
