@@ -140,7 +140,9 @@ pub struct ForwardArgs {
     #[arg(short = 'f', value_name = "FILE")]
     pub rules: Option<PathBuf>,
 
-    /// Also run a Tox TCP relay on PORT (off unless given).
+    /// Also run a Tox TCP relay on PORT (off unless given; 0: off). We use
+    /// it ourselves, so friends without UDP can reach us through it; its key
+    /// is this run's DHT key, logged at start ("TCP relay server running").
     #[arg(short = 't', value_name = "PORT")]
     pub tcp_relay_port: Option<u16>,
 
