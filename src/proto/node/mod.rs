@@ -879,3 +879,48 @@ impl Node {
             .min()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use rand_chacha::ChaCha20Rng;
+    use rand_core::SeedableRng;
+
+    use super::*;
+
+    fn node(udp: bool) -> (Node, Instant) {
+        let mut rng = ChaCha20Rng::seed_from_u64(21);
+        let real = KeyPair::generate(&mut rng);
+        let dht = KeyPair::generate(&mut rng);
+        let config = NodeConfig { udp, ..NodeConfig::default() };
+        (Node::new(real, dht, config, [4; 32]), crate::proto::test_epoch())
+    }
+
+    fn boot() -> PackedNode {
+        let mut rng = ChaCha20Rng::seed_from_u64(22);
+        PackedNode::udp(SocketAddr::from(([192, 0, 2, 9], 33445)), *KeyPair::generate(&mut rng).public())
+    }
+
+    #[test]
+    fn without_udp_nothing_leaves_over_udp_and_relays_are_dialled() {
+        let (mut n, now) = node(false);
+        let relay = PackedNode::tcp(SocketAddr::from(([192, 0, 2, 7], 33446)), boot().public_key);
+        n.bootstrap(now, boot());
+        n.add_tcp_relay(now, relay);
+        n.add_friend(*KeyPair::generate(&mut ChaCha20Rng::seed_from_u64(23)).public());
+        for step in 0..20 {
+            n.handle_timeout(now + Duration::from_millis(500 * step));
+            assert_eq!(n.poll_transmit(), None, "no datagram without UDP");
+        }
+        let dialled = std::iter::from_fn(|| n.poll_relay_command(now))
+            .any(|c| matches!(c, RelayCommand::Connect { addr, .. } if addr == relay.addr));
+        assert!(dialled, "the relay is dialled");
+    }
+
+    #[test]
+    fn with_udp_the_same_node_sends_datagrams() {
+        let (mut n, now) = node(true);
+        n.bootstrap(now, boot());
+        n.handle_timeout(now);
+        assert!(n.poll_transmit().is_some(), "the DHT bootstraps over UDP");
+    }
+}
