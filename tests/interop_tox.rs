@@ -40,6 +40,9 @@ fn config(bootstrapd: &Bootstrapd, ports: std::ops::RangeInclusive<u16>) -> ToxC
         bootstrap: vec![node],
         lan_discovery: false,
         friends: Vec::new(),
+        udp_enabled: true,
+        tcp_relays: Vec::new(),
+        tcp_server_ports: Vec::new(),
     }
 }
 

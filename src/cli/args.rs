@@ -144,7 +144,9 @@ pub struct ForwardArgs {
     #[arg(short = 'f', value_name = "FILE")]
     pub rules: Option<PathBuf>,
 
-    /// Also run a Tox TCP relay on PORT (off unless given).
+    /// Also run a Tox TCP relay on PORT (off unless given; 0: off). We use
+    /// it ourselves, so friends without UDP can reach us through it; its key
+    /// is this run's DHT key, logged at start ("TCP relay server running").
     #[arg(short = 't', value_name = "PORT")]
     pub tcp_relay_port: Option<u16>,
 
@@ -213,6 +215,16 @@ pub struct NetArgs {
     /// Do not announce ourselves on the local network (LAN discovery).
     #[arg(long)]
     pub no_lan: bool,
+
+    /// Use this Tox TCP relay (besides the bootstrap nodes' TCP ports);
+    /// repeatable. IPv6 hosts in brackets.
+    #[arg(long = "relay", value_name = "HOST:PORT:KEY")]
+    pub relays: Vec<BootstrapSpec>,
+
+    /// Do not use UDP at all: reach the network and friends through TCP
+    /// relays only (--relay, the bootstrap nodes' TCP ports).
+    #[arg(long)]
+    pub no_udp: bool,
 }
 
 /// What becomes of the process: background, PID file, user.

@@ -47,6 +47,7 @@ use crate::app::vpn_client::{self, VpnClientConfig, route_covering};
 use crate::crypto::{KeyPair, SodiumRng};
 use crate::driver::tox::ToxConfig;
 use crate::driver::udp::UdpConfig;
+use crate::wire::packed_node::PackedNode;
 use crate::wire::tox_id::NoSpam;
 
 /// Why a command failed.
@@ -178,7 +179,6 @@ fn print_id(common: &CommonArgs) -> Result<(), CliError> {
 fn run_forward(mut args: ForwardArgs) -> Result<(), CliError> {
     let client = !args.local.is_empty() || args.stdio.is_some() || !args.dynamic.is_empty() || args.ping;
     let default = if args.stdio.is_some() { DefaultLevel::Error } else { DefaultLevel::Info };
-    refuse_missing(&args)?;
     if args.process.daemonize && args.stdio.is_some() {
         return Err(usage("-z cannot be used with -W (-W needs standard input and output)"));
     }
@@ -190,7 +190,11 @@ fn run_forward(mut args: ForwardArgs) -> Result<(), CliError> {
         absolute_paths(paths.into_iter().chain([&mut args.process.pid_file]))?;
     }
     start(&args.common, default, args.process.daemonize)?;
-    let tox = tox_config(&args.net)?;
+    let mut tox = tox_config(&args.net)?;
+    // -t 0 is C tuntox's "no relay".
+    if let Some(port) = args.tcp_relay_port.filter(|port| *port != 0) {
+        tox.tcp_server_ports = vec![port];
+    }
     let keep = if args.vpn { privileges::VPN_CAPABILITIES } else { &[] };
     let process = Process::new(&args.process, keep)?;
     if client {
@@ -428,15 +432,7 @@ fn usage(message: &str) -> CliError {
     CliError::Usage(message.to_owned())
 }
 
-/// Flags the interface knows whose engine is not there yet.
-fn refuse_missing(args: &ForwardArgs) -> Result<(), CliError> {
-    if args.tcp_relay_port.is_some_and(|port| port != 0) {
-        return Err(CliError::NotImplemented("the TCP relay (-t PORT; -t 0 is accepted)"));
-    }
-    Ok(())
-}
-
-/// The Tox settings from -u, -b, --bootstrap and --no-lan.
+/// The Tox settings from -u, -b, --bootstrap, --no-lan, --relay and --no-udp.
 fn tox_config(net: &NetArgs) -> Result<ToxConfig, CliError> {
     let mut bootstrap = Vec::new();
     for spec in &net.bootstrap {
@@ -449,6 +445,11 @@ fn tox_config(net: &NetArgs) -> Result<ToxConfig, CliError> {
     if bootstrap.is_empty() {
         bootstrap = builtin_nodes();
     }
+    let mut tcp_relays = Vec::new();
+    for spec in &net.relays {
+        let node = spec.resolve().map_err(|e| usage(&format!("--relay {spec}: cannot resolve the host: {e}")))?;
+        tcp_relays.extend(node.udp.iter().map(|addr| PackedNode::tcp(*addr, node.public_key)));
+    }
     let mut udp = UdpConfig::default();
     if let Some(range) = net.udp_ports {
         udp.ports = range.first..=range.last;
@@ -460,6 +461,9 @@ fn tox_config(net: &NetArgs) -> Result<ToxConfig, CliError> {
         bootstrap,
         lan_discovery: !net.no_lan,
         friends: Vec::new(),
+        udp_enabled: !net.no_udp,
+        tcp_relays,
+        tcp_server_ports: Vec::new(),
     })
 }
 

@@ -22,6 +22,7 @@
 
 pub mod batch;
 pub mod relay;
+pub mod relay_client;
 pub mod tox;
 pub mod udp;
 
@@ -249,8 +250,21 @@ pub fn spawn_with_relay(
     relay_keys: Option<crate::crypto::KeyPair>,
     cancel: CancellationToken,
 ) -> io::Result<NodeHandle> {
-    let socket = BatchSocket::new(socket)?;
-    let local_addr = socket.local_addr();
+    spawn_full(node, Some(socket), listeners, relay_keys, cancel)
+}
+
+/// As [`spawn_with_relay`], with no UDP socket at all when `socket` is
+/// `None` (a node made with UDP off: it reaches the network through TCP
+/// relays only; [`NodeHandle::local_addr`] is then `0.0.0.0:0`).
+pub fn spawn_full(
+    node: Node,
+    socket: Option<std::net::UdpSocket>,
+    listeners: Vec<std::net::TcpListener>,
+    relay_keys: Option<crate::crypto::KeyPair>,
+    cancel: CancellationToken,
+) -> io::Result<NodeHandle> {
+    let socket = socket.map(BatchSocket::new).transpose()?;
+    let local_addr = socket.as_ref().map_or(SocketAddr::from(([0, 0, 0, 0], 0)), BatchSocket::local_addr);
     let tcp_addrs = listeners.iter().map(std::net::TcpListener::local_addr).collect::<io::Result<Vec<_>>>()?;
     let relay = match relay_keys {
         Some(keys) if !listeners.is_empty() => Some(relay::RelaySide::start(listeners, keys, cancel.child_token())?),
@@ -260,6 +274,13 @@ pub fn spawn_with_relay(
     let (event_tx, events) = mpsc::channel(EVENT_QUEUE);
     let task = tokio::spawn(run(node, socket, relay, command_rx, event_tx, cancel.clone()));
     Ok(NodeHandle { commands, events, pending: VecDeque::new(), local_addr, tcp_addrs, cancel, task })
+}
+
+async fn readable(socket: &Option<BatchSocket>) -> io::Result<()> {
+    match socket {
+        Some(socket) => socket.readable().await,
+        None => std::future::pending().await,
+    }
 }
 
 async fn relay_input(relay: &mut Option<relay::RelaySide>) -> Option<relay::RelayInput> {
@@ -287,7 +308,7 @@ type Parked = (PublicKey, VecDeque<Bytes>, oneshot::Sender<Result<(), SendError>
 
 async fn run(
     mut node: Node,
-    mut socket: BatchSocket,
+    mut socket: Option<BatchSocket>,
     mut relay: Option<relay::RelaySide>,
     mut commands: mpsc::Receiver<Command>,
     events: mpsc::Sender<VecDeque<NodeEvent>>,
@@ -296,23 +317,35 @@ async fn run(
     let mut stats = DriverStats::default();
     let mut parked: VecDeque<Parked> = VecDeque::new();
     let mut outgoing: Vec<Outgoing> = Vec::new();
+    let mut relays = relay_client::RelayClientSide::new(cancel.child_token());
     node.handle_timeout(Instant::now());
     loop {
         retry_parked(&mut node, &mut parked);
         if let Some(relay) = &mut relay {
             relay.flush(&mut node, Instant::now());
         }
+        relays.flush(&mut node, Instant::now());
         if flush(&mut node, &mut socket, &mut outgoing, &events, &mut stats).await.is_err() {
             break;
         }
         let timer = node.poll_timeout().map(tokio::time::Instant::from_std);
         tokio::select! {
             () = cancel.cancelled() => break,
-            readable = socket.readable() => {
-                if readable.is_ok() {
+            readable = readable(&socket) => {
+                if let (Ok(()), Some(socket)) = (readable, socket.as_mut()) {
                     let now = Instant::now();
                     let got = socket.try_recv(RECV_BATCH, |from, datagram| node.handle_udp(now, from, datagram));
                     stats.received += got as u64;
+                }
+            }
+            input = relays.recv() => {
+                let now = Instant::now();
+                if let Some(input) = input {
+                    relays.handle(&mut node, now, input);
+                    for _ in 1..RECV_BATCH {
+                        let Some(input) = relays.try_recv() else { break };
+                        relays.handle(&mut node, now, input);
+                    }
                 }
             }
             command = commands.recv() => match command {
@@ -437,7 +470,7 @@ async fn sleep_until(deadline: Option<tokio::time::Instant>) {
 
 async fn flush(
     node: &mut Node,
-    socket: &mut BatchSocket,
+    socket: &mut Option<BatchSocket>,
     outgoing: &mut Vec<Outgoing>,
     events: &mpsc::Sender<VecDeque<NodeEvent>>,
     stats: &mut DriverStats,
@@ -446,7 +479,9 @@ async fn flush(
     while let Some(transmit) = node.poll_transmit() {
         outgoing.push(Outgoing { dst: transmit.dst, payload: transmit.payload });
     }
-    if !outgoing.is_empty() {
+    if !outgoing.is_empty()
+        && let Some(socket) = socket
+    {
         let report = socket.send_all(outgoing).await;
         stats.sent += report.sent;
         stats.send_errors += report.errors;

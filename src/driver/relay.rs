@@ -358,7 +358,7 @@ async fn read_frames(
     }
 }
 
-async fn write_frames(
+pub(super) async fn write_frames(
     mut writer: tokio::net::tcp::OwnedWriteHalf,
     mut sealer: Sealer,
     mut control: mpsc::Receiver<TcpPacket>,

@@ -27,8 +27,10 @@ use crate::proto::dht::DhtConfig;
 use crate::proto::net_crypto::session::SendError;
 use crate::proto::node::friends::{FriendEvent, Path};
 use crate::proto::onion::client::OnionEvent;
+use crate::proto::relay::RelayServerConfig;
 use crate::proto::{Node, NodeConfig, NodeEvent};
 use crate::wire::friend_request::MessageLenError;
+use crate::wire::packed_node::PackedNode;
 use crate::wire::tox_id::{NoSpam, ToxId};
 
 /// How to start.
@@ -46,6 +48,13 @@ pub struct ToxConfig {
     pub lan_discovery: bool,
     /// Friends to connect to (from the identity file).
     pub friends: Vec<PublicKey>,
+    /// Use UDP. Without it no UDP socket is opened: TCP relays only.
+    pub udp_enabled: bool,
+    /// TCP relays to use (`--relay`), besides the bootstrap nodes' TCP
+    /// ports.
+    pub tcp_relays: Vec<PackedNode>,
+    /// Run a TCP relay server on these ports too (`-t`), and use it.
+    pub tcp_server_ports: Vec<u16>,
 }
 
 /// What happens to us and our friends.
@@ -98,8 +107,21 @@ pub struct Tox {
 impl Tox {
     /// Binds the socket, starts the node and bootstraps.
     pub async fn start(config: ToxConfig, cancel: CancellationToken) -> io::Result<Self> {
-        let socket = udp::bind(&UdpConfig { broadcast: config.lan_discovery, ..config.udp.clone() })?;
-        let ipv6 = socket.local_addr()?.is_ipv6();
+        let lan_discovery = config.lan_discovery && config.udp_enabled;
+        let socket = if config.udp_enabled {
+            Some(udp::bind(&UdpConfig { broadcast: lan_discovery, ..config.udp.clone() })?)
+        } else {
+            None
+        };
+        let ipv6 = match &socket {
+            Some(socket) => socket.local_addr()?.is_ipv6(),
+            None => false,
+        };
+        let listeners = config
+            .tcp_server_ports
+            .iter()
+            .map(|port| super::relay::bind(*port, config.udp.bind_ip))
+            .collect::<io::Result<Vec<_>>>()?;
         let dht_keys = KeyPair::generate(&mut SodiumRng);
         let mut seed = [0u8; 32];
         fill_random(&mut seed);
@@ -107,17 +129,37 @@ impl Tox {
         let bootstrap: Vec<_> = config.bootstrap.iter().flat_map(BootstrapNode::udp_nodes).collect();
         let node_config = NodeConfig {
             dht: DhtConfig {
-                lan_discovery: config.lan_discovery,
-                bootstrap_nodes: bootstrap.clone(),
+                lan_discovery,
+                bootstrap_nodes: if config.udp_enabled { bootstrap.clone() } else { Vec::new() },
                 bootstrap_info: None,
             },
             onion_client: true,
             unix_time_at_start: unix,
             nospam: config.nospam,
-            tcp_server: None,
+            tcp_server: (!listeners.is_empty()).then(RelayServerConfig::default),
+            udp: config.udp_enabled,
         };
+        let relay_keys = dht_keys.clone();
         let mut node = Node::new(config.keys.clone(), dht_keys, node_config, seed);
         let now = Instant::now();
+        for relay in &config.tcp_relays {
+            node.add_tcp_relay(now, *relay);
+        }
+        // Our own relay server, over loopback (as c-toxcore adds its own).
+        for listener in &listeners {
+            let port = listener.local_addr()?.port();
+            let relay = PackedNode::tcp(SocketAddr::from(([127, 0, 0, 1], port)), *relay_keys.public());
+            node.add_tcp_relay(now, relay);
+        }
+        // A bootstrap node's TCP relay ports (tox-bootstrapd serves the
+        // relay on the same host).
+        for boot in &config.bootstrap {
+            for addr in boot.udp.iter().filter(|a| a.is_ipv4() || ipv6 || !config.udp_enabled) {
+                for port in &boot.tcp_ports {
+                    node.add_tcp_relay(now, PackedNode::tcp(SocketAddr::new(addr.ip(), *port), boot.public_key));
+                }
+            }
+        }
         for friend in &config.friends {
             node.add_friend(*friend);
         }
@@ -127,11 +169,17 @@ impl Tox {
                 node.bootstrap(now, boot);
             }
         }
-        if config.lan_discovery {
+        if lan_discovery {
             node.dht_mut().set_lan_targets(udp::lan_targets(ipv6));
         }
         let tox_id = node.tox_id();
-        let handle = super::spawn(node, socket, cancel)?;
+        let relay_pk = *relay_keys.public();
+        let relay_keys = (!listeners.is_empty()).then_some(relay_keys);
+        let handle = super::spawn_full(node, socket, listeners, relay_keys, cancel)?;
+        for addr in handle.tcp_addrs() {
+            // Clients name a relay by address and key: this run's DHT key.
+            tracing::info!(%addr, key = %relay_pk, "TCP relay server running");
+        }
         Ok(Self { handle, tox_id })
     }
 
@@ -140,9 +188,14 @@ impl Tox {
         self.tox_id
     }
 
-    /// The UDP socket's address.
+    /// The UDP socket's address (`0.0.0.0:0` with UDP off).
     pub fn local_addr(&self) -> SocketAddr {
         self.handle.local_addr()
+    }
+
+    /// Our TCP relay server's listening addresses (none without `-t`).
+    pub fn tcp_addrs(&self) -> &[SocketAddr] {
+        self.handle.tcp_addrs()
     }
 
     /// A cloneable sender for other tasks.

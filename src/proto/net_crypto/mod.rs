@@ -17,6 +17,18 @@
 //! resent when the receiver's request packets (holes after its cumulative
 //! acknowledgement) say they were lost; lossy packets go once. The send rate
 //! is ours ([`congestion`]). Every data packet uses the next nonce.
+//!
+//! Paths (c-toxcore's `send_packet_to`): every packet of a session goes
+//! over direct UDP while a UDP packet from the peer arrived within the last
+//! 8 s, or when the peer has no TCP relay route; otherwise over the TCP
+//! relays the node shares with the peer ([`TcpTransmit`]: routed data, or
+//! out-of-band while the peer has not routed us yet). While on TCP,
+//! handshake packets and one small packet every 4 s are also tried over
+//! UDP, so a direct path that starts working is found and taken. The
+//! session's numbering and nonces do not depend on the path, so switching
+//! loses and duplicates nothing: what was in flight on the old path is
+//! resent from the send buffer like any lost packet, and a copy that
+//! arrives twice is dropped by the receive buffer.
 
 pub mod buffers;
 pub mod congestion;
@@ -33,6 +45,7 @@ use rand_core::{Rng, SeedableRng};
 use self::session::{Received, SendError, Session, SessionStats, State};
 use super::dht::Transmit;
 use super::key_cache::KeyCache;
+use super::relay::client::RelayId;
 use crate::crypto::{KeyPair, Nonce, PublicKey, SharedKey};
 use crate::wire::cookie::{Cookie, CookieContents};
 use crate::wire::cookie_request::CookieRequest;
@@ -42,6 +55,46 @@ use crate::wire::dht_packet::{DhtPacket, DhtPacketKind};
 
 /// Lossless packets a session holds at most before senders must wait.
 pub const DEFAULT_SEND_LIMIT: usize = 16384;
+/// While on TCP, a small packet is also tried over UDP this often, to find
+/// a direct path again (`UDP_DIRECT_TIMEOUT / 2`).
+pub const UDP_PROBE_INTERVAL: std::time::Duration = std::time::Duration::from_secs(4);
+/// Packets shorter than this may serve as UDP probes (c-toxcore's 96).
+pub const UDP_PROBE_MAX_LEN: usize = 96;
+
+/// How a packet reached us over a TCP relay.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TcpSource {
+    /// Routed data from the peer (both asked the relay for each other).
+    Routed,
+    /// Out-of-band data through this relay connection.
+    Oob(RelayId),
+}
+
+/// A packet for a peer over TCP relays.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TcpTransmit {
+    /// The peer's DHT key (what relays know it by).
+    pub dht_pk: PublicKey,
+    /// The net_crypto packet.
+    pub payload: Bytes,
+    /// `Some`: out-of-band through this relay connection (answering a
+    /// cookie request that came that way); `None`: the peer's routes.
+    pub via: Option<RelayId>,
+}
+
+/// Where a packet came from.
+#[derive(Debug, Clone, Copy)]
+enum Origin {
+    Udp(SocketAddr),
+    Tcp(PublicKey, TcpSource),
+}
+
+/// How a peer can be reached besides UDP.
+#[derive(Debug, Clone, Copy, Default)]
+struct PathState {
+    tcp: bool,
+    last_udp_probe: Option<Instant>,
+}
 
 /// Why a session ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -82,6 +135,10 @@ pub struct NetCryptoStats {
     pub refused: u64,
     /// Packets that did not decode, open or match a session.
     pub dropped: u64,
+    /// Packets handed out for TCP relays.
+    pub tcp_sent: u64,
+    /// Packets that arrived through TCP relays.
+    pub tcp_received: u64,
 }
 
 /// All sessions of a node.
@@ -101,6 +158,8 @@ pub struct NetCrypto {
     rng: ChaCha20Rng,
     scratch: Vec<Bytes>,
     transmits: VecDeque<Transmit>,
+    tcp_transmits: VecDeque<TcpTransmit>,
+    paths: HashMap<PublicKey, PathState>,
     events: VecDeque<NetCryptoEvent>,
     stats: NetCryptoStats,
 }
@@ -126,6 +185,8 @@ impl NetCrypto {
             rng,
             scratch: Vec::new(),
             transmits: VecDeque::new(),
+            tcp_transmits: VecDeque::new(),
+            paths: HashMap::new(),
             events: VecDeque::new(),
             stats: NetCryptoStats::default(),
         }
@@ -195,6 +256,38 @@ impl NetCrypto {
         }
     }
 
+    /// Whether `peer` can be reached through a TCP relay (a route, online
+    /// or registered, on a relay connection we share with it). Packets for
+    /// it go there when the direct path is not working.
+    pub fn set_tcp(&mut self, now: Instant, peer: &PublicKey, available: bool) {
+        let path = self.paths.entry(*peer).or_default();
+        if path.tcp == available {
+            return;
+        }
+        path.tcp = available;
+        if !available {
+            self.paths.remove(peer);
+        }
+        self.flush_session(now, peer);
+    }
+
+    /// The TCP routes to `peer` changed (a relay connection ended or a
+    /// route came up): a session not on direct UDP restarts its
+    /// retransmission timer's back-off and sends what is due.
+    pub fn tcp_routes_changed(&mut self, now: Instant, peer: &PublicKey) {
+        let Some(session) = self.sessions.get_mut(peer) else { return };
+        if session.direct(now) {
+            return;
+        }
+        session.path_changed(now);
+        self.flush_session(now, peer);
+    }
+
+    /// Whether `peer` is marked reachable over TCP.
+    pub fn tcp_available(&self, peer: &PublicKey) -> bool {
+        self.paths.get(peer).is_some_and(|p| p.tcp)
+    }
+
     /// Whether a session with `peer` is established.
     pub fn is_established(&self, peer: &PublicKey) -> bool {
         self.sessions.get(peer).is_some_and(|s| s.state == State::Established)
@@ -226,9 +319,23 @@ impl NetCrypto {
     pub fn kill(&mut self, peer: &PublicKey) {
         if let Some(mut session) = self.sessions.remove(peer) {
             if session.state == State::Established
-                && let (Some(packet), Some(addr)) = (session.kill_packet(), session.addr)
+                && let Some(packet) = session.kill_packet()
             {
-                self.transmits.push_back(Transmit { dst: addr, payload: packet });
+                let now = self.last_now;
+                let direct = now.is_some_and(|now| session.direct(now));
+                let tcp = self.tcp_available(peer);
+                match session.addr {
+                    Some(addr) if direct || !tcp => self.transmits.push_back(Transmit { dst: addr, payload: packet }),
+                    _ if tcp => {
+                        self.stats.tcp_sent += 1;
+                        self.tcp_transmits.push_back(TcpTransmit {
+                            dht_pk: session.dht_pk,
+                            payload: packet,
+                            via: None,
+                        });
+                    }
+                    _ => {}
+                }
             }
             if let Some(addr) = session.addr {
                 self.by_addr.remove(&addr);
@@ -247,22 +354,53 @@ impl NetCrypto {
 
     /// Handles a datagram of kind 0x18, 0x19, 0x1a or 0x1b.
     pub fn handle_udp(&mut self, now: Instant, from: SocketAddr, data: Bytes) {
+        self.handle(now, Origin::Udp(from), data);
+    }
+
+    /// Handles a net_crypto packet (0x18 to 0x1b) that came through a TCP
+    /// relay from the node with DHT key `from`. Returns the peer's real key
+    /// when it was a valid handshake: the relay it came through is one to
+    /// route the peer on.
+    pub fn handle_tcp(&mut self, now: Instant, from: PublicKey, source: TcpSource, data: Bytes) -> Option<PublicKey> {
+        self.stats.tcp_received += 1;
+        let handshake = data.first() == Some(&0x1a);
+        let peer = self.handle(now, Origin::Tcp(from, source), data)?;
+        handshake.then_some(peer)
+    }
+
+    fn handle(&mut self, now: Instant, from: Origin, data: Bytes) -> Option<PublicKey> {
         self.last_now = Some(now);
-        let ok = match data.first() {
-            Some(0x18) => self.handle_cookie_request(now, from, data),
-            Some(0x19) => self.handle_cookie_response(now, from, data),
+        let result = match data.first() {
+            Some(0x18) => self.handle_cookie_request(now, from, data).map(|()| None),
+            Some(0x19) => self.handle_cookie_response(now, from, data).map(Some),
             Some(0x1a) => self.handle_handshake(now, from, data),
-            Some(0x1b) => self.handle_data(now, from, data),
-            _ => return,
+            Some(0x1b) => self.handle_data(now, from, data).map(Some),
+            _ => return None,
         };
-        if ok.is_none() {
+        if result.is_none() {
             self.stats.dropped += 1;
+        }
+        result.flatten()
+    }
+
+    /// The session a packet from `from` belongs to.
+    fn peer_of(&self, from: Origin) -> Option<PublicKey> {
+        match from {
+            Origin::Udp(addr) => self.by_addr.get(&addr).copied(),
+            Origin::Tcp(dht_pk, _) => self.sessions.values().find(|s| s.dht_pk == dht_pk).map(|s| s.peer),
         }
     }
 
-    fn handle_cookie_request(&mut self, now: Instant, from: SocketAddr, data: Bytes) -> Option<()> {
+    fn handle_cookie_request(&mut self, now: Instant, from: Origin, data: Bytes) -> Option<()> {
         let packet = DhtPacket::decode(data).ok()?;
         if packet.kind != DhtPacketKind::CookieRequest {
+            return None;
+        }
+        // Over TCP the relay vouches for the sender's key: it must be the
+        // key the request names.
+        if let Origin::Tcp(dht_pk, _) = from
+            && dht_pk != packet.sender
+        {
             return None;
         }
         let secs = self.secs(now);
@@ -277,13 +415,24 @@ impl NetCrypto {
         );
         let mut buf = BytesMut::with_capacity(response.encoded_len());
         response.encode(&mut buf);
-        self.transmits.push_back(Transmit { dst: from, payload: buf.freeze() });
+        let payload = buf.freeze();
+        match from {
+            Origin::Udp(addr) => self.transmits.push_back(Transmit { dst: addr, payload }),
+            Origin::Tcp(dht_pk, source) => {
+                let via = match source {
+                    TcpSource::Routed => None,
+                    TcpSource::Oob(relay) => Some(relay),
+                };
+                self.stats.tcp_sent += 1;
+                self.tcp_transmits.push_back(TcpTransmit { dht_pk, payload, via });
+            }
+        }
         self.stats.cookies_given += 1;
         Some(())
     }
 
-    fn handle_cookie_response(&mut self, now: Instant, from: SocketAddr, data: Bytes) -> Option<()> {
-        let peer = *self.by_addr.get(&from)?;
+    fn handle_cookie_response(&mut self, now: Instant, from: Origin, data: Bytes) -> Option<PublicKey> {
+        let peer = self.peer_of(from)?;
         let response = CookieResponse::decode(data).ok()?;
         let session = self.sessions.get(&peer)?;
         if session.state != State::CookieRequesting {
@@ -299,7 +448,7 @@ impl NetCrypto {
         session.set_temp(handshake);
         session.state = State::HandshakeSent;
         self.flush_session(now, &peer);
-        Some(())
+        Some(peer)
     }
 
     /// Our handshake for `peer`, returning `peer_cookie`.
@@ -317,7 +466,7 @@ impl NetCrypto {
         Some(buf.freeze())
     }
 
-    fn handle_handshake(&mut self, now: Instant, from: SocketAddr, data: Bytes) -> Option<()> {
+    fn handle_handshake(&mut self, now: Instant, from: Origin, data: Bytes) -> Option<Option<PublicKey>> {
         let packet = CryptoHandshake::decode(data).ok()?;
         let secs = self.secs(now);
         let contents = packet.cookie.open(&self.cookie_key).ok()?;
@@ -325,8 +474,18 @@ impl NetCrypto {
             return None;
         }
         let (peer, peer_dht) = (contents.real_pk, contents.dht_pk);
+        // Over TCP the relay vouches for the sender's DHT key.
+        if let Origin::Tcp(dht_pk, _) = from
+            && dht_pk != peer_dht
+        {
+            return None;
+        }
         let key = self.real_cache.get(&peer, self.real_keys.secret()).ok()?;
         let payload = packet.open(key).ok()?;
+        let udp_from = match from {
+            Origin::Udp(addr) => Some(addr),
+            Origin::Tcp(..) => None,
+        };
 
         match self.sessions.get(&peer).map(|s| (s.state, s.dht_pk)) {
             Some((state, dht)) if dht == peer_dht => {
@@ -337,7 +496,7 @@ impl NetCrypto {
                 session.recv_nonce = payload.base_nonce;
                 session.shared = SharedKey::precompute(&payload.session_pk, session.session_keys.secret()).ok();
                 session.shared.as_ref()?;
-                if state == State::CookieRequesting || session.addr != Some(from) {
+                if state == State::CookieRequesting || udp_from.is_some_and(|addr| session.addr != Some(addr)) {
                     let handshake = self.make_handshake(now, &peer, &payload.cookie)?;
                     self.sessions.get_mut(&peer)?.set_temp(handshake);
                 }
@@ -350,7 +509,7 @@ impl NetCrypto {
                 }
                 if !self.accept.contains(&peer) {
                     self.stats.refused += 1;
-                    return Some(());
+                    return Some(None);
                 }
                 let keys = KeyPair::generate(&mut self.rng);
                 let send_nonce = Nonce::random(&mut self.rng);
@@ -362,16 +521,18 @@ impl NetCrypto {
                 self.sessions.get_mut(&peer)?.set_temp(handshake);
             }
         }
-        self.set_addr(&peer, from);
-        if let Some(session) = self.sessions.get_mut(&peer) {
-            session.heard_udp(now, from);
+        if let Some(addr) = udp_from {
+            self.set_addr(&peer, addr);
+            if let Some(session) = self.sessions.get_mut(&peer) {
+                session.heard_udp(now, addr);
+            }
         }
         self.flush_session(now, &peer);
-        Some(())
+        Some(Some(peer))
     }
 
-    fn handle_data(&mut self, now: Instant, from: SocketAddr, data: Bytes) -> Option<()> {
-        let peer = *self.by_addr.get(&from)?;
+    fn handle_data(&mut self, now: Instant, from: Origin, data: Bytes) -> Option<PublicKey> {
+        let peer = self.peer_of(from)?;
         let session = self.sessions.get_mut(&peer)?;
         if !matches!(session.state, State::NotConfirmed | State::Established) {
             return None;
@@ -381,11 +542,13 @@ impl NetCrypto {
         if !session.handle_data(now, &mut packet, &mut delivered) {
             return None;
         }
-        session.heard_udp(now, from);
+        if let Origin::Udp(addr) = from {
+            session.heard_udp(now, addr);
+        }
         if self.deliver(peer, delivered) {
             self.flush_session(now, &peer);
         }
-        Some(())
+        Some(peer)
     }
 
     /// Turns what a session received into events; false if it was killed.
@@ -417,17 +580,51 @@ impl NetCrypto {
         }
     }
 
-    /// Sends whatever one session has due.
+    /// Sends whatever one session has due, each packet on its path.
     fn flush_session(&mut self, now: Instant, peer: &PublicKey) {
         let Some(session) = self.sessions.get_mut(peer) else { return };
-        let Some(addr) = session.addr else { return };
+        let path = self.paths.get(peer).copied().unwrap_or_default();
+        let tcp = path.tcp;
+        let addr = session.addr;
+        if addr.is_none() && !tcp {
+            return;
+        }
+        let direct = session.direct(now);
+        let dht_pk = session.dht_pk;
         let mut out = std::mem::take(&mut self.scratch);
         if let Some(temp) = session.temp_due(now) {
             out.push(temp);
         }
         session.flush(now, &mut out);
+        if direct || !tcp {
+            if let Some(addr) = addr {
+                for payload in out.drain(..) {
+                    self.transmits.push_back(Transmit { dst: addr, payload });
+                }
+            }
+            out.clear();
+            self.scratch = out;
+            return;
+        }
+        let mut probe_due = path.last_udp_probe.is_none_or(|t| now >= t + UDP_PROBE_INTERVAL);
+        let mut probed = false;
         for payload in out.drain(..) {
-            self.transmits.push_back(Transmit { dst: addr, payload });
+            if let Some(addr) = addr {
+                let handshake = matches!(payload.first(), Some(0x18 | 0x1a));
+                let probe = probe_due && payload.len() < UDP_PROBE_MAX_LEN;
+                if handshake || probe {
+                    self.transmits.push_back(Transmit { dst: addr, payload: payload.clone() });
+                    if probe {
+                        probe_due = false;
+                        probed = true;
+                    }
+                }
+            }
+            self.stats.tcp_sent += 1;
+            self.tcp_transmits.push_back(TcpTransmit { dht_pk, payload, via: None });
+        }
+        if probed && let Some(path) = self.paths.get_mut(peer) {
+            path.last_udp_probe = Some(now);
         }
         self.scratch = out;
     }
@@ -456,7 +653,7 @@ impl NetCrypto {
         let now = self.last_now?;
         self.sessions
             .values()
-            .filter(|s| s.addr.is_some() || s.state == State::Established)
+            .filter(|s| s.addr.is_some() || s.state == State::Established || self.tcp_available(&s.peer))
             .filter_map(|s| s.next_wakeup(now))
             .min()
     }
@@ -470,6 +667,11 @@ impl NetCrypto {
     /// The next datagram to send.
     pub fn poll_transmit(&mut self) -> Option<Transmit> {
         self.transmits.pop_front()
+    }
+
+    /// The next packet for the TCP relays.
+    pub fn poll_tcp_transmit(&mut self) -> Option<TcpTransmit> {
+        self.tcp_transmits.pop_front()
     }
 
     /// The next event.

@@ -332,6 +332,18 @@ impl Session {
         (self.cc.rtt() * 2 + Duration::from_millis(4)).max(Duration::from_millis(10))
     }
 
+    /// The path changed (a relay died, another route took over): what was
+    /// in flight on the old path may be gone, and the retransmission
+    /// timer's back-off, grown while no path worked, says nothing about the
+    /// new one. Restart it, so a loss is resent within a few round trips.
+    pub fn path_changed(&mut self, now: Instant) {
+        self.rto_backoff = 0;
+        self.probed = false;
+        if self.send.in_flight() > 0 {
+            self.last_progress = Some(now);
+        }
+    }
+
     /// Retransmission timeout: nothing acknowledged for several round trips
     /// while packets are in flight.
     fn check_rto(&mut self, now: Instant) {

@@ -29,6 +29,10 @@ pub const REQUEST_RESEND: Duration = Duration::from_secs(5);
 pub const REQUEST_RESEND_MAX: Duration = Duration::from_secs(60);
 /// Relays kept per friend (FRIEND_MAX_STORED_TCP_RELAYS).
 pub const MAX_FRIEND_RELAYS: usize = 24;
+/// Relays in one SHARE_RELAYS packet at most (MAX_SHARED_RELAYS).
+pub const MAX_SHARED_RELAYS: usize = 3;
+/// SHARE_RELAYS goes to an online friend this often (SHARE_RELAYS_INTERVAL).
+pub const SHARE_RELAYS_INTERVAL: Duration = Duration::from_secs(5 * 60);
 
 /// How a friend is reached.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -80,6 +84,8 @@ pub struct Friend {
     pub relays: Vec<PackedNode>,
     /// Its direct address, when the DHT found it.
     pub addr: Option<SocketAddr>,
+    /// When we last sent it our relays.
+    pub relays_shared: Option<Instant>,
 }
 
 impl Friend {
@@ -94,6 +100,7 @@ impl Friend {
             request: None,
             relays: Vec::new(),
             addr: None,
+            relays_shared: None,
         }
     }
 

@@ -6,6 +6,17 @@
 //! datagram goes to the layer its first byte names; layer events are routed
 //! between layers here; the owner sees [`NodeEvent`]s. The driver and the
 //! simulator only ever see this type.
+//!
+//! TCP relays, the client's side ([`RelayConnections`]): the node keeps
+//! connections to its own relays (`add_tcp_relay`: the user's, the
+//! bootstrap nodes') and to the relays friends name (in their DHT-PK
+//! announcements and SHARE_RELAYS packets), routes each friend's DHT key on
+//! them, and gives net_crypto the relay path for friends reachable there.
+//! Onion requests start at a relay (TCP packet 8) while UDP is off or the
+//! DHT has no good node. We announce up to 2 of our connected relays in
+//! DHT-PK and share up to 3 with each friend that comes online (and every
+//! 5 minutes). With UDP off ([`NodeConfig::udp`] false) the node sends no
+//! datagram at all.
 
 pub mod friends;
 
@@ -20,16 +31,20 @@ use rand_core::{Rng, SeedableRng};
 use self::friends::{Friend, FriendEvent, Path, PendingRequest, Status};
 use super::dht::{Dht, DhtConfig, DhtEvent, Transmit};
 use super::net_crypto::session::SendError;
-use super::net_crypto::{NetCrypto, NetCryptoEvent};
+use super::net_crypto::{NetCrypto, NetCryptoEvent, TcpSource};
 use super::onion::announce::AnnounceStore;
 use super::onion::client::{OnionClient, OnionEvent};
 use super::onion::relay::OnionRelay;
+use super::relay::channel::SecureChannel;
+use super::relay::client::RelayId;
+use super::relay::connections::{RelayCommand, RelayConnections, RelayEvent};
 use super::relay::server::{ClientId, CloseReason, RelayOutput, RelayServer, RelayServerConfig, onion_conn_id};
 use crate::crypto::{KeyPair, PublicKey};
 use crate::wire::crypto_data::packet_id;
 use crate::wire::dht_pk_announce::DHT_PK_KIND;
 use crate::wire::friend_request::{FriendRequest, MessageLenError};
 use crate::wire::packed_node::{PackedNode, Protocol};
+use crate::wire::tcp::{ServerHandshake, TcpPacket};
 use crate::wire::tox_id::{NoSpam, ToxId};
 
 /// How often the friend layer's periodic work runs.
@@ -53,6 +68,9 @@ pub struct NodeConfig {
     /// Run a TCP relay server with these limits (its key is our DHT key);
     /// the driver brings the connections.
     pub tcp_server: Option<RelayServerConfig>,
+    /// Use UDP. Without it the node reaches the network through TCP relays
+    /// only and [`Node::poll_transmit`] yields nothing.
+    pub udp: bool,
 }
 
 impl Default for NodeConfig {
@@ -63,6 +81,7 @@ impl Default for NodeConfig {
             unix_time_at_start: 0,
             nospam: NoSpam::default(),
             tcp_server: None,
+            udp: true,
         }
     }
 }
@@ -95,6 +114,8 @@ pub struct Node {
     unix_base: u64,
     start: Option<Instant>,
     next_friend_tick: Option<Instant>,
+    relays: RelayConnections,
+    udp: bool,
     events: VecDeque<NodeEvent>,
 }
 
@@ -112,7 +133,9 @@ impl Node {
         let bootstrap = config.dht.bootstrap_nodes.clone();
         let onion_client = config.onion_client;
         let tcp_server = config.tcp_server.clone();
+        let udp = config.udp;
         let dht_pk = *dht_keys.public();
+        let relay_keys = dht_keys.clone();
         let mut onion = OnionClient::new(real_keys.clone(), dht_keys.clone(), sub_seed());
         for node in bootstrap {
             onion.add_bootstrap_node(node);
@@ -133,9 +156,12 @@ impl Node {
             next_friend_tick: None,
             events: VecDeque::new(),
             tcp_server: None,
+            relays: RelayConnections::new(relay_keys.clone(), [0; 32]),
+            udp,
         };
-        // Drawn last, so the other layers' seeds do not depend on it.
+        // Drawn last, so the other layers' seeds do not depend on them.
         node.tcp_server = tcp_server.map(|c| RelayServer::new(dht_pk, c, sub_seed()));
+        node.relays = RelayConnections::new(relay_keys, sub_seed());
         node
     }
 
@@ -193,8 +219,29 @@ impl Node {
     /// onion paths until the DHT provides others.
     pub fn bootstrap(&mut self, now: Instant, node: PackedNode) {
         self.start.get_or_insert(now);
-        self.dht.bootstrap(now, node);
+        if self.udp {
+            self.dht.bootstrap(now, node);
+        }
         self.onion.add_bootstrap_node(node);
+    }
+
+    /// Whether the node uses UDP.
+    pub fn udp_enabled(&self) -> bool {
+        self.udp
+    }
+
+    /// Adds one of our own TCP relays (the user's, a bootstrap node's TCP
+    /// port, our own relay server): the node stays connected to up to 3 of
+    /// them, announces them and shares them with friends.
+    pub fn add_tcp_relay(&mut self, now: Instant, relay: PackedNode) {
+        self.start.get_or_insert(now);
+        self.relays.add_relay(now, relay, true);
+        self.pump_relays(now);
+    }
+
+    /// The relay connections (state and counters).
+    pub fn tcp_relays(&self) -> &RelayConnections {
+        &self.relays
     }
 
     // ---- friends ------------------------------------------------------------
@@ -228,6 +275,9 @@ impl Node {
         if let Some(friend) = self.friends.remove(real_pk) {
             if let Some(dht_pk) = friend.dht_pk {
                 self.dht.remove_search(&dht_pk);
+                if let Some(now) = self.start {
+                    self.relays.remove_peer(now, &dht_pk);
+                }
             }
             self.net_crypto.kill(real_pk);
             self.net_crypto.set_accept(*real_pk, false);
@@ -290,8 +340,14 @@ impl Node {
     /// How a friend is reached, if it is online.
     pub fn friend_path(&self, real_pk: &PublicKey, now: Instant) -> Option<Path> {
         let friend = self.friends.get(real_pk).filter(|f| f.status == Status::Online)?;
-        let session = self.net_crypto.session(&friend.real_pk)?;
-        Some(if session.direct(now) { Path::Udp } else { Path::Tcp })
+        Some(self.path_of(&friend.real_pk, now))
+    }
+
+    /// The path a session's packets take now: UDP while a UDP packet came
+    /// recently or no relay reaches the friend.
+    fn path_of(&self, real_pk: &PublicKey, now: Instant) -> Path {
+        let direct = self.net_crypto.session(real_pk).is_some_and(|s| s.direct(now));
+        if direct || !self.net_crypto.tcp_available(real_pk) { Path::Udp } else { Path::Tcp }
     }
 
     // ---- the sans-IO interface ----------------------------------------------
@@ -317,14 +373,19 @@ impl Node {
         }
         self.pump_events(now);
         self.pump_tcp(now);
+        self.pump_relays(now);
     }
 
     /// Time passed; runs whatever is due.
     pub fn handle_timeout(&mut self, now: Instant) {
         let unix = self.unix_secs(now);
         self.dht.handle_timeout(now);
+        self.relays.handle_timeout(now);
+        self.pump_relays(now);
         if self.onion_client {
-            let relays: Vec<PackedNode> = Vec::new();
+            let use_tcp = !self.udp || self.dht.good_nodes(now) == 0;
+            self.onion.set_tcp_relays(self.relays.onion_relays(), use_tcp);
+            let relays = self.relays.connected(2);
             self.onion.handle_timeout(now, unix, &mut self.dht, &relays);
         }
         self.net_crypto.handle_timeout(now);
@@ -337,6 +398,139 @@ impl Node {
         }
         self.pump_events(now);
         self.pump_tcp(now);
+        self.pump_relays(now);
+    }
+
+    // ---- TCP relays, the client's side ------------------------------------------
+
+    /// The relay's handshake for connection `relay` arrived: the session
+    /// to seal and open its frames with, or `None` (the connection is
+    /// closed).
+    pub fn relay_handshake(
+        &mut self,
+        now: Instant,
+        relay: RelayId,
+        response: &ServerHandshake,
+    ) -> Option<SecureChannel> {
+        let channel = self.relays.handle_handshake(now, relay, response);
+        self.pump_relays(now);
+        channel
+    }
+
+    /// A packet from relay connection `relay`, or what was wrong with it.
+    pub fn relay_packet(&mut self, now: Instant, relay: RelayId, packet: Result<TcpPacket, &'static str>) {
+        match packet {
+            Ok(packet) => self.relays.handle_packet(now, relay, packet),
+            Err(what) => self.relays.handle_malformed(now, relay, what),
+        }
+        self.pump_relays(now);
+    }
+
+    /// Relay connection `relay` ended or could not be made.
+    pub fn relay_closed(&mut self, now: Instant, relay: RelayId) {
+        self.relays.handle_closed(now, relay);
+        self.pump_relays(now);
+    }
+
+    /// The driver dropped a packet for a slow relay connection.
+    pub fn relay_dropped(&mut self) {
+        self.relays.handle_dropped();
+    }
+
+    /// The next thing the relay connections need from the driver.
+    pub fn poll_relay_command(&mut self, now: Instant) -> Option<RelayCommand> {
+        if let Some(command) = self.relays.poll_command() {
+            return Some(command);
+        }
+        self.pump_relays(now);
+        self.relays.poll_command()
+    }
+
+    /// Moves packets between net_crypto, the onion client and the relay
+    /// connections, until nothing moves.
+    fn pump_relays(&mut self, now: Instant) {
+        loop {
+            let mut moved = false;
+            while let Some(t) = self.net_crypto.poll_tcp_transmit() {
+                moved = true;
+                match t.via {
+                    Some(relay) => self.relays.send_oob(now, relay, t.dht_pk, t.payload),
+                    None => self.relays.send_to(now, &t.dht_pk, t.payload),
+                };
+            }
+            while let Some((relay, request)) = self.onion.poll_tcp_transmit() {
+                moved = true;
+                self.relays.send_onion(now, &relay, request);
+            }
+            let mut changed = false;
+            while let Some(event) = self.relays.poll_event() {
+                moved = true;
+                match event {
+                    RelayEvent::Data { peer, data, .. } => {
+                        if matches!(data.first(), Some(0x18..=0x1b)) {
+                            self.net_crypto.handle_tcp(now, peer, TcpSource::Routed, data);
+                        }
+                    }
+                    RelayEvent::Oob { relay, sender, data } => {
+                        if matches!(data.first(), Some(0x18..=0x1b))
+                            && let Some(real_pk) = self.net_crypto.handle_tcp(now, sender, TcpSource::Oob(relay), data)
+                            && self.friends.contains_key(&real_pk)
+                        {
+                            // It reached us there: route it there.
+                            self.relays.add_peer_relay(now, sender, relay);
+                        }
+                    }
+                    RelayEvent::Onion { relay, data } => match data.first() {
+                        Some(0x84) => self.onion.handle_announce_response(now, relay.addr, data),
+                        Some(0x86) => self.onion.handle_data_response(now, data),
+                        _ => {}
+                    },
+                    RelayEvent::Changed => changed = true,
+                }
+            }
+            if changed {
+                self.update_tcp_paths(now);
+            }
+            if !moved {
+                break;
+            }
+            self.pump_events(now);
+        }
+    }
+
+    /// Tells net_crypto which friends relays reach.
+    fn update_tcp_paths(&mut self, now: Instant) {
+        let friends: Vec<(PublicKey, PublicKey)> =
+            self.friends.values().filter_map(|f| f.dht_pk.map(|d| (f.real_pk, d))).collect();
+        for (real_pk, dht_pk) in friends {
+            let reachable = self.relays.reachable(&dht_pk);
+            self.net_crypto.set_tcp(now, &real_pk, reachable);
+            self.net_crypto.tcp_routes_changed(now, &real_pk);
+        }
+    }
+
+    /// Routes a friend on its relays (and ours).
+    fn route_friend(&mut self, now: Instant, real_pk: &PublicKey) {
+        let Some(friend) = self.friends.get(real_pk) else { return };
+        let Some(dht_pk) = friend.dht_pk else { return };
+        let relays = friend.relays.clone();
+        self.relays.set_peer(now, dht_pk, &relays);
+        self.update_tcp_paths(now);
+    }
+
+    /// Sends a friend up to 3 of our connected relays (SHARE_RELAYS).
+    fn share_relays(&mut self, now: Instant, real_pk: &PublicKey) {
+        let ours = self.relays.connected(friends::MAX_SHARED_RELAYS);
+        if let Some(friend) = self.friends.get_mut(real_pk) {
+            friend.relays_shared = Some(now);
+        }
+        if ours.is_empty() {
+            return;
+        }
+        let mut buf = bytes::BytesMut::with_capacity(1 + PackedNode::list_encoded_len(&ours));
+        buf.extend_from_slice(&[packet_id::SHARE_RELAYS]);
+        PackedNode::encode_list(&ours, &mut buf);
+        let _ = self.net_crypto.send_lossless(now, real_pk, buf.freeze());
     }
 
     // ---- the TCP relay server -------------------------------------------------
@@ -459,6 +653,7 @@ impl Node {
                 if let Some(friend) = self.friends.get_mut(real_pk) {
                     friend.add_relays(nodes);
                 }
+                self.route_friend(now, real_pk);
                 for node in nodes.iter().filter(|n| n.protocol == Protocol::Udp) {
                     self.dht.ask(now, *node, *dht_pk);
                 }
@@ -477,6 +672,7 @@ impl Node {
         friend.addr = None;
         if let Some(old) = old {
             self.dht.remove_search(&old);
+            self.relays.remove_peer(now, &old);
             // The friend restarted: its old session is useless.
             if self.net_crypto.session(real_pk).is_some_and(|s| s.dht_pk != dht_pk) {
                 self.net_crypto.kill(real_pk);
@@ -485,6 +681,7 @@ impl Node {
         }
         self.dht.add_search(dht_pk);
         self.net_crypto.connect(now, *real_pk, dht_pk);
+        self.route_friend(now, real_pk);
         if let Some(addr) = self.dht.addr_of(&dht_pk, now) {
             self.found_friend_addr(now, dht_pk, addr);
         }
@@ -535,16 +732,17 @@ impl Node {
             packet_id::ALIVE => {}
             packet_id::SHARE_RELAYS => {
                 let mut r = crate::wire::Reader::new(data.slice(1..));
-                if let Ok(nodes) = PackedNode::decode_up_to(&mut r, 3) {
+                if let Ok(nodes) = PackedNode::decode_up_to(&mut r, friends::MAX_SHARED_RELAYS) {
                     friend.add_relays(&nodes);
+                    self.route_friend(now, &peer);
                 }
             }
             packet_id::ONLINE if friend.status != Status::Online => {
                 friend.status = Status::Online;
                 friend.request = None;
-                let path =
-                    if self.net_crypto.session(&peer).is_some_and(|s| s.direct(now)) { Path::Udp } else { Path::Tcp };
+                let path = self.path_of(&peer, now);
                 self.events.push_back(NodeEvent::Friend(FriendEvent::Connected { real_pk: peer, path }));
+                self.share_relays(now, &peer);
             }
             packet_id::OFFLINE if friend.status == Status::Online => {
                 friend.status = Status::SessionUp;
@@ -592,6 +790,12 @@ impl Node {
                         self.went_offline(now, &real_pk);
                         continue;
                     }
+                    if friend.status == Status::Online
+                        && friend.relays_shared.is_some_and(|t| now >= t + friends::SHARE_RELAYS_INTERVAL)
+                    {
+                        self.share_relays(now, &real_pk);
+                    }
+                    let Some(friend) = self.friends.get(&real_pk) else { continue };
                     if friend.last_ping_sent.is_none_or(|t| now >= t + friends::PING_INTERVAL)
                         && self.net_crypto.send_lossless(now, &real_pk, Bytes::from_static(&[packet_id::ALIVE])).is_ok()
                         && let Some(friend) = self.friends.get_mut(&real_pk)
@@ -631,6 +835,16 @@ impl Node {
 
     /// The next datagram to send.
     pub fn poll_transmit(&mut self) -> Option<Transmit> {
+        if !self.udp {
+            // Nothing leaves over UDP: drain what the layers queued.
+            while self.net_crypto.poll_transmit().is_some()
+                || self.dht.poll_transmit().is_some()
+                || self.relay.poll_transmit().is_some()
+                || self.announce.poll_transmit().is_some()
+                || self.onion.poll_transmit().is_some()
+            {}
+            return None;
+        }
         self.net_crypto
             .poll_transmit()
             .or_else(|| self.dht.poll_transmit())
@@ -659,6 +873,54 @@ impl Node {
         let onion = if self.onion_client { self.onion.poll_timeout() } else { None };
         let friends = if self.friends.is_empty() { None } else { self.next_friend_tick };
         let tcp = self.tcp_server.as_ref().and_then(RelayServer::poll_timeout);
-        [self.dht.poll_timeout(), onion, self.net_crypto.poll_timeout(), friends, tcp].into_iter().flatten().min()
+        [self.dht.poll_timeout(), onion, self.net_crypto.poll_timeout(), friends, tcp, self.relays.poll_timeout()]
+            .into_iter()
+            .flatten()
+            .min()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use rand_chacha::ChaCha20Rng;
+    use rand_core::SeedableRng;
+
+    use super::*;
+
+    fn node(udp: bool) -> (Node, Instant) {
+        let mut rng = ChaCha20Rng::seed_from_u64(21);
+        let real = KeyPair::generate(&mut rng);
+        let dht = KeyPair::generate(&mut rng);
+        let config = NodeConfig { udp, ..NodeConfig::default() };
+        (Node::new(real, dht, config, [4; 32]), crate::proto::test_epoch())
+    }
+
+    fn boot() -> PackedNode {
+        let mut rng = ChaCha20Rng::seed_from_u64(22);
+        PackedNode::udp(SocketAddr::from(([192, 0, 2, 9], 33445)), *KeyPair::generate(&mut rng).public())
+    }
+
+    #[test]
+    fn without_udp_nothing_leaves_over_udp_and_relays_are_dialled() {
+        let (mut n, now) = node(false);
+        let relay = PackedNode::tcp(SocketAddr::from(([192, 0, 2, 7], 33446)), boot().public_key);
+        n.bootstrap(now, boot());
+        n.add_tcp_relay(now, relay);
+        n.add_friend(*KeyPair::generate(&mut ChaCha20Rng::seed_from_u64(23)).public());
+        for step in 0..20 {
+            n.handle_timeout(now + Duration::from_millis(500 * step));
+            assert_eq!(n.poll_transmit(), None, "no datagram without UDP");
+        }
+        let dialled = std::iter::from_fn(|| n.poll_relay_command(now))
+            .any(|c| matches!(c, RelayCommand::Connect { addr, .. } if addr == relay.addr));
+        assert!(dialled, "the relay is dialled");
+    }
+
+    #[test]
+    fn with_udp_the_same_node_sends_datagrams() {
+        let (mut n, now) = node(true);
+        n.bootstrap(now, boot());
+        n.handle_timeout(now);
+        assert!(n.poll_transmit().is_some(), "the DHT bootstraps over UDP");
     }
 }

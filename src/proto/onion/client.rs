@@ -45,6 +45,7 @@ use crate::wire::onion_announce_response::{AnnounceStatus, OnionAnnounceResponse
 use crate::wire::onion_data_request::{OnionDataEnvelope, OnionDataPayload, OnionDataRequest};
 use crate::wire::onion_data_response::OnionDataResponse;
 use crate::wire::packed_node::{PackedNode, Protocol};
+use crate::wire::tcp::TcpOnionRequest;
 use crate::wire::tox_id::NoSpam;
 
 /// Nodes we announce ourselves to (MAX_ONION_CLIENTS_ANNOUNCE).
@@ -213,6 +214,9 @@ pub struct OnionClient {
     key_cache: KeyCache,
     rng: ChaCha20Rng,
     transmits: VecDeque<Transmit>,
+    tcp_relays: Vec<PackedNode>,
+    use_tcp: bool,
+    tcp_transmits: VecDeque<(PublicKey, TcpOnionRequest)>,
     events: VecDeque<OnionEvent>,
     stats: OnionClientStats,
 }
@@ -245,9 +249,25 @@ impl OnionClient {
             key_cache: KeyCache::new(256),
             rng,
             transmits: VecDeque::new(),
+            tcp_relays: Vec::new(),
+            use_tcp: false,
+            tcp_transmits: VecDeque::new(),
             events: VecDeque::new(),
             stats: OnionClientStats::default(),
         }
+    }
+
+    /// The TCP relays we are connected to, and whether paths should start
+    /// at them (UDP off or not working): then hop 1 is a relay, reached
+    /// with TCP packet 8, and hops 2 and 3 are UDP nodes as usual.
+    pub fn set_tcp_relays(&mut self, relays: Vec<PackedNode>, use_tcp: bool) {
+        self.tcp_relays = relays;
+        self.use_tcp = use_tcp;
+    }
+
+    /// The next onion request for a TCP relay (by the relay's key).
+    pub fn poll_tcp_transmit(&mut self) -> Option<(PublicKey, TcpOnionRequest)> {
+        self.tcp_transmits.pop_front()
     }
 
     /// Counters.
@@ -348,9 +368,16 @@ impl OnionClient {
                 (&mut self.friend_paths, &friend.search_keys, pk, PublicKey::from_bytes([0; 32]))
             }
         };
-        let Some(chosen) =
-            paths.choose(now, path, &mut self.path_nodes, &mut self.bootstrap_nodes, &self.dht_keys, &mut self.rng)
-        else {
+        let tcp_first = self.use_tcp.then_some(self.tcp_relays.as_slice());
+        let Some(chosen) = paths.choose(
+            now,
+            path,
+            &mut self.path_nodes,
+            &mut self.bootstrap_nodes,
+            tcp_first,
+            &self.dht_keys,
+            &mut self.rng,
+        ) else {
             return false;
         };
         let keys = keys.clone();
@@ -383,10 +410,16 @@ impl OnionClient {
 
     fn send_onion(&mut self, path: &crate::wire::onion_request::OnionPath, dest: SocketAddr, payload: &[u8]) -> bool {
         let nonce = Nonce::random(&mut self.rng);
+        let hop1 = path.nodes()[0];
+        if hop1.protocol == Protocol::Tcp {
+            let Ok(request) = path.tcp_request(nonce, dest, payload) else { return false };
+            self.tcp_transmits.push_back((hop1.public_key, TcpOnionRequest::new(&request)));
+            return true;
+        }
         let Ok(request) = path.request(nonce, dest, payload) else { return false };
         let mut buf = BytesMut::with_capacity(request.encoded_len());
         request.encode(&mut buf);
-        self.transmits.push_back(Transmit { dst: path.nodes()[0].addr, payload: buf.freeze() });
+        self.transmits.push_back(Transmit { dst: hop1.addr, payload: buf.freeze() });
         true
     }
 
@@ -418,11 +451,13 @@ impl OnionClient {
             let mut body = BytesMut::with_capacity(request.encoded_len());
             request.encode(&mut body);
             // The path the node last answered on is known to reach it.
+            let tcp_first = self.use_tcp.then_some(self.tcp_relays.as_slice());
             let Some(path) = self.friend_paths.choose(
                 now,
                 Some(answered_on),
                 &mut self.path_nodes,
                 &mut self.bootstrap_nodes,
+                tcp_first,
                 &self.dht_keys,
                 &mut self.rng,
             ) else {

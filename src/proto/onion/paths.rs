@@ -18,7 +18,7 @@ use rand_core::Rng;
 
 use crate::crypto::{KeyPair, PublicKey};
 use crate::wire::onion_request::OnionPath;
-use crate::wire::packed_node::PackedNode;
+use crate::wire::packed_node::{PackedNode, Protocol};
 
 /// Paths per purpose (NUMBER_ONION_PATHS).
 pub const PATHS: usize = 6;
@@ -148,41 +148,61 @@ impl Paths {
         self.slots[number as usize % PATHS].as_ref().is_some_and(|p| p.number == number && !Self::timed_out(p, now))
     }
 
+    /// Whether a path starts where it should: at one of `tcp_first` (TCP
+    /// relays we are connected to) when given, else at a UDP node.
+    fn fits(path: &Path, tcp_first: Option<&[PackedNode]>) -> bool {
+        let hop1 = &path.onion.nodes()[0];
+        match tcp_first {
+            Some(relays) => hop1.protocol == Protocol::Tcp && relays.iter().any(|r| r.public_key == hop1.public_key),
+            None => hop1.protocol == Protocol::Udp,
+        }
+    }
+
     /// A path: the one numbered `preferred` if it still exists, else the
     /// path in a random slot, rebuilt from `nodes` (or `fallback` when
-    /// `nodes` is empty) if that slot has none or it timed out.
+    /// `nodes` is empty) if that slot has none or it timed out. With
+    /// `tcp_first`, hop 1 is one of those TCP relays (c-toxcore's paths
+    /// when UDP does not work): a path that starts elsewhere is rebuilt.
+    #[allow(clippy::too_many_arguments)]
     pub fn choose(
         &mut self,
         now: Instant,
         preferred: Option<u32>,
         nodes: &mut PathNodes,
         fallback: &mut PathNodes,
+        tcp_first: Option<&[PackedNode]>,
         dht_keys: &KeyPair,
         rng: &mut ChaCha20Rng,
     ) -> Option<ChosenPath> {
+        let tcp_first = tcp_first.filter(|r| !r.is_empty());
         let slot = match preferred {
             Some(number) => number as usize % PATHS,
             None => (rng.next_u64() % PATHS as u64) as usize,
         };
-        let usable = self.slots[slot].as_ref().is_some_and(|p| !Self::timed_out(p, now));
+        let usable = self.slots[slot].as_ref().is_some_and(|p| !Self::timed_out(p, now) && Self::fits(p, tcp_first));
         if !usable {
-            // A path that stopped answering (not one that only grew old)
-            // counts against its nodes.
+            // A path that stopped answering (not one that only grew old, or
+            // one on the other transport) counts against its nodes.
             if let Some(old) = self.slots[slot].take()
                 && now < old.created + PATH_MAX_LIFETIME
+                && Self::timed_out(&old, now)
             {
                 tracing::trace!(hops = ?old.onion.nodes().map(|n| n.addr), "an onion path stopped answering");
                 nodes.failed(old.onion.nodes());
                 fallback.failed(old.onion.nodes());
             }
             let source: &PathNodes = if nodes.len() >= 2 || fallback.is_empty() { nodes } else { fallback };
-            let hops = [source.random(rng)?, source.random(rng)?, source.random(rng)?];
+            let first = match tcp_first {
+                Some(relays) => relays[(rng.next_u64() % relays.len() as u64) as usize],
+                None => source.random(rng)?,
+            };
+            let hops = [first, source.random(rng)?, source.random(rng)?];
             // Reuse a live path that already ends at the same node.
-            let same_end = self
-                .slots
-                .iter()
-                .flatten()
-                .find(|p| !Self::timed_out(p, now) && p.onion.nodes()[2].public_key == hops[2].public_key);
+            let same_end = self.slots.iter().flatten().find(|p| {
+                !Self::timed_out(p, now)
+                    && Self::fits(p, tcp_first)
+                    && p.onion.nodes()[2].public_key == hops[2].public_key
+            });
             if let Some(existing) = same_end {
                 let number = existing.number;
                 return self.take(number, now);
@@ -253,18 +273,18 @@ mod tests {
             assert!(nodes.add(node(&mut rng, i)));
         }
         let mut paths = Paths::default();
-        let first = paths.choose(t0, None, &mut nodes, &mut PathNodes::default(), &dht, &mut rng).unwrap();
+        let first = paths.choose(t0, None, &mut nodes, &mut PathNodes::default(), None, &dht, &mut rng).unwrap();
         assert!(paths.exists(first.number, t0));
         // The same path again while it is healthy.
         let again =
-            paths.choose(t0, Some(first.number), &mut nodes, &mut PathNodes::default(), &dht, &mut rng).unwrap();
+            paths.choose(t0, Some(first.number), &mut nodes, &mut PathNodes::default(), None, &dht, &mut rng).unwrap();
         assert_eq!(again.number, first.number);
         // It answered once (after its creation: no longer a new path).
         let t1 = t0 + Duration::from_secs(1);
         assert!(paths.success(first.number, t1).is_some());
         // Used 4 times without an answer, then 10 s of silence: replaced.
         for _ in 0..4 {
-            paths.choose(t1, Some(first.number), &mut nodes, &mut PathNodes::default(), &dht, &mut rng).unwrap();
+            paths.choose(t1, Some(first.number), &mut nodes, &mut PathNodes::default(), None, &dht, &mut rng).unwrap();
         }
         assert!(!paths.exists(first.number, t1 + PATH_TIMEOUT));
         assert!(paths.exists(first.number, t1 + PATH_TIMEOUT - Duration::from_secs(1)));
@@ -273,12 +293,44 @@ mod tests {
     }
 
     #[test]
+    fn with_tcp_relays_hop_one_is_a_relay_and_udp_paths_are_rebuilt() {
+        let t0 = crate::proto::test_epoch();
+        let mut rng = ChaCha20Rng::seed_from_u64(4);
+        let dht = KeyPair::generate(&mut rng);
+        let mut nodes = PathNodes::default();
+        for i in 0..3 {
+            nodes.add(node(&mut rng, i));
+        }
+        let relay = PackedNode::tcp(SocketAddr::from(([198, 18, 1, 1], 443)), *KeyPair::generate(&mut rng).public());
+        let mut paths = Paths::default();
+        let udp = paths.choose(t0, None, &mut nodes, &mut PathNodes::default(), None, &dht, &mut rng).unwrap();
+        assert_eq!(udp.onion.nodes()[0].protocol, Protocol::Udp);
+        let relays = [relay];
+        let tcp = paths
+            .choose(t0, Some(udp.number), &mut nodes, &mut PathNodes::default(), Some(&relays), &dht, &mut rng)
+            .unwrap();
+        assert_ne!(tcp.number, udp.number, "rebuilt for the relay");
+        assert_eq!(tcp.onion.nodes()[0], relay);
+        assert!(tcp.onion.nodes()[1..].iter().all(|n| n.protocol == Protocol::Udp));
+        // The UDP path was not counted as failed: its nodes stay trusted.
+        assert!(nodes.failures.iter().all(|f| *f == 0));
+        // Back to UDP: a UDP path again.
+        let back =
+            paths.choose(t0, Some(tcp.number), &mut nodes, &mut PathNodes::default(), None, &dht, &mut rng).unwrap();
+        assert_eq!(back.onion.nodes()[0].protocol, Protocol::Udp);
+    }
+
+    #[test]
     fn no_nodes_no_path_and_the_ring_is_bounded() {
         let t0 = crate::proto::test_epoch();
         let mut rng = ChaCha20Rng::seed_from_u64(2);
         let dht = KeyPair::generate(&mut rng);
         let mut paths = Paths::default();
-        assert!(paths.choose(t0, None, &mut PathNodes::default(), &mut PathNodes::default(), &dht, &mut rng).is_none());
+        assert!(
+            paths
+                .choose(t0, None, &mut PathNodes::default(), &mut PathNodes::default(), None, &dht, &mut rng)
+                .is_none()
+        );
         let mut nodes = PathNodes::default();
         let first = node(&mut rng, 0);
         nodes.add(first);
@@ -291,7 +343,7 @@ mod tests {
         // One node is enough: all three hops may be the same node.
         let mut one = PathNodes::default();
         one.add(first);
-        let path = paths.choose(t0, None, &mut one, &mut PathNodes::default(), &dht, &mut rng).unwrap();
+        let path = paths.choose(t0, None, &mut one, &mut PathNodes::default(), None, &dht, &mut rng).unwrap();
         assert!(path.onion.nodes().iter().all(|n| n.public_key == first.public_key));
     }
 
@@ -315,14 +367,14 @@ mod tests {
 
         // A path that stops answering counts against its nodes when replaced.
         let mut paths = Paths::default();
-        let first = paths.choose(t0, None, &mut nodes, &mut PathNodes::default(), &dht, &mut rng).unwrap();
+        let first = paths.choose(t0, None, &mut nodes, &mut PathNodes::default(), None, &dht, &mut rng).unwrap();
         for _ in 0..4 {
-            paths.choose(t0, Some(first.number), &mut nodes, &mut PathNodes::default(), &dht, &mut rng).unwrap();
+            paths.choose(t0, Some(first.number), &mut nodes, &mut PathNodes::default(), None, &dht, &mut rng).unwrap();
         }
         let later = t0 + PATH_FIRST_TIMEOUT;
         let hops = *first.onion.nodes();
-        paths.choose(later, Some(first.number), &mut nodes, &mut PathNodes::default(), &dht, &mut rng).unwrap();
-        paths.choose(later, Some(first.number), &mut nodes, &mut PathNodes::default(), &dht, &mut rng).unwrap();
+        paths.choose(later, Some(first.number), &mut nodes, &mut PathNodes::default(), None, &dht, &mut rng).unwrap();
+        paths.choose(later, Some(first.number), &mut nodes, &mut PathNodes::default(), None, &dht, &mut rng).unwrap();
         let failures: Vec<u8> = hops
             .iter()
             .map(|h| nodes.failures[nodes.nodes.iter().position(|n| n.public_key == h.public_key).unwrap()])

@@ -151,7 +151,7 @@ pub struct RelayServerStats {
     pub undecryptable: u64,
     /// Closed for not reading.
     pub too_slow: u64,
-    /// Routing requests refused (own key or all slots taken).
+    /// Routing requests refused (the client's own key, or all slots taken).
     pub routing_refused: u64,
     /// Data packets passed between linked clients.
     pub data_routed: u64,
@@ -228,6 +228,11 @@ impl RelayServer {
             next_tick: None,
             stats: RelayServerStats::default(),
         }
+    }
+
+    /// The relay's (DHT) public key.
+    pub fn public_key(&self) -> &PublicKey {
+        &self.own_pk
     }
 
     /// Counters.
@@ -410,12 +415,11 @@ impl RelayServer {
     }
 
     fn routing_request(&mut self, client: ClientId, peer: PublicKey) {
-        let own_pk = self.own_pk;
         let Some(me) = self.confirmed(client) else { return };
         let my_pk = me.pk;
-        // Refused: a link to ourselves. (c-toxcore also refuses its own key
-        // only as the client's; the relay's own key never connects.)
-        if peer == my_pk || peer == own_pk {
+        // Refused: a link to oneself. The relay's own key is allowed: a node
+        // that runs a relay is a client of it too, with that key (`-t`).
+        if peer == my_pk {
             self.stats.routing_refused += 1;
             self.send(client, TcpPacket::RoutingResponse(RoutingResponse::new(None, peer)));
             return;
@@ -686,15 +690,17 @@ mod tests {
         let mut s = server();
         let a = connect(&mut s, now, 1);
         route(&mut s, now, a, 1);
+        // The relay's own key is a client like any other (a node that is
+        // its own relay's client, as c-toxcore's with a TCP server).
         route(&mut s, now, a, 0xee);
         assert_eq!(
             outputs(&mut s),
             [
                 sent(a, TcpPacket::RoutingResponse(RoutingResponse::new(None, pk(1)))),
-                sent(a, TcpPacket::RoutingResponse(RoutingResponse::new(None, pk(0xee)))),
+                sent(a, TcpPacket::RoutingResponse(RoutingResponse::new(Some(cid(0)), pk(0xee)))),
             ]
         );
-        assert_eq!(s.stats().routing_refused, 2);
+        assert_eq!(s.stats().routing_refused, 1);
     }
 
     #[test]
