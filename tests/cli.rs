@@ -8,6 +8,9 @@ fn tuntox(args: &[&str]) -> Output {
         .args(args)
         .env_remove("RUST_LOG")
         .env_remove("TUNTOX_SHARED_SECRET")
+        // A case that should be refused but is not must not reach the
+        // public Tox network or the LAN.
+        .env("TUNTOX_PRIVATE_NETWORK_ONLY", "1")
         .output()
         .expect("run tuntox")
 }
@@ -51,7 +54,7 @@ fn modes_without_an_engine_say_so() {
 #[test]
 fn client_flags_that_do_not_fit_are_usage_errors() {
     let id = "C8FECA81BE196CDF2CADEABF13C4903D7632DCE4955AA68B6E5D9ADEF54E2616123456786FC2";
-    // Should a `vpn up` case not be refused, it would still reach nothing
+    // Should a case not be refused, it would still reach nothing
     // beyond loopback: a closed loopback port as its only node and relay,
     // no LAN discovery, and a one-second connect timeout.
     let boot = format!("127.0.0.1:1:{}", &id[..64]);
@@ -62,7 +65,11 @@ fn client_flags_that_do_not_fit_are_usage_errors() {
         args.extend(extra.iter().map(|s| (*s).to_owned()));
         args
     };
-    let own = |a: &[&str]| -> Vec<String> { a.iter().map(|s| (*s).to_owned()).collect() };
+    let own = |a: &[&str]| -> Vec<String> {
+        let mut args: Vec<String> = a.iter().map(|s| (*s).to_owned()).collect();
+        args.extend(["--no-lan".to_owned(), "--bootstrap".to_owned(), boot.clone()]);
+        args
+    };
     // Each is refused before any socket exists.
     for (args, says) in [
         (own(&["-L", "2222:127.0.0.1:22"]), "needs the server's Tox ID"),
@@ -148,4 +155,25 @@ fn relay_print_key_makes_the_key_once() {
     let out = tuntox(&["relay", "-C", conf, "--print-key"]);
     assert_eq!(out.status.code(), Some(1));
     assert!(stderr(&out).contains("not a relay key file"), "{}", stderr(&out));
+}
+
+#[test]
+fn the_test_guard_refuses_the_public_network() {
+    // TUNTOX_PRIVATE_NETWORK_ONLY is set by tuntox() above: no node starts
+    // with the built-in bootstrap list or with LAN discovery.
+    let dir = tempfile::tempdir().unwrap();
+    let conf = dir.path().to_str().unwrap();
+    let key = "C8FECA81BE196CDF2CADEABF13C4903D7632DCE4955AA68B6E5D9ADEF54E2616";
+    let boot = format!("127.0.0.1:1:{key}");
+    for (args, what) in [
+        (vec!["-C", conf, "-s", "secret"], "built-in list"),
+        (vec!["-C", conf, "--bootstrap", &boot], "LAN discovery"),
+        (vec!["relay", "-C", conf, "--port", "1", "--tcp-port", "1"], "LAN discovery"),
+    ] {
+        let out = tuntox(&args);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {}", stderr(&out));
+        let err = stderr(&out);
+        assert!(err.contains("TUNTOX_PRIVATE_NETWORK_ONLY is set") && err.contains(what), "{args:?}: {err}");
+        assert!(out.stdout.is_empty());
+    }
 }

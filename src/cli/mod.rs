@@ -401,6 +401,9 @@ fn run_relay(args: RelayArgs) -> Result<(), CliError> {
         let node = spec.resolve().map_err(|e| usage(&format!("--bootstrap {spec}: cannot resolve the host: {e}")))?;
         bootstrap.push(node);
     }
+    if !args.no_lan {
+        private_network_only("LAN discovery (pass --no-lan)")?;
+    }
     let tcp_ports = if args.tcp_ports.is_empty() { vec![crate::app::relay::DEFAULT_PORT] } else { args.tcp_ports };
     let config = crate::app::relay::RelayConfig {
         config_dir: dir,
@@ -432,6 +435,21 @@ fn usage(message: &str) -> CliError {
     CliError::Usage(message.to_owned())
 }
 
+/// Set by the project's tests for every tuntox they start: a run that
+/// would reach beyond the bootstrap nodes it was given is refused.
+const PRIVATE_NETWORK_ONLY: &str = "TUNTOX_PRIVATE_NETWORK_ONLY";
+
+/// Refuses `what` when [`PRIVATE_NETWORK_ONLY`] is set (to anything but
+/// empty): a safety net against a test starting a node on the public network.
+fn private_network_only(what: &str) -> Result<(), CliError> {
+    match std::env::var_os(PRIVATE_NETWORK_ONLY) {
+        Some(value) if !value.is_empty() => {
+            Err(usage(&format!("{PRIVATE_NETWORK_ONLY} is set, so {what} is not allowed")))
+        }
+        _ => Ok(()),
+    }
+}
+
 /// The Tox settings from -u, -b, --bootstrap, --no-lan, --relay and --no-udp.
 fn tox_config(net: &NetArgs) -> Result<ToxConfig, CliError> {
     let mut bootstrap = Vec::new();
@@ -443,7 +461,11 @@ fn tox_config(net: &NetArgs) -> Result<ToxConfig, CliError> {
         bootstrap.extend(read_nodes_file(path).map_err(|e| CliError::Other(e.into()))?);
     }
     if bootstrap.is_empty() {
+        private_network_only("the built-in list of public bootstrap nodes (pass --bootstrap or -b)")?;
         bootstrap = builtin_nodes();
+    }
+    if !net.no_lan {
+        private_network_only("LAN discovery (pass --no-lan)")?;
     }
     let mut tcp_relays = Vec::new();
     for spec in &net.relays {

@@ -68,6 +68,9 @@ impl Netns {
     pub fn command(&self, program: impl AsRef<OsStr>) -> Command {
         let mut cmd = Command::new("ip");
         cmd.args(["netns", "exec", &self.name]).arg(program);
+        // A tuntox started here refuses the public bootstrap list and LAN
+        // discovery (a safety net: tests reach only their own nodes).
+        cmd.env("TUNTOX_PRIVATE_NETWORK_ONLY", "1");
         cmd
     }
 
