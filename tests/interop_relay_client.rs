@@ -27,31 +27,11 @@ use support::bootstrapd::Bootstrapd;
 use support::deadline::Deadline;
 use support::netns::Netns;
 use support::toxpeer::{PeerOptions, ToxPeer};
-use support::tuntox::{Tuntox, binary, config_dir_args, local_network_args};
+use support::tuntox::{Tuntox, binary, config_dir_args, local_network_args, ping_frame, pong_frame, request_message};
 
 const SECRET: &str = "relay client secret";
 /// A tuntox frame carries at most 1373 - 8 bytes of payload.
 const MAX_PING_PAYLOAD: usize = 1365;
-
-fn request_message() -> Vec<u8> {
-    let mut message = SECRET.as_bytes().to_vec();
-    message.push(0);
-    message
-}
-
-/// PING: `a2 6b 01 08`, connection id 0, length, payload.
-fn ping_frame(payload: &[u8]) -> Vec<u8> {
-    let mut frame = vec![0xa2, 0x6b, 0x01, 0x08, 0, 0];
-    frame.extend_from_slice(&u16::try_from(payload.len()).unwrap().to_be_bytes());
-    frame.extend_from_slice(payload);
-    frame
-}
-
-fn pong_frame(payload: &[u8]) -> Vec<u8> {
-    let mut frame = ping_frame(payload);
-    frame[3] = 0x00;
-    frame
-}
 
 fn server_args(dir: &Path, bootstrapd: &Bootstrapd, extra: &[String]) -> Vec<String> {
     let mut args = config_dir_args(dir);
@@ -78,7 +58,7 @@ fn connect(peer: &mut ToxPeer, server: &mut Tuntox, timeout: Duration) -> (u32, 
 }
 
 fn connect_to(peer: &mut ToxPeer, server: &mut Tuntox, server_id: &str, timeout: Duration) -> (u32, String) {
-    let friend = peer.add_friend_bytes(server_id, &request_message());
+    let friend = peer.add_friend_bytes(server_id, &request_message(SECRET));
     let deadline = Deadline::after(timeout);
     server.wait_log("the friend request", |l| l.contains("accepted a friend request"), deadline.left());
     server.wait_log("the friend online", |l| l.contains("friend online"), deadline.left());

@@ -18,7 +18,7 @@ use support::bootstrapd::Bootstrapd;
 use support::deadline::Deadline;
 use support::netns::Netns;
 use support::toxpeer::{PeerOptions, ToxPeer};
-use support::tuntox::{Tuntox, config_dir_args, local_network_args};
+use support::tuntox::{Tuntox, config_dir_args, local_network_args, ping_frame, pong_frame, request_message};
 
 const SECRET: &str = "correct horse battery staple";
 /// A tuntox frame carries at most 1373 - 8 bytes of payload.
@@ -29,26 +29,6 @@ fn server_args(dir: &std::path::Path, bootstrapd: &Bootstrapd, ports: &str) -> V
     args.extend(["-s".into(), SECRET.into(), "-u".into(), ports.into(), "-d".into()]);
     args.extend(local_network_args(&bootstrapd.bootstrap_arg()));
     args
-}
-
-fn request_message(secret: &str) -> Vec<u8> {
-    let mut message = secret.as_bytes().to_vec();
-    message.push(0);
-    message
-}
-
-/// PING: `a2 6b 01 08`, connection id 0, length, payload.
-fn ping_frame(payload: &[u8]) -> Vec<u8> {
-    let mut frame = vec![0xa2, 0x6b, 0x01, 0x08, 0, 0];
-    frame.extend_from_slice(&u16::try_from(payload.len()).unwrap().to_be_bytes());
-    frame.extend_from_slice(payload);
-    frame
-}
-
-fn pong_frame(payload: &[u8]) -> Vec<u8> {
-    let mut frame = ping_frame(payload);
-    frame[3] = 0x00;
-    frame
 }
 
 #[test]

@@ -159,3 +159,27 @@ impl Tuntox {
 pub fn config_dir_args(dir: &Path) -> Vec<String> {
     vec!["-C".to_owned(), dir.display().to_string()]
 }
+
+/// The friend request message a tuntox server with `-s SECRET` accepts:
+/// the secret and a NUL byte.
+pub fn request_message(secret: &str) -> Vec<u8> {
+    let mut message = secret.as_bytes().to_vec();
+    message.push(0);
+    message
+}
+
+/// A raw tuntox PING frame as a non-tuntox peer sends it: `a2 6b 01 08`,
+/// connection id 0, length, payload.
+pub fn ping_frame(payload: &[u8]) -> Vec<u8> {
+    let mut frame = vec![0xa2, 0x6b, 0x01, 0x08, 0, 0];
+    frame.extend_from_slice(&u16::try_from(payload.len()).unwrap().to_be_bytes());
+    frame.extend_from_slice(payload);
+    frame
+}
+
+/// The PONG a tuntox server answers `ping_frame(payload)` with.
+pub fn pong_frame(payload: &[u8]) -> Vec<u8> {
+    let mut frame = ping_frame(payload);
+    frame[3] = 0x00;
+    frame
+}
