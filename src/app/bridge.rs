@@ -5,7 +5,8 @@
 //! the same for as long as the process lives) and two tasks: one takes the engine's frames for that
 //! friend and sends them as lossless Tox packets (waiting for room, so a
 //! slow link slows the tunnels instead of dropping bytes), one feeds the
-//! friend's frames into the engine. Frames for a friend whose tunnels are
+//! friend's frames into the engine when the engine's own queue for the
+//! friend is full (otherwise frames go to the engine directly). Frames for a friend whose tunnels are
 //! slow to drain queue up for that friend only: past [`FEED_HIGH`] queued
 //! frames the friend's Tox session is paused (its packets are held and not
 //! acknowledged, so its sender waits) and resumed below [`FEED_LOW`].
@@ -18,7 +19,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use bytes::Bytes;
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
-use tunnel::{Engine, PeerId};
+use tunnel::{Engine, PeerId, TryIncomingError};
 
 use super::peers::PeerNumbers;
 use crate::crypto::PublicKey;
@@ -135,6 +136,17 @@ impl Bridge {
             return;
         }
         let Some(feed) = self.feeds.get(key) else { return };
+        // Nothing waiting in the feed: hand the frame to the engine directly
+        // (one task hop less); the feed takes it only when the engine's
+        // queue for this friend is full, and then keeps the order.
+        let data = if feed.shared.queued.load(Ordering::Acquire) == 0 {
+            match self.engine.try_incoming(self.peer_id(*key), data) {
+                Ok(()) | Err(TryIncomingError::NotConnected) => return,
+                Err(TryIncomingError::Full(data)) => data,
+            }
+        } else {
+            data
+        };
         let queued = feed.shared.queued.fetch_add(1, Ordering::AcqRel) + 1;
         if feed.frames.send(data).is_err() {
             feed.shared.queued.fetch_sub(1, Ordering::AcqRel);

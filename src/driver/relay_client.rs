@@ -73,13 +73,16 @@ pub struct RelayClientSide {
     input_tx: mpsc::Sender<ClientInput>,
     conns: HashMap<RelayId, ConnHandle>,
     cancel: CancellationToken,
+    /// Where the connections' tasks run (the owner's runtime, so that
+    /// their sealing and opening does not share the node's thread).
+    runtime: tokio::runtime::Handle,
 }
 
 impl RelayClientSide {
-    /// No connections yet; they end when `cancel` fires.
-    pub fn new(cancel: CancellationToken) -> Self {
+    /// No connections yet; they run on `runtime` and end when `cancel` fires.
+    pub fn new(cancel: CancellationToken, runtime: tokio::runtime::Handle) -> Self {
         let (input_tx, inputs) = mpsc::channel(INPUT_QUEUE);
-        Self { inputs, input_tx, conns: HashMap::new(), cancel }
+        Self { inputs, input_tx, conns: HashMap::new(), cancel, runtime }
     }
 
     /// The next report. Never ends: the side holds a sender itself.
@@ -143,7 +146,7 @@ impl RelayClientSide {
         let (data, data_rx) = mpsc::channel(DATA_QUEUE);
         let cancel = self.cancel.child_token();
         let task = Connection { relay, addr, hello, inputs: self.input_tx.clone(), control_rx, data_rx };
-        tokio::spawn(task.run(cancel.clone()));
+        self.runtime.spawn(task.run(cancel.clone()));
         self.conns.insert(relay, ConnHandle { control, data, cancel });
     }
 }

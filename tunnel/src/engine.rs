@@ -22,6 +22,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{Instrument, debug, info_span, trace, warn};
 
+use crate::cancel::unless_cancelled;
 use crate::frame::{DecodeError, DenyReason, Extension, Frame, MAX_PAYLOAD};
 use crate::rules::Rules;
 use crate::stats::{Counters, Stats};
@@ -207,13 +208,12 @@ pub(crate) struct Gone;
 impl PeerCtx {
     /// Queues an encoded frame, waiting for room.
     pub(crate) async fn send(&self, frame: Bytes) -> Result<(), Gone> {
-        tokio::select! {
-            biased;
-            () = self.cancel.cancelled() => Err(Gone),
-            r = self.out.send(frame) => {
+        match unless_cancelled(&self.cancel, self.out.send(frame)).await {
+            Some(Ok(())) => {
                 Counters::inc(&self.stats.frames_out);
-                r.map_err(|_| Gone)
+                Ok(())
             }
+            Some(Err(_)) | None => Err(Gone),
         }
     }
 
@@ -631,18 +631,9 @@ impl WarnLimiter {
 async fn peer_actor(inner: Arc<Inner>, ctx: PeerCtx, session: u64, mut inbox: mpsc::Receiver<Bytes>) {
     let mut limiter = WarnLimiter(None);
     loop {
-        let packet = tokio::select! {
-            biased;
-            () = ctx.cancel.cancelled() => break,
-            packet = inbox.recv() => match packet {
-                Some(packet) => packet,
-                None => break,
-            },
-        };
-        tokio::select! {
-            biased;
-            () = ctx.cancel.cancelled() => break,
-            () = handle_packet(&inner, &ctx, packet, &mut limiter) => {}
+        let Some(Some(packet)) = unless_cancelled(&ctx.cancel, inbox.recv()).await else { break };
+        if unless_cancelled(&ctx.cancel, handle_packet(&inner, &ctx, packet, &mut limiter)).await.is_none() {
+            break;
         }
     }
     ctx.cancel.cancel();
@@ -722,14 +713,8 @@ async fn on_data(inner: &Arc<Inner>, ctx: &PeerCtx, tunnel: u16, data: Bytes) ->
     }
     let mut inbound = route.inbound.lock().await;
     let Some(writer) = inbound.as_mut() else { return Err(Discard::Unexpected) };
-    tokio::select! {
-        biased;
-        () = route.abort.cancelled() => {}
-        r = writer.write_all(&data) => {
-            if r.is_ok() {
-                Counters::add(&inner.stats.bytes_from_peers, data.len() as u64);
-            }
-        }
+    if let Some(Ok(())) = unless_cancelled(&route.abort, writer.write_all(&data)).await {
+        Counters::add(&inner.stats.bytes_from_peers, data.len() as u64);
     }
     Ok(())
 }

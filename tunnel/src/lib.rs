@@ -77,6 +77,7 @@
 //! its outgoing queue first come, first served, one frame per tunnel at a
 //! time, so a busy tunnel cannot starve a quiet one.
 
+mod cancel;
 mod client;
 mod engine;
 mod exit;

@@ -296,7 +296,12 @@ impl RecvBuffer {
             return if ahead(self.start, number) <= BUFFER_SIZE { Insert::Duplicate } else { Insert::OutOfWindow };
         }
         let index = offset as usize;
-        if index >= self.slots.len() {
+        if index == self.slots.len() {
+            // The usual case: the next packet in order.
+            self.slots.push_back(Some(payload));
+            return Insert::Stored;
+        }
+        if index > self.slots.len() {
             self.slots.resize(index + 1, None);
         }
         if self.slots[index].is_some() {

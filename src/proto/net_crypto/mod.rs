@@ -34,7 +34,9 @@ pub mod buffers;
 pub mod congestion;
 pub mod session;
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::VecDeque;
+
+use foldhash::{HashMap, HashSet};
 use std::net::SocketAddr;
 use std::time::Instant;
 
@@ -174,9 +176,9 @@ impl NetCrypto {
             real_keys,
             dht_keys,
             cookie_key,
-            sessions: HashMap::new(),
-            by_addr: HashMap::new(),
-            accept: HashSet::new(),
+            sessions: HashMap::default(),
+            by_addr: HashMap::default(),
+            accept: HashSet::default(),
             real_cache: KeyCache::new(256),
             dht_cache: KeyCache::new(256),
             epoch: None,
@@ -186,7 +188,7 @@ impl NetCrypto {
             scratch: Vec::new(),
             transmits: VecDeque::new(),
             tcp_transmits: VecDeque::new(),
-            paths: HashMap::new(),
+            paths: HashMap::default(),
             events: VecDeque::new(),
             stats: NetCryptoStats::default(),
         }

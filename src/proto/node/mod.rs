@@ -20,7 +20,9 @@
 
 pub mod friends;
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::VecDeque;
+
+use foldhash::{HashMap, HashSet};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
@@ -148,8 +150,8 @@ impl Node {
             onion,
             real_keys,
             nospam: config.nospam,
-            friends: HashMap::new(),
-            requests_seen: HashSet::new(),
+            friends: HashMap::default(),
+            requests_seen: HashSet::default(),
             onion_client,
             unix_base: config.unix_time_at_start,
             start: None,
