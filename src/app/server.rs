@@ -54,6 +54,9 @@ pub struct ServerConfig {
     pub tox: ToxConfig,
     /// Serve VPN clients (`--vpn`).
     pub vpn: Option<VpnServerConfig>,
+    /// With `vpn`: its TUN device, when it was opened before (by a process
+    /// that drops root's rights afterwards: `-U`); `None` creates it here.
+    pub vpn_device: Option<vpn::device::OpenedDevice>,
     /// Told once the identity is loaded and the Tox socket bound.
     pub started: Started,
 }
@@ -149,7 +152,7 @@ pub async fn run(mut config: ServerConfig, cancel: CancellationToken) -> anyhow:
     config.tox.friends = friends;
     let friends = config.tox.friends.len();
     let device = match &config.vpn {
-        Some(v) => Some(vpn_device(v, identity.keys().public()).await?),
+        Some(v) => Some(vpn_device(v, config.vpn_device.take(), identity.keys().public()).await?),
         None => None,
     };
     let mut tox = Tox::start(config.tox, cancel.clone()).await.context("cannot start Tox")?;
@@ -311,9 +314,17 @@ async fn refuse_vpn(tox: &Tox, key: PublicKey, packet: &[u8]) {
     }
 }
 
-/// The VPN's engine and TUN device, made before Tox starts so that a
-/// missing privilege stops the server at once.
-async fn vpn_device(v: &VpnServerConfig, key: &PublicKey) -> anyhow::Result<(vpn::Engine, vpn::device::Device)> {
+/// What the TUN device takes, for error messages.
+pub const VPN_NEEDS: &str = "--vpn needs root, or CAP_NET_ADMIN and read-write access to /dev/net/tun";
+
+/// The VPN's engine and TUN device (the one `opened` before, or a new one),
+/// made before Tox starts so that a missing privilege stops the server at
+/// once.
+async fn vpn_device(
+    v: &VpnServerConfig,
+    opened: Option<vpn::device::OpenedDevice>,
+    key: &PublicKey,
+) -> anyhow::Result<(vpn::Engine, vpn::device::Device)> {
     let ula = vpn::pool::ula_from_seed(key.as_bytes());
     let engine = vpn::Engine::server(vpn::ServerConfig {
         enabled: true,
@@ -323,9 +334,11 @@ async fn vpn_device(v: &VpnServerConfig, key: &PublicKey) -> anyhow::Result<(vpn
         mtu: v.mtu,
     })
     .context("--vpn")?;
-    let device = vpn::device::Device::create(Some(&v.device), v.mtu, true)
-        .await
-        .context("--vpn needs root, or CAP_NET_ADMIN and read-write access to /dev/net/tun")?;
+    let device = match opened {
+        Some(opened) => vpn::device::Device::attach(opened, v.mtu).await,
+        None => vpn::device::Device::create(Some(&v.device), v.mtu, true).await,
+    }
+    .context(VPN_NEEDS)?;
     tracing::info!(
         dev = device.name(),
         offload = device.offload(),

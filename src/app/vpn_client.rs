@@ -1,6 +1,7 @@
 //! `tuntox vpn up`: a TUN device linked to a tuntox server over Tox.
 //!
-//! The device is created first (so a missing privilege shows at once), then
+//! The device is created first (so a missing privilege shows at once; the
+//! command line opens it even earlier, before `-U` drops root's rights), then
 //! Tox starts and befriends the server as the forward client does. Each
 //! time the server comes online the client says hello; the server's answer
 //! gives the device its addresses and MTU, and routes through it the
@@ -53,6 +54,9 @@ pub struct VpnClientConfig {
     pub mtu: u16,
     /// The TUN device's name.
     pub device: String,
+    /// The TUN device, when it was opened before (by a process that drops
+    /// root's rights afterwards: `-U`); `None` creates `device` here.
+    pub opened: Option<vpn::device::OpenedDevice>,
     /// Fail when the server has not accepted us this long after start;
     /// `None` waits forever.
     pub connect_timeout: Option<Duration>,
@@ -64,6 +68,9 @@ pub struct VpnClientConfig {
     pub started: Started,
 }
 
+/// What the TUN device takes, for error messages.
+pub const NEEDS: &str = "tuntox vpn up needs root, or CAP_NET_ADMIN and read-write access to /dev/net/tun";
+
 /// A route that would send Tox's own packets into the tunnel.
 pub fn route_covering(routes: &[IpNet], addr: std::net::IpAddr) -> Option<IpNet> {
     routes.iter().find(|r| r.contains(&addr)).copied()
@@ -73,9 +80,11 @@ pub fn route_covering(routes: &[IpNet], addr: std::net::IpAddr) -> Option<IpNet>
 /// device that cannot be set up, or a server that never accepts us.
 pub async fn run(mut config: VpnClientConfig, cancel: CancellationToken) -> anyhow::Result<()> {
     let engine = vpn::Engine::client(vpn::ClientConfig { mtu: config.mtu, routes: config.routes.clone() })?;
-    let device = vpn::device::Device::create(Some(&config.device), config.mtu, true).await.map_err(|e| {
-        anyhow!("{e} (tuntox vpn up needs root, or CAP_NET_ADMIN and read-write access to /dev/net/tun)")
-    })?;
+    let device = match config.opened.take() {
+        Some(opened) => vpn::device::Device::attach(opened, config.mtu).await,
+        None => vpn::device::Device::create(Some(&config.device), config.mtu, true).await,
+    }
+    .map_err(|e| anyhow!("{e} ({NEEDS})"))?;
     tracing::debug!(dev = device.name(), offload = device.offload(), "VPN device created");
     let tox = match start_tox(
         &config.identity,

@@ -250,10 +250,11 @@ pub struct ProcessArgs {
     /// happens before the identity in -C is read or created and before any
     /// socket is bound, so USER must own or be able to write the -C
     /// directory (and -I and -F), and -u ports below 1024 are not possible.
-    /// With --vpn and `vpn up`, USER keeps two of root's capabilities and no
-    /// other: CAP_NET_ADMIN (the device, its addresses and routes, the
-    /// firewall) and CAP_NET_RAW (iptables), passed on to the iptables
-    /// commands it runs; USER must be able to open /dev/net/tun.
+    /// With --vpn and `vpn up`, the TUN device is opened and created before
+    /// the switch (USER need not be able to open /dev/net/tun), and USER
+    /// keeps two of root's capabilities and no other: CAP_NET_ADMIN (the
+    /// device, its addresses and routes, the firewall) and CAP_NET_RAW
+    /// (iptables), passed on to the iptables commands it runs.
     #[arg(short = 'U', value_name = "USER")]
     pub user: Option<String>,
 }

@@ -8,10 +8,12 @@
 //!
 //! A forward mode starts in this order: flags are checked and paths made
 //! absolute (`-z`), logging starts (syslog for `-S` and `-z`), the Tox
-//! settings are read (`-b`, `--bootstrap`), privileges are dropped (`-U`),
-//! the process forks into the background (`-z`), the PID file is written
-//! (`-F`), and only then does the async runtime start and the mode load its
-//! identity from `-C` and bind its sockets.
+//! settings are read (`-b`, `--bootstrap`), the VPN's TUN device is opened
+//! and created (`--vpn`, `vpn up`: opening `/dev/net/tun` may need root's
+//! file rights), privileges are dropped (`-U`), the process forks into the
+//! background (`-z`), the PID file is written (`-F`), and only then does
+//! the async runtime start and the mode load its identity from `-C`, bind
+//! its sockets and configure the device.
 
 pub mod args;
 pub mod daemon;
@@ -237,6 +239,8 @@ fn run_forward(mut args: ForwardArgs) -> Result<(), CliError> {
             client::run(config, cancel)
         })
     } else {
+        // Before `launch` drops root's rights (-U).
+        let vpn_device = if args.vpn { Some(open_device(&args.vpn_dev, server::VPN_NEEDS)?) } else { None };
         let mut config = ServerConfig {
             config_dir: args.common.config_dir(),
             secret: args.secret.clone(),
@@ -251,6 +255,7 @@ fn run_forward(mut args: ForwardArgs) -> Result<(), CliError> {
                 device: args.vpn_dev.clone(),
                 mtu: args.vpn_mtu,
             }),
+            vpn_device,
             started: Started::default(),
         };
         launch(process, |cancel, started| {
@@ -281,6 +286,8 @@ fn run_vpn_up(mut args: VpnUpArgs) -> Result<(), CliError> {
         }
     }
     let process = Process::new(&args.process, privileges::VPN_CAPABILITIES)?;
+    // Before `launch` drops root's rights (-U).
+    let opened = open_device(&args.dev, vpn_client::NEEDS)?;
     let mut config = VpnClientConfig {
         identity: client_identity(&args.common),
         server: args.peer,
@@ -288,6 +295,7 @@ fn run_vpn_up(mut args: VpnUpArgs) -> Result<(), CliError> {
         routes: args.route.clone(),
         mtu: args.mtu,
         device: args.dev.clone(),
+        opened: Some(opened),
         connect_timeout: (args.connect_timeout > 0).then(|| Duration::from_secs(args.connect_timeout)),
         id_file: args.id_file.clone(),
         tox,
@@ -313,13 +321,14 @@ struct Process {
 }
 
 impl Process {
+    /// Finds the `-U` user and checks that we can become it, so that a
+    /// hopeless `-U` fails before anything is set up.
     fn new(args: &ProcessArgs, keep: &'static [privileges::Capability]) -> Result<Process, CliError> {
-        Ok(Process {
-            user: args.user.as_deref().map(privileges::lookup).transpose()?,
-            keep,
-            daemonize: args.daemonize,
-            pid_file: args.pid_file.clone(),
-        })
+        let user = args.user.as_deref().map(privileges::lookup).transpose()?;
+        if let Some(account) = &user {
+            privileges::plan(account, nix::unistd::getuid(), nix::unistd::geteuid())?;
+        }
+        Ok(Process { user, keep, daemonize: args.daemonize, pid_file: args.pid_file.clone() })
     }
 }
 
@@ -332,7 +341,8 @@ where
     Fut: Future<Output = anyhow::Result<()>>,
 {
     // Root's rights end here, before the identity in -C is read or created
-    // and before any socket is bound (see the privileges module).
+    // and before any socket is bound (see the privileges module); the VPN's
+    // device was opened before.
     if let Some(account) = &process.user {
         privileges::switch_keeping(account, process.keep)?;
     }
@@ -355,6 +365,17 @@ where
         }
     }
     result
+}
+
+/// Opens `/dev/net/tun` and creates the VPN's device `name` (with
+/// offload), before `-U` drops root's rights and before `-z` forks: the
+/// descriptor is kept across both, and the mode configures the device
+/// later with CAP_NET_ADMIN alone. `needs` ends the error message.
+fn open_device(name: &str, needs: &str) -> Result<vpn::device::OpenedDevice, CliError> {
+    let opened =
+        vpn::device::Device::open(Some(name), true).map_err(|e| CliError::Other(anyhow::anyhow!("{e} ({needs})")))?;
+    tracing::debug!(dev = opened.name(), offload = opened.offload(), "VPN device opened");
+    Ok(opened)
 }
 
 /// `-z` changes to `/`: the paths the user gave are made absolute first,
