@@ -18,7 +18,7 @@
 //! refusals (wrong secret, not on the allow-list, a server without
 //! `--vpn`, which still serves `-L`); both sides as `-U nobody` with a TUN
 //! node only root may open, the client in the background (`-z -F`), cleaning
-//! up as nobody.
+//! up as nobody, their `tuntox status` showing each end's VPN addresses.
 //!
 //! Needs root (namespaces, TUN, the `nobody` account), toxcore-utils,
 //! iptables, iputils-ping and util-linux (`unshare`); run through
@@ -478,8 +478,29 @@ fn vpn_runs_as_nobody_with_a_root_only_tun_node_and_in_the_background() {
     let st = stat(pid).unwrap_or_else(|| panic!("no process {pid}"));
     assert!(st.state != 'Z' && st.session == pid, "not a running session leader: {st:?}");
     let tag = format!(" tuntox[{pid}]: ");
-    devlog.wait_for("the VPN session", |l| l.contains(&tag) && l.contains("VPN up: "), CONNECT);
+    let up = devlog.wait_for("the VPN session", |l| l.contains(&tag) && l.contains("VPN up: "), CONNECT);
+    let client_v4 = vpn_addresses(&up).into_iter().find(IpAddr::is_ipv4).expect("an IPv4 address");
     ping_ok(cns, LAN_V4, Duration::from_secs(10), &[&server]);
+
+    // `tuntox status` shows each end's VPN: the server its device, its
+    // address and the client's; the client its address and route. Their
+    // sockets belong to nobody.
+    let [srv_report, c_report] = [(&lab.srv, server.pid()), (cns, u32::try_from(pid).unwrap())].map(|(ns, pid)| {
+        let out = ns.command(binary()).args(["status", "--json"]).stdin(Stdio::null()).output().unwrap();
+        assert!(out.status.success(), "tuntox status: {}", text(&out));
+        let socket = ns.status_dir().join(format!("tuntox-{pid}.sock"));
+        assert_eq!(std::fs::metadata(&socket).unwrap().uid(), nobody.uid.as_raw(), "{}", socket.display());
+        serde_json::from_slice::<serde_json::Value>(&out.stdout).unwrap_or_else(|e| panic!("{e}: {}", text(&out)))
+    });
+    let v4 = format!("{client_v4}/32");
+    assert_eq!(srv_report["vpn"]["device"], "tuntox-srv0", "{srv_report:#}");
+    assert_eq!(srv_report["vpn"]["addresses"][0], "10.77.0.1/24", "{srv_report:#}");
+    let friend = &srv_report["friends"][0];
+    assert!(friend["online"] == true && friend["vpn_addresses"][0] == v4.as_str(), "{srv_report:#}");
+    assert!(srv_report["counters"]["vpn"]["packets_in"].as_u64() >= Some(3), "{srv_report:#}");
+    assert_eq!(c_report["vpn"]["device"], "tuntox0", "{c_report:#}");
+    assert!(c_report["vpn"]["addresses"][0].as_str().is_some_and(|a| a.starts_with(&format!("{client_v4}/"))));
+    assert_eq!(c_report["vpn"]["routes"], serde_json::json!([ROUTE_V4]), "{c_report:#}");
 
     // Both run as nobody with the two capabilities only, the TUN node they
     // see being root's alone.

@@ -32,6 +32,7 @@ use super::bridge::Bridge;
 use super::identity::{Identity, IdentityError};
 use super::peers::PeerNumbers;
 use super::secret::Secret;
+use super::status::{Place, Source, StatusServer};
 use super::vpn::{Lossless, VpnLink, stats_line};
 use crate::crypto::PublicKey;
 use crate::driver::tox::{Tox, ToxConfig, ToxEvent};
@@ -57,7 +58,10 @@ pub struct ServerConfig {
     /// With `vpn`: its TUN device, when it was opened before (by a process
     /// that drops root's rights afterwards: `-U`); `None` creates it here.
     pub vpn_device: Option<vpn::device::OpenedDevice>,
-    /// Told once the identity is loaded and the Tox socket bound.
+    /// Where `tuntox status` is served.
+    pub status: Place,
+    /// Told once the identity is loaded, the Tox socket bound and the
+    /// status socket made.
     pub started: Started,
 }
 
@@ -175,9 +179,26 @@ pub async fn run(mut config: ServerConfig, cancel: CancellationToken) -> anyhow:
         }
         vpn = Some(server);
     }
+    let engine = Engine::new(tunnel::Config::exit(ExitConfig { rules, ..ExitConfig::default() }), cancel.child_token());
+    let mut source = Source::new("server", tox.sender().node());
+    source.tox_id = Some(id);
+    source.udp = Some(tox.local_addr());
+    source.tcp_listen = tox.tcp_addrs().to_vec();
+    source.tunnels = Some(engine.clone());
+    source.vpn = vpn.as_ref().map(|v| (v.link.vpn().clone(), numbers.clone()));
+    let _status = match StatusServer::start(&config.status, source, cancel.child_token()) {
+        Ok(status) => status,
+        Err(e) => {
+            engine.shutdown().await;
+            if let Some(v) = vpn {
+                v.stop().await;
+            }
+            tox.shutdown().await;
+            return Err(e);
+        }
+    };
     config.started.signal();
 
-    let engine = Engine::new(tunnel::Config::exit(ExitConfig { rules, ..ExitConfig::default() }), cancel.child_token());
     let mut bridge = Bridge::new(engine, tox.sender(), numbers);
     let mut stats_timer = tokio::time::interval(STATS_INTERVAL);
     let mut last_stats = None;

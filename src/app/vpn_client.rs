@@ -31,6 +31,7 @@ use super::Started;
 use super::client::{ClientIdentity, start_tox};
 use super::peers::PeerNumbers;
 use super::secret::Secret;
+use super::status::{Place, Source, StatusServer};
 use super::vpn::{Lossless, VpnLink, stats_line};
 use crate::crypto::PublicKey;
 use crate::driver::tox::{Tox, ToxConfig, ToxEvent};
@@ -64,7 +65,10 @@ pub struct VpnClientConfig {
     pub id_file: Option<PathBuf>,
     /// How the Tox instance starts (keys are filled in here).
     pub tox: ToxConfig,
-    /// Told once the device exists and the Tox socket is bound.
+    /// Where `tuntox status` is served.
+    pub status: Place,
+    /// Told once the device exists, the Tox socket is bound and the status
+    /// socket made.
     pub started: Started,
 }
 
@@ -104,11 +108,25 @@ pub async fn run(mut config: VpnClientConfig, cancel: CancellationToken) -> anyh
     };
     let server = *config.server.public_key();
     let numbers = PeerNumbers::new();
-    let (link, events) = match VpnLink::start(engine, device, tox.sender(), numbers, cancel.child_token()).await {
+    let (link, events) = match VpnLink::start(engine, device, tox.sender(), numbers.clone(), cancel.child_token()).await
+    {
         Ok(started) => started,
         Err(e) => {
             tox.shutdown().await;
             return Err(anyhow!("cannot start the VPN: {e}"));
+        }
+    };
+    let mut source = Source::new("vpn client", tox.sender().node());
+    source.tox_id = Some(tox.tox_id());
+    source.udp = Some(tox.local_addr());
+    source.tcp_listen = tox.tcp_addrs().to_vec();
+    source.vpn = Some((link.vpn().clone(), numbers));
+    let _status = match StatusServer::start(&config.status, source, cancel.child_token()) {
+        Ok(status) => status,
+        Err(e) => {
+            let _ = link.shutdown().await;
+            tox.shutdown().await;
+            return Err(e);
         }
     };
     config.started.signal();
