@@ -43,12 +43,37 @@ fn malformed_values_exit_2_with_one_line() {
 }
 
 #[test]
-fn modes_without_an_engine_say_so() {
-    // Refused before any socket exists.
-    let out = tuntox(&["status"]);
-    assert_eq!(out.status.code(), Some(2));
-    assert!(stderr(&out).contains("not implemented yet"), "{}", stderr(&out));
-    assert!(out.stdout.is_empty());
+fn status_without_a_running_tuntox_says_so_and_exits_1() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = |args: &[&str]| {
+        let out = Command::new(env!("CARGO_BIN_EXE_tuntox"))
+            .args(args)
+            .env("TUNTOX_STATUS_DIR", dir.path().join("status"))
+            .output()
+            .expect("run tuntox");
+        assert_eq!(out.status.code(), Some(1), "{args:?}: {}", stderr(&out));
+        assert!(out.stdout.is_empty(), "{args:?} wrote to stdout");
+        stderr(&out)
+    };
+    // Nothing there: no status directory yet, then an empty one.
+    let err = run(&["status"]);
+    assert!(err.starts_with("tuntox: no running tuntox found in ") && err.contains("--socket PATH"), "{err}");
+    std::fs::create_dir(dir.path().join("status")).unwrap();
+    assert!(run(&["status", "--json"]).contains("no running tuntox found"));
+    let missing = dir.path().join("missing.sock");
+    let err = run(&["status", "--socket", missing.to_str().unwrap()]);
+    assert_eq!(err.trim(), format!("tuntox: no status socket at {}: is tuntox running?", missing.display()));
+
+    // A socket left by a killed tuntox: named as stale, on its own line.
+    let stale = dir.path().join("status/tuntox-2147483646.sock");
+    drop(std::os::unix::net::UnixListener::bind(&stale).unwrap());
+    let err = run(&["status"]);
+    let lines: Vec<&str> = err.lines().collect();
+    assert_eq!(lines.len(), 2, "{err}");
+    assert!(lines[0].ends_with("(process 2147483646) is no longer running"), "{err}");
+    assert!(lines[1].starts_with("tuntox: no running tuntox found"), "{err}");
+    let err = run(&["status", "--socket", stale.to_str().unwrap()]);
+    assert!(err.contains("is a stale status socket"), "{err}");
 }
 
 #[test]

@@ -25,6 +25,7 @@ use support::deadline::Deadline;
 use support::devlog::DevLog;
 use support::e2e::{SECRET, echo_roundtrip, echo_server};
 use support::netns::{ChildGuard, Netns};
+use support::procfs::{ended, read_pid, stat, status_field, wait_until};
 use support::tuntox::{Tuntox, binary, local_network_args};
 
 /// PRI of LOCAL1 (17) at info (6), warning (4) and err (3).
@@ -122,54 +123,6 @@ impl Setup {
         let ran = run_bounded(cmd, "tuntox ping", Duration::from_secs(150));
         assert!(ran.status.success(), "tuntox ping: {}\n{}\n{}", ran.status, ran.stdout, ran.stderr);
         assert!(ran.stdout.contains("1 sent, 1 received"), "{}", ran.stdout);
-    }
-}
-
-/// Fields of /proc/PID/stat after the command name.
-#[derive(Debug)]
-struct Stat {
-    state: char,
-    ppid: i32,
-    session: i32,
-    tty_nr: i32,
-}
-
-fn stat(pid: i32) -> Option<Stat> {
-    let text = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    let rest = &text[text.rfind(')')? + 2..];
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    Some(Stat {
-        state: fields.first()?.chars().next()?,
-        ppid: fields.get(1)?.parse().ok()?,
-        session: fields.get(3)?.parse().ok()?,
-        tty_nr: fields.get(4)?.parse().ok()?,
-    })
-}
-
-/// Whether the process has ended (gone, or a zombie its new parent has not
-/// reaped yet).
-fn ended(pid: i32) -> bool {
-    stat(pid).is_none_or(|s| s.state == 'Z')
-}
-
-fn read_pid(path: &Path) -> i32 {
-    let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()));
-    assert!(text.ends_with('\n') && text.trim().bytes().all(|b| b.is_ascii_digit()), "PID file holds {text:?}");
-    text.trim().parse().unwrap()
-}
-
-/// The `Name:\tA\tB...` line of /proc/PID/status, split.
-fn status_field(pid: i32, name: &str) -> Vec<String> {
-    let text = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    let line = text.lines().find(|l| l.starts_with(&format!("{name}:"))).unwrap_or_else(|| panic!("no {name}: {text}"));
-    line[name.len() + 1..].split_whitespace().map(str::to_owned).collect()
-}
-
-fn wait_until(what: &str, timeout: Duration, mut done: impl FnMut() -> bool) {
-    let deadline = Deadline::after(timeout);
-    while !done() {
-        assert!(!deadline.passed(), "{what}: not within {timeout:?}");
-        thread::sleep(Duration::from_millis(50));
     }
 }
 

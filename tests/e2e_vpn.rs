@@ -16,25 +16,33 @@
 //! route behind and a stopped server no firewall rule or sysctl; a server
 //! killed and restarted gives the client back its address within 10 s;
 //! refusals (wrong secret, not on the allow-list, a server without
-//! `--vpn`, which still serves `-L`).
+//! `--vpn`, which still serves `-L`); both sides as `-U nobody` with a TUN
+//! node only root may open, the client in the background (`-z -F`), cleaning
+//! up as nobody, their `tuntox status` showing each end's VPN addresses.
 //!
-//! Needs root (namespaces, TUN), toxcore-utils, iptables and iputils-ping;
-//! run through `scripts/test`, which installs them. It never skips.
+//! Needs root (namespaces, TUN, the `nobody` account), toxcore-utils,
+//! iptables, iputils-ping and util-linux (`unshare`); run through
+//! `scripts/test`, which installs them. It never skips.
 
 mod support;
 
 use std::io::{Read, Write};
 use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream};
+use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 use std::process::{Output, Stdio};
 use std::sync::mpsc::channel;
 use std::thread;
 use std::time::Duration;
 
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::{Pid, User, chown};
 use support::bootstrapd::Bootstrapd;
 use support::deadline::Deadline;
+use support::devlog::DevLog;
 use support::e2e::{SECRET, check_pattern, echo_roundtrip, echo_server, write_pattern};
 use support::netns::Netns;
+use support::procfs::{ended, read_pid, stat, status_field, wait_until};
 use support::tuntox::{Tuntox, binary};
 
 const CONNECT: Duration = Duration::from_secs(60);
@@ -84,18 +92,26 @@ impl Lab {
         Lab { _bootstrapd: bootstrapd, boot, clients, lan, srv }
     }
 
-    fn server(&self, label: &str, dir: &Path, extra: &[&str]) -> Tuntox {
+    fn server_args(&self, dir: &Path, extra: &[&str]) -> Vec<String> {
         let mut args: Vec<String> = vec!["-C".into(), dir.display().to_string(), "-s".into(), SECRET.into()];
         args.extend(["-u", "34000:34099", "--bootstrap", &self.boot, "--no-lan"].map(String::from));
         args.extend(extra.iter().map(|s| (*s).to_owned()));
-        Tuntox::spawn(&self.srv, label, &args)
+        args
     }
 
-    fn vpn_up(&self, k: usize, label: &str, server_id: &str, extra: &[&str]) -> Tuntox {
+    fn server(&self, label: &str, dir: &Path, extra: &[&str]) -> Tuntox {
+        Tuntox::spawn(&self.srv, label, &self.server_args(dir, extra))
+    }
+
+    fn vpn_up_args(&self, server_id: &str, extra: &[&str]) -> Vec<String> {
         let mut args: Vec<String> =
             ["vpn", "up", "--peer", server_id, "--bootstrap", &self.boot, "--no-lan"].map(String::from).to_vec();
         args.extend(extra.iter().map(|s| (*s).to_owned()));
-        Tuntox::spawn(&self.clients[k - 1], label, &args)
+        args
+    }
+
+    fn vpn_up(&self, k: usize, label: &str, server_id: &str, extra: &[&str]) -> Tuntox {
+        Tuntox::spawn(&self.clients[k - 1], label, &self.vpn_up_args(server_id, extra))
     }
 }
 
@@ -421,4 +437,101 @@ fn a_server_without_vpn_refuses_vpn_clients_and_still_forwards() {
         }
     };
     assert_eq!(echo_roundtrip(&mut s, b"still forwards").unwrap(), b"still forwards");
+}
+
+/// `-U nobody` on both sides, the client in the background (`-z -F`), with
+/// a /dev/net/tun that only root may open: each process runs in a private
+/// mount namespace whose /dev holds a TUN node of its own, mode 0600 and
+/// root's, whatever the host's is (support/devlog.rs). The device is
+/// opened before the switch; everything after it (addresses, routes, the
+/// server's NAT rules, and their removal at exit) is done as nobody with
+/// CAP_NET_ADMIN and CAP_NET_RAW only.
+#[test]
+fn vpn_runs_as_nobody_with_a_root_only_tun_node_and_in_the_background() {
+    let lab = Lab::new("vpnusr", 1);
+    let cns = &lab.clients[0];
+    let nobody = User::from_name("nobody").unwrap().expect("the nobody account");
+    let devlog = DevLog::new().with_tun();
+    let work = tempfile::Builder::new().prefix("tt-vpnusr").tempdir().unwrap();
+    chown(work.path(), Some(nobody.uid), Some(nobody.gid)).unwrap();
+    let (srv_conf, c_conf, pid_file) =
+        (work.path().join("server"), work.path().join("client"), work.path().join("client.pid"));
+    add_foreign_rules(&lab.srv);
+    let srv_before = snapshot(&lab.srv);
+    let c_before = snapshot(cns);
+
+    let args = lab.server_args(&srv_conf, &["--vpn", "--vpn-route", ROUTE_V4, "--vpn-nat", "-U", "nobody"]);
+    let mut cmd = devlog.wrap(Path::new(binary()), |program| lab.srv.command(program));
+    cmd.args(&args).stdin(Stdio::null()).stdout(Stdio::null());
+    let mut server = Tuntox::spawn_command(cmd, "server -U nobody");
+    let server_id = server.wait_tox_id();
+
+    let paths = [c_conf.to_str().unwrap(), pid_file.to_str().unwrap()];
+    let flags = ["-s", SECRET, "--route", ROUTE_V4, "-C", paths[0], "-U", "nobody", "-z", "-F", paths[1]];
+    let mut cmd = devlog.wrap(Path::new(binary()), |program| cns.command(program));
+    cmd.args(lab.vpn_up_args(&server_id, &flags)).stdin(Stdio::null()).stdout(Stdio::null());
+    let mut launcher = Tuntox::spawn_command(cmd, "vpn up -U nobody -z (launcher)");
+    let status = launcher.wait_exit(Duration::from_secs(30));
+    assert!(status.success() && launcher.log().is_empty(), "the launcher: {status}: {:?}", launcher.log());
+    let pid = read_pid(&pid_file);
+    assert_ne!(u32::try_from(pid).unwrap(), launcher.pid(), "the PID file names the launcher");
+    let st = stat(pid).unwrap_or_else(|| panic!("no process {pid}"));
+    assert!(st.state != 'Z' && st.session == pid, "not a running session leader: {st:?}");
+    let tag = format!(" tuntox[{pid}]: ");
+    let up = devlog.wait_for("the VPN session", |l| l.contains(&tag) && l.contains("VPN up: "), CONNECT);
+    let client_v4 = vpn_addresses(&up).into_iter().find(IpAddr::is_ipv4).expect("an IPv4 address");
+    ping_ok(cns, LAN_V4, Duration::from_secs(10), &[&server]);
+
+    // `tuntox status` shows each end's VPN: the server its device, its
+    // address and the client's; the client its address and route. Their
+    // sockets belong to nobody.
+    let [srv_report, c_report] = [(&lab.srv, server.pid()), (cns, u32::try_from(pid).unwrap())].map(|(ns, pid)| {
+        let out = ns.command(binary()).args(["status", "--json"]).stdin(Stdio::null()).output().unwrap();
+        assert!(out.status.success(), "tuntox status: {}", text(&out));
+        let socket = ns.status_dir().join(format!("tuntox-{pid}.sock"));
+        assert_eq!(std::fs::metadata(&socket).unwrap().uid(), nobody.uid.as_raw(), "{}", socket.display());
+        serde_json::from_slice::<serde_json::Value>(&out.stdout).unwrap_or_else(|e| panic!("{e}: {}", text(&out)))
+    });
+    let v4 = format!("{client_v4}/32");
+    assert_eq!(srv_report["vpn"]["device"], "tuntox-srv0", "{srv_report:#}");
+    assert_eq!(srv_report["vpn"]["addresses"][0], "10.77.0.1/24", "{srv_report:#}");
+    let friend = &srv_report["friends"][0];
+    assert!(friend["online"] == true && friend["vpn_addresses"][0] == v4.as_str(), "{srv_report:#}");
+    assert!(srv_report["counters"]["vpn"]["packets_in"].as_u64() >= Some(3), "{srv_report:#}");
+    assert_eq!(c_report["vpn"]["device"], "tuntox0", "{c_report:#}");
+    assert!(c_report["vpn"]["addresses"][0].as_str().is_some_and(|a| a.starts_with(&format!("{client_v4}/"))));
+    assert_eq!(c_report["vpn"]["routes"], serde_json::json!([ROUTE_V4]), "{c_report:#}");
+
+    // Both run as nobody with the two capabilities only, the TUN node they
+    // see being root's alone.
+    let uid = nobody.uid.to_string();
+    for (pid, who) in [(i32::try_from(server.pid()).unwrap(), "server"), (pid, "client")] {
+        assert_eq!(status_field(pid, "Uid"), [uid.as_str(); 4], "{who}: real, effective, saved, fs");
+        for set in ["CapPrm", "CapEff", "CapAmb"] {
+            assert_eq!(status_field(pid, set), ["0000000000003000"], "{who}: {set} is NET_ADMIN and NET_RAW");
+        }
+        let tun = std::fs::metadata(format!("/proc/{pid}/root/dev/net/tun")).unwrap();
+        assert_eq!((tun.mode() & 0o777, tun.uid()), (0o600, 0), "{who}'s /dev/net/tun");
+    }
+    for file in [srv_conf.join("tox_save"), c_conf.join("tox_save"), pid_file.clone()] {
+        let meta = std::fs::metadata(&file).unwrap();
+        assert_eq!((meta.uid(), meta.gid()), (nobody.uid.as_raw(), nobody.gid.as_raw()), "{}", file.display());
+    }
+    let routes = String::from_utf8_lossy(&cns.exec(&["ip", "route", "show", "dev", "tuntox0"]).stdout).into_owned();
+    assert!(routes.contains(ROUTE_V4), "the client's routes: {routes}");
+
+    // SIGTERM: the background client removes its device, routes and PID file.
+    kill(Pid::from_raw(pid), Signal::SIGTERM).unwrap();
+    wait_until("the client ends after SIGTERM", Duration::from_secs(10), || ended(pid));
+    assert!(!pid_file.exists(), "the PID file is left behind");
+    assert_eq!(snapshot(cns), c_before, "the client's namespace after the client stopped");
+    devlog.wait_for("the stop", |l| l.contains(&tag) && l.contains("VPN counters:"), Duration::from_secs(5));
+
+    // The server, as nobody, removes its NAT rules and sysctls.
+    let status = server.terminate(Duration::from_secs(15));
+    if !status.success() {
+        server.fail(&format!("exit after SIGTERM: {status}"));
+    }
+    assert!(server.logged("VPN forwarding rules removed"), "{}", server.log().join("\n"));
+    assert_eq!(snapshot(&lab.srv), srv_before, "the server's namespace after the server stopped");
 }

@@ -24,6 +24,7 @@ use super::identity::Identity;
 use super::peers::PeerNumbers;
 use super::secret::Secret;
 use super::server::request_message;
+use super::status::{Place, Source, StatusServer};
 use crate::crypto::{KeyPair, PublicKey, SodiumRng};
 use crate::driver::tox::{Tox, ToxConfig, ToxEvent};
 use crate::wire::tox_id::{NoSpam, ToxId};
@@ -78,7 +79,10 @@ pub struct ClientConfig {
     pub offline_wait: Duration,
     /// How the Tox instance starts (keys are filled in here).
     pub tox: ToxConfig,
-    /// Told once the Tox socket and the listeners (`-L`, `-D`) are bound.
+    /// Where `tuntox status` is served.
+    pub status: Place,
+    /// Told once the Tox socket, the status socket and the listeners (`-L`,
+    /// `-D`) are bound.
     pub started: Started,
 }
 
@@ -102,6 +106,19 @@ pub async fn run(config: ClientConfig, cancel: CancellationToken) -> anyhow::Res
     tunnel_config.offline_wait = config.offline_wait;
     let engine = Engine::new(tunnel_config, cancel.child_token());
     let server_key = *config.server.public_key();
+    let mut source = Source::new("client", tox.sender().node());
+    source.tox_id = Some(tox.tox_id());
+    source.udp = Some(tox.local_addr());
+    source.tcp_listen = tox.tcp_addrs().to_vec();
+    source.tunnels = Some(engine.clone());
+    let _status = match StatusServer::start(&config.status, source, cancel.child_token()) {
+        Ok(status) => status,
+        Err(e) => {
+            engine.shutdown().await;
+            tox.shutdown().await;
+            return Err(e);
+        }
+    };
     let bridge = Bridge::new(engine.clone(), tox.sender(), PeerNumbers::new());
     let events = spawn_events(tox, bridge, server_key, cancel.clone());
     // The bridge gives the server the first peer number.

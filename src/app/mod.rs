@@ -11,6 +11,7 @@ pub mod peers;
 pub mod relay;
 pub mod secret;
 pub mod server;
+pub mod status;
 pub mod vpn;
 pub mod vpn_client;
 

@@ -27,6 +27,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::bootstrap::BootstrapNode;
 use super::identity::{IdentityError, write_atomic};
+use super::status::{Place, Source, StatusServer};
 use crate::crypto::{KeyPair, PUBLIC_KEY_LEN, SecretKey, SodiumRng, fill_random};
 use crate::driver::udp::{self, UdpConfig};
 use crate::proto::dht::DhtConfig;
@@ -60,6 +61,8 @@ pub struct RelayConfig {
     pub max_clients: usize,
     /// Bind this address instead of all (tests).
     pub bind_ip: Option<IpAddr>,
+    /// Where `tuntox status` is served.
+    pub status: Place,
 }
 
 /// Loads the relay's key pair from `dir`, or makes and stores a new one.
@@ -157,6 +160,17 @@ pub async fn run(config: RelayConfig, cancel: CancellationToken) -> anyhow::Resu
         node.dht_mut().set_lan_targets(udp::lan_targets(socket_v6));
     }
     let handle = crate::driver::spawn_with_relay(node, socket, listeners, Some(keys.clone()), cancel.clone())?;
+    let mut source = Source::new("relay", handle.sender());
+    source.relay_key = Some(*keys.public());
+    source.udp = Some(handle.local_addr());
+    source.tcp_listen = handle.tcp_addrs().to_vec();
+    let _status = match StatusServer::start(&config.status, source, cancel.child_token()) {
+        Ok(status) => status,
+        Err(e) => {
+            handle.shutdown().await;
+            return Err(e);
+        }
+    };
     let tcp: Vec<String> = handle.tcp_addrs().iter().map(|a| a.port().to_string()).collect();
     tracing::info!(
         public_key = %keys.public(),

@@ -32,6 +32,7 @@ use super::bridge::Bridge;
 use super::identity::{Identity, IdentityError};
 use super::peers::PeerNumbers;
 use super::secret::Secret;
+use super::status::{Place, Source, StatusServer};
 use super::vpn::{Lossless, VpnLink, stats_line};
 use crate::crypto::PublicKey;
 use crate::driver::tox::{Tox, ToxConfig, ToxEvent};
@@ -54,7 +55,13 @@ pub struct ServerConfig {
     pub tox: ToxConfig,
     /// Serve VPN clients (`--vpn`).
     pub vpn: Option<VpnServerConfig>,
-    /// Told once the identity is loaded and the Tox socket bound.
+    /// With `vpn`: its TUN device, when it was opened before (by a process
+    /// that drops root's rights afterwards: `-U`); `None` creates it here.
+    pub vpn_device: Option<vpn::device::OpenedDevice>,
+    /// Where `tuntox status` is served.
+    pub status: Place,
+    /// Told once the identity is loaded, the Tox socket bound and the
+    /// status socket made.
     pub started: Started,
 }
 
@@ -149,7 +156,7 @@ pub async fn run(mut config: ServerConfig, cancel: CancellationToken) -> anyhow:
     config.tox.friends = friends;
     let friends = config.tox.friends.len();
     let device = match &config.vpn {
-        Some(v) => Some(vpn_device(v, identity.keys().public()).await?),
+        Some(v) => Some(vpn_device(v, config.vpn_device.take(), identity.keys().public()).await?),
         None => None,
     };
     let mut tox = Tox::start(config.tox, cancel.clone()).await.context("cannot start Tox")?;
@@ -172,9 +179,26 @@ pub async fn run(mut config: ServerConfig, cancel: CancellationToken) -> anyhow:
         }
         vpn = Some(server);
     }
+    let engine = Engine::new(tunnel::Config::exit(ExitConfig { rules, ..ExitConfig::default() }), cancel.child_token());
+    let mut source = Source::new("server", tox.sender().node());
+    source.tox_id = Some(id);
+    source.udp = Some(tox.local_addr());
+    source.tcp_listen = tox.tcp_addrs().to_vec();
+    source.tunnels = Some(engine.clone());
+    source.vpn = vpn.as_ref().map(|v| (v.link.vpn().clone(), numbers.clone()));
+    let _status = match StatusServer::start(&config.status, source, cancel.child_token()) {
+        Ok(status) => status,
+        Err(e) => {
+            engine.shutdown().await;
+            if let Some(v) = vpn {
+                v.stop().await;
+            }
+            tox.shutdown().await;
+            return Err(e);
+        }
+    };
     config.started.signal();
 
-    let engine = Engine::new(tunnel::Config::exit(ExitConfig { rules, ..ExitConfig::default() }), cancel.child_token());
     let mut bridge = Bridge::new(engine, tox.sender(), numbers);
     let mut stats_timer = tokio::time::interval(STATS_INTERVAL);
     let mut last_stats = None;
@@ -311,9 +335,17 @@ async fn refuse_vpn(tox: &Tox, key: PublicKey, packet: &[u8]) {
     }
 }
 
-/// The VPN's engine and TUN device, made before Tox starts so that a
-/// missing privilege stops the server at once.
-async fn vpn_device(v: &VpnServerConfig, key: &PublicKey) -> anyhow::Result<(vpn::Engine, vpn::device::Device)> {
+/// What the TUN device takes, for error messages.
+pub const VPN_NEEDS: &str = "--vpn needs root, or CAP_NET_ADMIN and read-write access to /dev/net/tun";
+
+/// The VPN's engine and TUN device (the one `opened` before, or a new one),
+/// made before Tox starts so that a missing privilege stops the server at
+/// once.
+async fn vpn_device(
+    v: &VpnServerConfig,
+    opened: Option<vpn::device::OpenedDevice>,
+    key: &PublicKey,
+) -> anyhow::Result<(vpn::Engine, vpn::device::Device)> {
     let ula = vpn::pool::ula_from_seed(key.as_bytes());
     let engine = vpn::Engine::server(vpn::ServerConfig {
         enabled: true,
@@ -323,9 +355,11 @@ async fn vpn_device(v: &VpnServerConfig, key: &PublicKey) -> anyhow::Result<(vpn
         mtu: v.mtu,
     })
     .context("--vpn")?;
-    let device = vpn::device::Device::create(Some(&v.device), v.mtu, true)
-        .await
-        .context("--vpn needs root, or CAP_NET_ADMIN and read-write access to /dev/net/tun")?;
+    let device = match opened {
+        Some(opened) => vpn::device::Device::attach(opened, v.mtu).await,
+        None => vpn::device::Device::create(Some(&v.device), v.mtu, true).await,
+    }
+    .context(VPN_NEEDS)?;
     tracing::info!(
         dev = device.name(),
         offload = device.offload(),

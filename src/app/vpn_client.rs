@@ -1,6 +1,7 @@
 //! `tuntox vpn up`: a TUN device linked to a tuntox server over Tox.
 //!
-//! The device is created first (so a missing privilege shows at once), then
+//! The device is created first (so a missing privilege shows at once; the
+//! command line opens it even earlier, before `-U` drops root's rights), then
 //! Tox starts and befriends the server as the forward client does. Each
 //! time the server comes online the client says hello; the server's answer
 //! gives the device its addresses and MTU, and routes through it the
@@ -30,6 +31,7 @@ use super::Started;
 use super::client::{ClientIdentity, start_tox};
 use super::peers::PeerNumbers;
 use super::secret::Secret;
+use super::status::{Place, Source, StatusServer};
 use super::vpn::{Lossless, VpnLink, stats_line};
 use crate::crypto::PublicKey;
 use crate::driver::tox::{Tox, ToxConfig, ToxEvent};
@@ -53,6 +55,9 @@ pub struct VpnClientConfig {
     pub mtu: u16,
     /// The TUN device's name.
     pub device: String,
+    /// The TUN device, when it was opened before (by a process that drops
+    /// root's rights afterwards: `-U`); `None` creates `device` here.
+    pub opened: Option<vpn::device::OpenedDevice>,
     /// Fail when the server has not accepted us this long after start;
     /// `None` waits forever.
     pub connect_timeout: Option<Duration>,
@@ -60,9 +65,15 @@ pub struct VpnClientConfig {
     pub id_file: Option<PathBuf>,
     /// How the Tox instance starts (keys are filled in here).
     pub tox: ToxConfig,
-    /// Told once the device exists and the Tox socket is bound.
+    /// Where `tuntox status` is served.
+    pub status: Place,
+    /// Told once the device exists, the Tox socket is bound and the status
+    /// socket made.
     pub started: Started,
 }
+
+/// What the TUN device takes, for error messages.
+pub const NEEDS: &str = "tuntox vpn up needs root, or CAP_NET_ADMIN and read-write access to /dev/net/tun";
 
 /// A route that would send Tox's own packets into the tunnel.
 pub fn route_covering(routes: &[IpNet], addr: std::net::IpAddr) -> Option<IpNet> {
@@ -73,9 +84,11 @@ pub fn route_covering(routes: &[IpNet], addr: std::net::IpAddr) -> Option<IpNet>
 /// device that cannot be set up, or a server that never accepts us.
 pub async fn run(mut config: VpnClientConfig, cancel: CancellationToken) -> anyhow::Result<()> {
     let engine = vpn::Engine::client(vpn::ClientConfig { mtu: config.mtu, routes: config.routes.clone() })?;
-    let device = vpn::device::Device::create(Some(&config.device), config.mtu, true).await.map_err(|e| {
-        anyhow!("{e} (tuntox vpn up needs root, or CAP_NET_ADMIN and read-write access to /dev/net/tun)")
-    })?;
+    let device = match config.opened.take() {
+        Some(opened) => vpn::device::Device::attach(opened, config.mtu).await,
+        None => vpn::device::Device::create(Some(&config.device), config.mtu, true).await,
+    }
+    .map_err(|e| anyhow!("{e} ({NEEDS})"))?;
     tracing::debug!(dev = device.name(), offload = device.offload(), "VPN device created");
     let tox = match start_tox(
         &config.identity,
@@ -95,11 +108,25 @@ pub async fn run(mut config: VpnClientConfig, cancel: CancellationToken) -> anyh
     };
     let server = *config.server.public_key();
     let numbers = PeerNumbers::new();
-    let (link, events) = match VpnLink::start(engine, device, tox.sender(), numbers, cancel.child_token()).await {
+    let (link, events) = match VpnLink::start(engine, device, tox.sender(), numbers.clone(), cancel.child_token()).await
+    {
         Ok(started) => started,
         Err(e) => {
             tox.shutdown().await;
             return Err(anyhow!("cannot start the VPN: {e}"));
+        }
+    };
+    let mut source = Source::new("vpn client", tox.sender().node());
+    source.tox_id = Some(tox.tox_id());
+    source.udp = Some(tox.local_addr());
+    source.tcp_listen = tox.tcp_addrs().to_vec();
+    source.vpn = Some((link.vpn().clone(), numbers));
+    let _status = match StatusServer::start(&config.status, source, cancel.child_token()) {
+        Ok(status) => status,
+        Err(e) => {
+            let _ = link.shutdown().await;
+            tox.shutdown().await;
+            return Err(e);
         }
     };
     config.started.signal();

@@ -60,7 +60,11 @@ pub enum Command {
     /// tox-bootstrapd's key file layout; clients name the relay by its
     /// public key (`--print-key`).
     Relay(RelayArgs),
-    /// Show the state of a running tuntox.
+    /// Show the state of the running tuntox processes: Tox ID, friends
+    /// online and how they are reached, tunnels, VPN addresses, counters.
+    ///
+    /// Exits 1 when no running tuntox is found (a socket left by one that
+    /// was killed is named as stale).
     Status(StatusArgs),
     /// Measure the round trip to a tuntox server over Tox.
     Ping(PingArgs),
@@ -188,6 +192,10 @@ pub struct ForwardArgs {
 
     #[command(flatten)]
     #[allow(missing_docs)]
+    pub status: StatusSocketArgs,
+
+    #[command(flatten)]
+    #[allow(missing_docs)]
     pub net: NetArgs,
 
     #[command(flatten)]
@@ -250,12 +258,24 @@ pub struct ProcessArgs {
     /// happens before the identity in -C is read or created and before any
     /// socket is bound, so USER must own or be able to write the -C
     /// directory (and -I and -F), and -u ports below 1024 are not possible.
-    /// With --vpn and `vpn up`, USER keeps two of root's capabilities and no
-    /// other: CAP_NET_ADMIN (the device, its addresses and routes, the
-    /// firewall) and CAP_NET_RAW (iptables), passed on to the iptables
-    /// commands it runs; USER must be able to open /dev/net/tun.
+    /// With --vpn and `vpn up`, the TUN device is opened and created before
+    /// the switch (USER need not be able to open /dev/net/tun), and USER
+    /// keeps two of root's capabilities and no other: CAP_NET_ADMIN (the
+    /// device, its addresses and routes, the firewall) and CAP_NET_RAW
+    /// (iptables), passed on to the iptables commands it runs.
     #[arg(short = 'U', value_name = "USER")]
     pub user: Option<String>,
+}
+
+/// Where a running tuntox serves `tuntox status`.
+#[derive(Debug, Args)]
+pub struct StatusSocketArgs {
+    /// Serve `tuntox status` on this Unix socket (mode 0600, removed on
+    /// exit) instead of tuntox-PID.sock in the status directory:
+    /// /run/tuntox/ for root, else $XDG_RUNTIME_DIR/tuntox/ or
+    /// /tmp/tuntox-UID/ (after -U: USER's).
+    #[arg(long, value_name = "PATH")]
+    pub status_socket: Option<PathBuf>,
 }
 
 /// `tuntox id`.
@@ -313,6 +333,10 @@ pub struct VpnUpArgs {
 
     #[command(flatten)]
     #[allow(missing_docs)]
+    pub status: StatusSocketArgs,
+
+    #[command(flatten)]
+    #[allow(missing_docs)]
     pub net: NetArgs,
 
     #[command(flatten)]
@@ -352,13 +376,25 @@ pub struct RelayArgs {
 
     #[command(flatten)]
     #[allow(missing_docs)]
+    pub status: StatusSocketArgs,
+
+    #[command(flatten)]
+    #[allow(missing_docs)]
     pub common: CommonArgs,
 }
 
 /// `tuntox status`.
 #[derive(Debug, Args)]
 pub struct StatusArgs {
-    /// Print JSON instead of text.
+    /// Read the status of the tuntox serving it on this socket (its
+    /// --status-socket). Without it: every tuntox in our status directory
+    /// (/run/tuntox/ for root, else $XDG_RUNTIME_DIR/tuntox/ or
+    /// /tmp/tuntox-UID/).
+    #[arg(long, value_name = "PATH")]
+    pub socket: Option<PathBuf>,
+
+    /// Print JSON instead of text: one object per line, one line per
+    /// running tuntox.
     #[arg(long)]
     pub json: bool,
 

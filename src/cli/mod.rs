@@ -1,17 +1,20 @@
 //! The command line: parsing, logging, and dispatch to the engines.
 //!
-//! Exit codes: 0 success, 1 a runtime failure (the message says what), 2 a
-//! usage error or a mode that is not implemented yet. Errors are one line on
-//! standard error, prefixed `tuntox:` (and also logged when logging goes to
-//! syslog). Standard output carries only what a command promises (the Tox
-//! ID for `id`, the byte stream for `-W`).
+//! Exit codes: 0 success, 1 a runtime failure (the message says what; for
+//! `tuntox status`, also: no running tuntox found), 2 a usage error. Errors
+//! are one line on standard error, prefixed `tuntox:` (and also logged when
+//! logging goes to syslog). Standard output carries only what a command
+//! promises (the Tox ID for `id`, the byte stream for `-W`, the report of
+//! `status`).
 //!
 //! A forward mode starts in this order: flags are checked and paths made
 //! absolute (`-z`), logging starts (syslog for `-S` and `-z`), the Tox
-//! settings are read (`-b`, `--bootstrap`), privileges are dropped (`-U`),
-//! the process forks into the background (`-z`), the PID file is written
-//! (`-F`), and only then does the async runtime start and the mode load its
-//! identity from `-C` and bind its sockets.
+//! settings are read (`-b`, `--bootstrap`), the VPN's TUN device is opened
+//! and created (`--vpn`, `vpn up`: opening `/dev/net/tun` may need root's
+//! file rights), privileges are dropped (`-U`), the process forks into the
+//! background (`-z`), the PID file is written (`-F`), and only then does
+//! the async runtime start and the mode load its identity from `-C`, bind
+//! its sockets and configure the device.
 
 pub mod args;
 pub mod daemon;
@@ -31,7 +34,8 @@ use clap::Parser;
 use tokio_util::sync::CancellationToken;
 
 use self::args::{
-    Cli, Command, CommonArgs, ForwardArgs, NetArgs, PeerId, PingArgs, ProcessArgs, RelayArgs, VpnCommand, VpnUpArgs,
+    Cli, Command, CommonArgs, ForwardArgs, NetArgs, PeerId, PingArgs, ProcessArgs, RelayArgs, StatusArgs,
+    StatusSocketArgs, VpnCommand, VpnUpArgs,
 };
 use self::daemon::{Forked, Readiness};
 use self::logging::DefaultLevel;
@@ -43,6 +47,7 @@ use crate::app::bootstrap::{builtin_nodes, read_nodes_file};
 use crate::app::client::{self, ClientConfig, ClientIdentity, ClientMode};
 use crate::app::identity::Identity;
 use crate::app::server::{self, ServerConfig, VpnServerConfig};
+use crate::app::status::{self, Place};
 use crate::app::vpn_client::{self, VpnClientConfig, route_covering};
 use crate::crypto::{KeyPair, SodiumRng};
 use crate::driver::tox::ToxConfig;
@@ -53,9 +58,6 @@ use crate::wire::tox_id::NoSpam;
 /// Why a command failed.
 #[derive(Debug, thiserror::Error)]
 pub enum CliError {
-    /// The mode or flag exists in the interface but its engine does not yet.
-    #[error("{0} is not implemented yet")]
-    NotImplemented(&'static str),
     /// Flags that parse but do not fit together.
     #[error("{0} (see tuntox --help)")]
     Usage(String),
@@ -71,7 +73,7 @@ pub enum CliError {
 impl CliError {
     fn exit_code(&self) -> ExitCode {
         match self {
-            Self::NotImplemented(_) | Self::Usage(_) => ExitCode::from(2),
+            Self::Usage(_) => ExitCode::from(2),
             Self::Background(_) | Self::Other(_) => ExitCode::from(1),
         }
     }
@@ -141,7 +143,7 @@ fn dispatch(cli: Cli) -> Result<(), CliError> {
         }
         Some(Command::Vpn(VpnCommand::Up(args))) => run_vpn_up(args),
         Some(Command::Relay(args)) => run_relay(args),
-        Some(Command::Status(_)) => Err(CliError::NotImplemented("tuntox status")),
+        Some(Command::Status(args)) => run_status(&args),
         Some(Command::Ping(args)) => run_ping(args),
         None => run_forward(cli.forward),
     }
@@ -187,7 +189,7 @@ fn run_forward(mut args: ForwardArgs) -> Result<(), CliError> {
     }
     if args.process.daemonize {
         let paths = [&mut args.common.config_dir, &mut args.id_file, &mut args.rules, &mut args.net.nodes_file];
-        absolute_paths(paths.into_iter().chain([&mut args.process.pid_file]))?;
+        absolute_paths(paths.into_iter().chain([&mut args.process.pid_file, &mut args.status.status_socket]))?;
     }
     start(&args.common, default, args.process.daemonize)?;
     let mut tox = tox_config(&args.net)?;
@@ -230,6 +232,7 @@ fn run_forward(mut args: ForwardArgs) -> Result<(), CliError> {
             mode,
             offline_wait: OFFLINE_WAIT,
             tox,
+            status: place(&args.status),
             started: Started::default(),
         };
         launch(process, |cancel, started| {
@@ -237,6 +240,8 @@ fn run_forward(mut args: ForwardArgs) -> Result<(), CliError> {
             client::run(config, cancel)
         })
     } else {
+        // Before `launch` drops root's rights (-U).
+        let vpn_device = if args.vpn { Some(open_device(&args.vpn_dev, server::VPN_NEEDS)?) } else { None };
         let mut config = ServerConfig {
             config_dir: args.common.config_dir(),
             secret: args.secret.clone(),
@@ -251,6 +256,8 @@ fn run_forward(mut args: ForwardArgs) -> Result<(), CliError> {
                 device: args.vpn_dev.clone(),
                 mtu: args.vpn_mtu,
             }),
+            vpn_device,
+            status: place(&args.status),
             started: Started::default(),
         };
         launch(process, |cancel, started| {
@@ -264,7 +271,7 @@ fn run_forward(mut args: ForwardArgs) -> Result<(), CliError> {
 fn run_vpn_up(mut args: VpnUpArgs) -> Result<(), CliError> {
     if args.process.daemonize {
         let paths = [&mut args.common.config_dir, &mut args.id_file, &mut args.net.nodes_file];
-        absolute_paths(paths.into_iter().chain([&mut args.process.pid_file]))?;
+        absolute_paths(paths.into_iter().chain([&mut args.process.pid_file, &mut args.status.status_socket]))?;
     }
     start(&args.common, DefaultLevel::Info, args.process.daemonize)?;
     let tox = tox_config(&args.net)?;
@@ -281,6 +288,8 @@ fn run_vpn_up(mut args: VpnUpArgs) -> Result<(), CliError> {
         }
     }
     let process = Process::new(&args.process, privileges::VPN_CAPABILITIES)?;
+    // Before `launch` drops root's rights (-U).
+    let opened = open_device(&args.dev, vpn_client::NEEDS)?;
     let mut config = VpnClientConfig {
         identity: client_identity(&args.common),
         server: args.peer,
@@ -288,9 +297,11 @@ fn run_vpn_up(mut args: VpnUpArgs) -> Result<(), CliError> {
         routes: args.route.clone(),
         mtu: args.mtu,
         device: args.dev.clone(),
+        opened: Some(opened),
         connect_timeout: (args.connect_timeout > 0).then(|| Duration::from_secs(args.connect_timeout)),
         id_file: args.id_file.clone(),
         tox,
+        status: place(&args.status),
         started: Started::default(),
     };
     launch(process, |cancel, started| {
@@ -313,13 +324,14 @@ struct Process {
 }
 
 impl Process {
+    /// Finds the `-U` user and checks that we can become it, so that a
+    /// hopeless `-U` fails before anything is set up.
     fn new(args: &ProcessArgs, keep: &'static [privileges::Capability]) -> Result<Process, CliError> {
-        Ok(Process {
-            user: args.user.as_deref().map(privileges::lookup).transpose()?,
-            keep,
-            daemonize: args.daemonize,
-            pid_file: args.pid_file.clone(),
-        })
+        let user = args.user.as_deref().map(privileges::lookup).transpose()?;
+        if let Some(account) = &user {
+            privileges::plan(account, nix::unistd::getuid(), nix::unistd::geteuid())?;
+        }
+        Ok(Process { user, keep, daemonize: args.daemonize, pid_file: args.pid_file.clone() })
     }
 }
 
@@ -332,7 +344,8 @@ where
     Fut: Future<Output = anyhow::Result<()>>,
 {
     // Root's rights end here, before the identity in -C is read or created
-    // and before any socket is bound (see the privileges module).
+    // and before any socket is bound (see the privileges module); the VPN's
+    // device was opened before.
     if let Some(account) = &process.user {
         privileges::switch_keeping(account, process.keep)?;
     }
@@ -357,6 +370,17 @@ where
     result
 }
 
+/// Opens `/dev/net/tun` and creates the VPN's device `name` (with
+/// offload), before `-U` drops root's rights and before `-z` forks: the
+/// descriptor is kept across both, and the mode configures the device
+/// later with CAP_NET_ADMIN alone. `needs` ends the error message.
+fn open_device(name: &str, needs: &str) -> Result<vpn::device::OpenedDevice, CliError> {
+    let opened =
+        vpn::device::Device::open(Some(name), true).map_err(|e| CliError::Other(anyhow::anyhow!("{e} ({needs})")))?;
+    tracing::debug!(dev = opened.name(), offload = opened.offload(), "VPN device opened");
+    Ok(opened)
+}
+
 /// `-z` changes to `/`: the paths the user gave are made absolute first,
 /// against the directory tuntox was started in.
 fn absolute_paths<'a>(paths: impl IntoIterator<Item = &'a mut Option<PathBuf>>) -> Result<(), CliError> {
@@ -379,6 +403,7 @@ fn run_ping(args: PingArgs) -> Result<(), CliError> {
         connect_timeout: Some(CONNECT_TIMEOUT),
         offline_wait: OFFLINE_WAIT,
         tox: tox_config(&args.net)?,
+        status: Place::Off,
         started: Started::default(),
     };
     run_async(|cancel, _| client::run(config, cancel), &mut None)
@@ -413,8 +438,69 @@ fn run_relay(args: RelayArgs) -> Result<(), CliError> {
         lan_discovery: !args.no_lan,
         max_clients: args.max_clients as usize,
         bind_ip: None,
+        status: place(&args.status),
     };
     run_async(|cancel, _| crate::app::relay::run(config, cancel), &mut None)
+}
+
+/// Where a mode serves `tuntox status`.
+fn place(args: &StatusSocketArgs) -> Place {
+    args.status_socket.clone().map_or(Place::Default, Place::At)
+}
+
+/// How long `tuntox status` waits for a report.
+const STATUS_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// `tuntox status`: the report of the tuntox at `--socket`, or of every
+/// one in our status directory, on standard output.
+fn run_status(args: &StatusArgs) -> Result<(), CliError> {
+    start(&args.common, DefaultLevel::Warn, false)?;
+    let reports = match &args.socket {
+        Some(path) => vec![status::query(path, STATUS_TIMEOUT).map_err(|e| CliError::Other(e.into()))?],
+        None => {
+            let dir = status::default_dir();
+            let sockets = match status::sockets_in(&dir) {
+                Ok(sockets) => sockets,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
+                Err(e) => return Err(anyhow::anyhow!("cannot list the status directory {}: {e}", dir.display()).into()),
+            };
+            let mut reports = Vec::new();
+            for path in sockets {
+                match status::query(&path, STATUS_TIMEOUT) {
+                    Ok(report) => reports.push(report),
+                    // A stale socket (left by a process that was killed), or
+                    // one we may not read: said, and the others still shown.
+                    Err(e) => eprintln!("tuntox: {e}"),
+                }
+            }
+            if reports.is_empty() {
+                return Err(anyhow::anyhow!(
+                    "no running tuntox found in {} (for one serving elsewhere: tuntox status --socket PATH)",
+                    dir.display()
+                )
+                .into());
+            }
+            reports
+        }
+    };
+    let mut text = String::new();
+    for (i, report) in reports.iter().enumerate() {
+        if args.json {
+            let json = serde_json::to_string(report).map_err(|e| CliError::Other(e.into()))?;
+            text.push_str(&json);
+            text.push('\n');
+        } else {
+            if i > 0 {
+                text.push('\n');
+            }
+            text.push_str(&status::render(report));
+        }
+    }
+    let mut stdout = std::io::stdout().lock();
+    stdout
+        .write_all(text.as_bytes())
+        .and_then(|()| stdout.flush())
+        .map_err(|e| CliError::Other(anyhow::Error::new(e).context("cannot write to standard output")))
 }
 
 /// How long a connection made while the client starts waits for the server.

@@ -10,14 +10,22 @@
 //!
 //! Without root, only "becoming" ourselves is possible, and it is a no-op.
 //!
-//! The VPN (`--vpn`, `vpn up`) needs two of root's capabilities for its
-//! whole run: CAP_NET_ADMIN (the TUN device, its addresses and routes, the
-//! firewall rules, the forwarding sysctls) and CAP_NET_RAW (iptables). For
-//! it [`switch_keeping`] keeps those two across the switch
-//! (`PR_SET_KEEPCAPS`, then `capset` with only them permitted, effective
-//! and inheritable) and raises them as *ambient* capabilities, so the
-//! iptables commands it runs get them too. Every other capability is gone,
-//! and the process cannot become root again.
+//! The VPN (`--vpn`, `vpn up`) opens `/dev/net/tun` and creates its TUN
+//! device *before* the switch, with root's file rights: that node is often
+//! root's alone (mode 0600), and no capability kept below would open it.
+//! The descriptor stays open across the switch (and the `-z` fork); closing
+//! it at exit deletes the device. What the VPN does afterwards needs two of
+//! root's capabilities for its whole run: CAP_NET_ADMIN (the device's MTU,
+//! addresses, routes and deletion, the firewall rules, the forwarding
+//! sysctls) and CAP_NET_RAW (iptables). For it [`switch_keeping`] keeps
+//! those two across the switch (`PR_SET_KEEPCAPS`, then `capset` with only
+//! them permitted, effective and inheritable) and raises them as *ambient*
+//! capabilities, so the iptables commands it runs, at start and at exit,
+//! get them too. Every other capability is gone, and the process cannot
+//! become root again. The nf_tables iptables (Debian's default) needs
+//! nothing more; the legacy one also opens the lock file
+//! `/run/xtables.lock`, which only root may, so `--vpn-route` with `-U`
+//! fails there with the lock file's error.
 
 use std::ffi::CString;
 

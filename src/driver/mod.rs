@@ -160,6 +160,15 @@ impl NodeSender {
     }
 }
 
+impl NodeSender {
+    /// A sender to a node that has already stopped (tests of what reads a
+    /// node without one running).
+    #[cfg(test)]
+    pub(crate) fn stopped() -> NodeSender {
+        NodeSender { commands: mpsc::channel(1).0 }
+    }
+}
+
 /// Why the node's task is no longer there.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 #[error("the node has stopped")]

@@ -310,6 +310,12 @@ impl ToxSender {
         self.inner.with(move |node, _| node.add_friend(public_key)).await
     }
 
+    /// The node's own sender (its `with` runs a closure on the node), for
+    /// code that also serves nodes without a [`Tox`] (the relay).
+    pub fn node(&self) -> NodeSender {
+        self.inner.clone()
+    }
+
     /// Holds or releases a friend's incoming lossless packets (see
     /// [`Node::set_receive_paused`]): the way a slow consumer slows that
     /// friend's sender without holding up anyone else.

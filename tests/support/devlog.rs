@@ -1,9 +1,11 @@
 //! A private `/dev/log` for a process under test: the process runs in its
 //! own mount namespace (`unshare -m`) whose `/dev` is a small tmpfs holding
 //! the real `null`, `zero`, `full`, `random` and `urandom` and, as `log`, a
-//! Unix datagram socket this test reads. Nothing changes outside that
-//! namespace, which ends with its last process; the host's `/dev/log`
-//! (present or not) is never touched.
+//! Unix datagram socket this test reads, and on demand ([`DevLog::with_tun`])
+//! a TUN node `net/tun` of its own, mode 0600 and root's, whatever the
+//! host's is. Nothing changes outside that namespace, which ends with its
+//! last process; the host's `/dev/log` and `/dev/net/tun` (present or not)
+//! are never touched.
 
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::UnixDatagram;
@@ -19,10 +21,10 @@ use super::deadline::Deadline;
 
 /// Mounts the private /dev, then execs the rest of its arguments.
 /// `$1` is the directory holding `log` and the mount point `realdev`,
-/// `$2` is `yes` to provide /dev/log.
+/// `$2` is `yes` to provide /dev/log, `$3` `yes` to provide /dev/net/tun.
 const SCRIPT: &str = r#"set -e
-dir=$1 with_log=$2
-shift 2
+dir=$1 with_log=$2 with_tun=$3
+shift 3
 mount --rbind /dev "$dir/realdev"
 mount -t tmpfs -o mode=755 tuntox-test-dev /dev
 for n in null zero full random urandom; do
@@ -32,6 +34,10 @@ done
 if [ "$with_log" = yes ]; then
   touch /dev/log
   mount --bind "$dir/log" /dev/log
+fi
+if [ "$with_tun" = yes ]; then
+  mkdir /dev/net
+  mknod -m 0600 /dev/net/tun c 10 200
 fi
 umount -l "$dir/realdev"
 exec "$@"
@@ -44,6 +50,7 @@ pub struct DevLog {
     dir: tempfile::TempDir,
     datagrams: Option<Receiver<String>>,
     stop: Arc<AtomicBool>,
+    tun: bool,
 }
 
 impl DevLog {
@@ -68,12 +75,19 @@ impl DevLog {
                 }
             }
         });
-        DevLog { dir, datagrams: Some(rx), stop }
+        DevLog { dir, datagrams: Some(rx), stop, tun: false }
     }
 
     /// No /dev/log at all, as on a machine without a syslog daemon.
     pub fn missing() -> DevLog {
-        DevLog { dir: Self::dir(), datagrams: None, stop: Arc::default() }
+        DevLog { dir: Self::dir(), datagrams: None, stop: Arc::default(), tun: false }
+    }
+
+    /// Also a `/dev/net/tun` (the TUN clone device, 10:200) of mode 0600
+    /// owned by root, as on hosts where only root may open it.
+    pub fn with_tun(mut self) -> DevLog {
+        self.tun = true;
+        self
     }
 
     fn dir() -> tempfile::TempDir {
@@ -92,6 +106,7 @@ impl DevLog {
         cmd.args(["-m", "--propagation", "private", "sh", "-c", SCRIPT, "sh"])
             .arg(self.dir.path())
             .arg(if self.datagrams.is_some() { "yes" } else { "no" })
+            .arg(if self.tun { "yes" } else { "no" })
             .arg(program);
         cmd
     }

@@ -12,5 +12,6 @@ pub mod deadline;
 pub mod devlog;
 pub mod e2e;
 pub mod netns;
+pub mod procfs;
 pub mod toxpeer;
 pub mod tuntox;

@@ -71,7 +71,16 @@ impl Netns {
         // A tuntox started here refuses the public bootstrap list and LAN
         // discovery (a safety net: tests reach only their own nodes).
         cmd.env("TUNTOX_PRIVATE_NETWORK_ONLY", "1");
+        // Its `tuntox status` socket goes to the namespace's own directory,
+        // where `tuntox status` run here looks too.
+        cmd.env("TUNTOX_STATUS_DIR", self.status_dir());
         cmd
+    }
+
+    /// The status directory of the tuntox processes started here (made by
+    /// the first of them, removed with the namespace).
+    pub fn status_dir(&self) -> std::path::PathBuf {
+        status_dir(&self.name)
     }
 
     /// Runs `argv` inside the namespace to completion and panics unless it
@@ -211,8 +220,13 @@ fn pids(name: &str) -> Vec<i32> {
     String::from_utf8_lossy(&output.stdout).split_whitespace().filter_map(|p| p.parse().ok()).collect()
 }
 
+fn status_dir(name: &str) -> std::path::PathBuf {
+    std::env::temp_dir().join(format!("{name}-status"))
+}
+
 /// Kills everything in the namespace, waits (bounded) for it to be gone, and
-/// deletes the namespace. Never panics: it runs from Drop, maybe mid-panic.
+/// deletes the namespace and its status directory. Never panics: it runs
+/// from Drop, maybe mid-panic.
 fn destroy(name: &str) {
     let deadline = now() + Duration::from_secs(5);
     loop {
@@ -235,6 +249,7 @@ fn destroy(name: &str) {
     if !matches!(status, Ok(s) if s.success()) {
         eprintln!("netns {name}: ip netns delete failed ({status:?})");
     }
+    let _ = std::fs::remove_dir_all(status_dir(name));
 }
 
 /// Deletes `tt-*-<pid>-<n>` namespaces whose creating process is gone

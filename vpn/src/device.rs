@@ -10,6 +10,10 @@
 //! `docs/decisions/0004-tun.md` has the measurements behind this choice.
 //!
 //! Everything here needs CAP_NET_ADMIN in the current network namespace.
+//! Creating the device also needs the right to open `/dev/net/tun`, often
+//! root's alone (mode 0600): [`Device::open`] does that part without an
+//! async runtime, so a process can do it before it drops root's rights,
+//! and [`Device::attach`] does the rest later, with CAP_NET_ADMIN only.
 
 use std::io;
 use std::sync::Arc;
@@ -52,6 +56,38 @@ pub enum DeviceError {
     Io(#[from] io::Error),
 }
 
+/// A TUN device created (its descriptor open, the link down) but not yet
+/// driven: what [`Device::open`] makes and [`Device::attach`] takes.
+/// Dropping it closes the descriptor, which deletes the device.
+pub struct OpenedDevice {
+    tun: tun_rs::SyncDevice,
+    name: String,
+    index: u32,
+    offload: bool,
+}
+
+impl OpenedDevice {
+    /// The device's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Whether GSO/GRO offload is on.
+    pub fn offload(&self) -> bool {
+        self.offload
+    }
+}
+
+impl std::fmt::Debug for OpenedDevice {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OpenedDevice")
+            .field("name", &self.name)
+            .field("index", &self.index)
+            .field("offload", &self.offload)
+            .finish()
+    }
+}
+
 /// A TUN device and the addresses and routes put on it.
 pub struct Device {
     tun: Arc<AsyncDevice>,
@@ -68,14 +104,22 @@ pub struct Device {
 impl Device {
     /// Creates the device (not up yet) with this name (`None`: the kernel
     /// picks `tunN`) and MTU. `offload` asks for GSO/GRO; a kernel that
-    /// refuses it gets a plain device.
+    /// refuses it gets a plain device. The same as [`Device::open`] then
+    /// [`Device::attach`].
     pub async fn create(name: Option<&str>, mtu: u16, offload: bool) -> Result<Device, DeviceError> {
+        Device::attach(Device::open(name, offload)?, mtu).await
+    }
+
+    /// Opens `/dev/net/tun` and creates the device (not up yet), without an
+    /// async runtime: the part of [`Device::create`] that needs the right to
+    /// open `/dev/net/tun`. `name` and `offload` as there.
+    pub fn open(name: Option<&str>, offload: bool) -> Result<OpenedDevice, DeviceError> {
         let build = |offload: bool| {
             let mut b = DeviceBuilder::new().offload(offload).enable(false);
             if let Some(name) = name {
                 b = b.name(name);
             }
-            b.build_async()
+            b.build_sync()
         };
         let label = name.unwrap_or("tun%d").to_owned();
         let (tun, offload) = match build(offload) {
@@ -88,6 +132,15 @@ impl Device {
         };
         let name = tun.name().map_err(|reason| DeviceError::Create { name: label.clone(), reason })?;
         let index = tun.if_index().map_err(|reason| DeviceError::Create { name: label, reason })?;
+        Ok(OpenedDevice { tun, name, index, offload })
+    }
+
+    /// Hands an opened device to the async runtime (this must run inside
+    /// one), opens the netlink connection and sets the MTU: needs
+    /// CAP_NET_ADMIN, not the right to open `/dev/net/tun`.
+    pub async fn attach(opened: OpenedDevice, mtu: u16) -> Result<Device, DeviceError> {
+        let OpenedDevice { tun, name, index, offload } = opened;
+        let tun = AsyncDevice::new(tun).map_err(|reason| DeviceError::Create { name: name.clone(), reason })?;
         let (connection, netlink, _) = rtnetlink::new_connection()?;
         let connection = tokio::spawn(connection);
         let device = Device {

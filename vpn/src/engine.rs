@@ -325,6 +325,30 @@ impl Engine {
         }
     }
 
+    /// Server: the peers with a session now, in peer order, each with the
+    /// addresses it may use (its IPv4 /32 and IPv6 /128).
+    pub fn sessions(&self) -> Vec<(PeerId, Vec<IpNet>)> {
+        if !self.is_server() {
+            return Vec::new();
+        }
+        let mut sessions: Vec<(PeerId, Vec<IpNet>)> = self
+            .peers
+            .iter()
+            .filter(|(_, p)| p.online && p.session.is_some())
+            .map(|(id, _)| (*id, Vec::new()))
+            .collect();
+        sessions.sort_by_key(|(id, _)| *id);
+        for (net, peer) in self.table.iter() {
+            if let Ok(at) = sessions.binary_search_by_key(peer, |(id, _)| *id) {
+                sessions[at].1.push(net);
+            }
+        }
+        for (_, nets) in &mut sessions {
+            nets.sort();
+        }
+        sessions
+    }
+
     /// Client: the current session, if up.
     pub fn assignment(&self) -> Option<&Assignment> {
         match &self.side {

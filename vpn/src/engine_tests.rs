@@ -439,3 +439,18 @@ mod fuzz {
         }
     }
 }
+
+#[test]
+fn sessions_list_each_online_client_with_its_addresses() {
+    let mut n = Net::new(server_config(), vec![asking(&[]), asking(&[])]);
+    let addrs = |n: &Net, i: usize| {
+        let a = n.clients[i].assignment().unwrap();
+        vec![IpNet::from(a.v4.unwrap().client.addr()), IpNet::from(a.v6.unwrap().client.addr())]
+    };
+    let (a0, a1) = (addrs(&n, 0), addrs(&n, 1));
+    assert_eq!(n.server.sessions(), vec![(client_peer(0).0, a0), (client_peer(1).0, a1.clone())]);
+    // Offline: no session listed (its lease stays for its return).
+    n.lose(0);
+    assert_eq!(n.server.sessions(), vec![(client_peer(1).0, a1)]);
+    assert!(n.clients[1].sessions().is_empty(), "a client has no sessions to list");
+}

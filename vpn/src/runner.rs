@@ -203,6 +203,12 @@ impl Vpn {
         self.shared.engine().assignment().cloned()
     }
 
+    /// Runs `f` on the engine (under its lock: keep it short), for status
+    /// reports: its addresses, routes and sessions.
+    pub fn inspect<R>(&self, f: impl FnOnce(&Engine) -> R) -> R {
+        f(&self.shared.engine())
+    }
+
     /// Says goodbye to the peers (the goodbyes are the last control
     /// packets), stops the tasks and deletes the device with its addresses
     /// and routes.
