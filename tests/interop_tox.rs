@@ -8,7 +8,6 @@
 
 mod support;
 
-use std::net::SocketAddr;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -17,50 +16,13 @@ use rand_core::{Rng, SeedableRng};
 use support::bootstrapd::Bootstrapd;
 use support::deadline::Deadline;
 use support::netns::Netns;
+use support::tox::{befriend, config, wait_event};
 use support::toxpeer::{PeerOptions, ToxPeer};
 use tokio::runtime::Runtime;
 use tokio_util::sync::CancellationToken;
-use tuntox::app::bootstrap::BootstrapNode;
-use tuntox::crypto::{KeyPair, PublicKey, SodiumRng};
-use tuntox::driver::tox::{Tox, ToxConfig, ToxEvent};
-use tuntox::driver::udp::UdpConfig;
+use tuntox::driver::tox::{Tox, ToxEvent};
 use tuntox::proto::node::friends::Path;
-use tuntox::wire::tox_id::{NoSpam, ToxId, parse_public_key};
-
-fn config(bootstrapd: &Bootstrapd, ports: std::ops::RangeInclusive<u16>) -> ToxConfig {
-    let node = BootstrapNode {
-        public_key: parse_public_key(&bootstrapd.public_key_hex).unwrap(),
-        udp: vec![SocketAddr::from(([127, 0, 0, 1], bootstrapd.udp_port))],
-        tcp_ports: vec![bootstrapd.tcp_port],
-    };
-    ToxConfig {
-        keys: KeyPair::generate(&mut SodiumRng),
-        nospam: NoSpam::random(&mut SodiumRng),
-        udp: UdpConfig { ports, ..UdpConfig::default() },
-        bootstrap: vec![node],
-        lan_discovery: false,
-        friends: Vec::new(),
-        udp_enabled: true,
-        tcp_relays: Vec::new(),
-        tcp_server_ports: Vec::new(),
-    }
-}
-
-/// Waits for the first event `pick` maps to a value.
-async fn wait_event<T>(tox: &mut Tox, what: &str, timeout: Duration, mut pick: impl FnMut(ToxEvent) -> Option<T>) -> T {
-    let deadline = Deadline::after(timeout);
-    loop {
-        match tokio::time::timeout(deadline.left(), tox.next_event()).await {
-            Ok(Some(event)) => {
-                if let Some(value) = pick(event) {
-                    return value;
-                }
-            }
-            Ok(None) => panic!("our node stopped while waiting for {what}"),
-            Err(_) => panic!("no {what} within {timeout:?}"),
-        }
-    }
-}
+use tuntox::wire::tox_id::parse_public_key;
 
 /// A libtoxcore peer befriends our node; custom lossless packets of random
 /// sizes and ids cross both ways in order, and lossy packets arrive both ways.
@@ -193,31 +155,8 @@ fn our_nodes_connect_quickly() {
         let (mut a, mut b) = rt.block_on(async {
             (Tox::start(config_a, cancel.clone()).await.unwrap(), Tox::start(config_b, cancel.clone()).await.unwrap())
         });
-        let a_id: ToxId = a.tox_id();
-        let b_key: PublicKey = *b.tox_id().public_key();
-        let a_key = *a_id.public_key();
-        rt.block_on(async {
-            b.add_friend_request(a_id, Bytes::from_static(b"hi")).await.unwrap().unwrap();
-            let key = wait_event(&mut a, "the friend request", start.left(), |e| match e {
-                ToxEvent::FriendRequest { public_key, .. } => Some(public_key),
-                _ => None,
-            })
-            .await;
-            assert_eq!(key, b_key);
-            eprintln!("friend request after {:?}", start.elapsed());
-            a.add_friend(b_key).await.unwrap();
-            let (on_a, on_b) = tokio::join!(
-                wait_event(&mut a, "b online", start.left(), |e| match e {
-                    ToxEvent::FriendConnected { public_key, path } if public_key == b_key => Some(path),
-                    _ => None,
-                }),
-                wait_event(&mut b, "a online", start.left(), |e| match e {
-                    ToxEvent::FriendConnected { public_key, path } if public_key == a_key => Some(path),
-                    _ => None,
-                }),
-            );
-            assert_eq!((on_a, on_b), (Path::Udp, Path::Udp));
-        });
+        let (on_a, on_b) = rt.block_on(befriend(&mut a, &mut b, b"hi", &start));
+        assert_eq!((on_a, on_b), (Path::Udp, Path::Udp));
         let elapsed = start.elapsed();
         cancel.cancel();
         rt.block_on(async {

@@ -12,22 +12,19 @@
 //! received over sent. CPU is both ends together: for our nodes this
 //! process, for libtoxcore both peer processes.
 
-use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use tokio::runtime::Runtime;
 use tokio_util::sync::CancellationToken;
-use tuntox::app::bootstrap::BootstrapNode;
-use tuntox::crypto::{KeyPair, PublicKey, SodiumRng};
-use tuntox::driver::tox::{Tox, ToxConfig, ToxEvent, ToxSender};
-use tuntox::driver::udp::UdpConfig;
-use tuntox::wire::tox_id::{NoSpam, parse_public_key};
+use tuntox::crypto::PublicKey;
+use tuntox::driver::tox::{Tox, ToxEvent, ToxSender};
 
 use crate::measure::{Table, cpu_self, cpu_total, spread};
 use crate::support::bootstrapd::Bootstrapd;
 use crate::support::deadline::{Deadline, now};
 use crate::support::netns::Netns;
+use crate::support::tox::{befriend, config};
 use crate::support::toxpeer::{PeerOptions, ToxPeer};
 
 /// Bytes per packet: the largest custom packet (id byte included).
@@ -187,25 +184,6 @@ pub fn run() {
     }
 }
 
-fn config(bootstrapd: &Bootstrapd, ports: std::ops::RangeInclusive<u16>) -> ToxConfig {
-    let node = BootstrapNode {
-        public_key: parse_public_key(&bootstrapd.public_key_hex).expect("the daemon's key"),
-        udp: vec![SocketAddr::from(([127, 0, 0, 1], bootstrapd.udp_port))],
-        tcp_ports: vec![bootstrapd.tcp_port],
-    };
-    ToxConfig {
-        keys: KeyPair::generate(&mut SodiumRng),
-        nospam: NoSpam::random(&mut SodiumRng),
-        udp: UdpConfig { ports, ..UdpConfig::default() },
-        bootstrap: vec![node],
-        lan_discovery: false,
-        friends: Vec::new(),
-        udp_enabled: true,
-        tcp_relays: Vec::new(),
-        tcp_server_ports: Vec::new(),
-    }
-}
-
 /// Starts our two nodes inside the namespace and makes them friends.
 fn start_ours(netns: &Netns, bootstrapd: &Bootstrapd, start: &Deadline) -> Ours {
     let (config_a, config_b) = (config(bootstrapd, 33800..=33810), config(bootstrapd, 33820..=33830));
@@ -221,48 +199,13 @@ fn start_ours(netns: &Netns, bootstrapd: &Bootstrapd, start: &Deadline) -> Ours 
         });
         (rt, cancel, a, b)
     });
-    let (a_id, b_key) = (a.tox_id(), *b.tox_id().public_key());
-    let a_key = *a_id.public_key();
-    rt.block_on(async {
-        b.add_friend_request(a_id, Bytes::from_static(b"bench")).await.expect("node b runs").expect("a short message");
-        wait_event(&mut a, "the friend request", start.left(), |e| match e {
-            ToxEvent::FriendRequest { public_key, .. } if public_key == b_key => Some(()),
-            _ => None,
-        })
-        .await;
-        a.add_friend(b_key).await.expect("node a runs");
-        let connected = |key: PublicKey| {
-            move |e: ToxEvent| match e {
-                ToxEvent::FriendConnected { public_key, path } if public_key == key => Some(path),
-                _ => None,
-            }
-        };
-        tokio::join!(
-            wait_event(&mut a, "b online", start.left(), connected(b_key)),
-            wait_event(&mut b, "a online", start.left(), connected(a_key)),
-        );
-    });
+    let (a_key, b_key) = (*a.tox_id().public_key(), *b.tox_id().public_key());
+    rt.block_on(befriend(&mut a, &mut b, b"bench", start));
     // a sends, b receives. Nobody else reads a's events: drain them, or its
     // driver waits for room in its event queue.
     let sender = a.sender();
     rt.spawn(async move { while a.next_event().await.is_some() {} });
     Ours { rt, cancel, sender, receiver: b, sender_key: a_key, receiver_key: b_key }
-}
-
-/// Waits for the first event `pick` maps to a value; panics after `timeout`.
-async fn wait_event<T>(tox: &mut Tox, what: &str, timeout: Duration, mut pick: impl FnMut(ToxEvent) -> Option<T>) -> T {
-    let deadline = Deadline::after(timeout);
-    loop {
-        match tokio::time::timeout(deadline.left(), tox.next_event()).await {
-            Ok(Some(event)) => {
-                if let Some(value) = pick(event) {
-                    return value;
-                }
-            }
-            Ok(None) => panic!("our node stopped while waiting for {what}"),
-            Err(_) => panic!("no {what} within {timeout:?}"),
-        }
-    }
 }
 
 /// Packet `seq`: `[id][seq as u32 BE][(seq + k) as u8 at byte k]`, the

@@ -23,6 +23,9 @@ pub const DEFAULT_CONFIG_DIR: &str = "/etc/tuntox/";
 pub const DEFAULT_VPN_POOL: &str = "10.77.0.0/24";
 /// The server's default VPN device name.
 pub const DEFAULT_VPN_SERVER_DEVICE: &str = "tuntox-srv0";
+/// `tuntox relay --bootstrap`'s help: the relay needs no bootstrap node.
+const RELAY_BOOTSTRAP_HELP: &str = "Join the Tox network through this node; repeatable. IPv6 hosts in brackets. \
+                                    Without it the relay is a network of its own that others bootstrap from";
 
 /// Reach machines behind NATs over the Tox network.
 ///
@@ -215,14 +218,9 @@ pub struct NetArgs {
     #[arg(short = 'b', value_name = "FILE")]
     pub nodes_file: Option<PathBuf>,
 
-    /// Bootstrap from this node instead of the built-in list; repeatable.
-    /// IPv6 hosts in brackets.
-    #[arg(long = "bootstrap", value_name = "HOST:PORT:KEY")]
-    pub bootstrap: Vec<BootstrapSpec>,
-
-    /// Do not announce ourselves on the local network (LAN discovery).
-    #[arg(long)]
-    pub no_lan: bool,
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub join: JoinArgs,
 
     /// Use this Tox TCP relay (besides the bootstrap nodes' TCP ports);
     /// repeatable. IPv6 hosts in brackets.
@@ -233,6 +231,21 @@ pub struct NetArgs {
     /// relays only (--relay, the bootstrap nodes' TCP ports).
     #[arg(long)]
     pub no_udp: bool,
+}
+
+/// Where a node finds the Tox network: `--bootstrap` and `--no-lan`, for
+/// the modes that join it ([`NetArgs`]) and for `tuntox relay`, which words
+/// `--bootstrap`'s help its own way.
+#[derive(Debug, Args)]
+pub struct JoinArgs {
+    /// Bootstrap from this node instead of the built-in list; repeatable.
+    /// IPv6 hosts in brackets.
+    #[arg(long = "bootstrap", value_name = "HOST:PORT:KEY")]
+    pub bootstrap: Vec<BootstrapSpec>,
+
+    /// Do not announce ourselves on the local network (LAN discovery).
+    #[arg(long)]
+    pub no_lan: bool,
 }
 
 /// What becomes of the process: background, PID file, user.
@@ -346,6 +359,7 @@ pub struct VpnUpArgs {
 
 /// `tuntox relay`.
 #[derive(Debug, Args)]
+#[command(mut_arg("bootstrap", |arg| arg.help(RELAY_BOOTSTRAP_HELP)))]
 pub struct RelayArgs {
     /// UDP port of the DHT bootstrap node.
     #[arg(long, value_name = "PORT", default_value_t = 33445)]
@@ -360,15 +374,9 @@ pub struct RelayArgs {
     #[arg(long)]
     pub print_key: bool,
 
-    /// Join the Tox network through this node; repeatable. IPv6 hosts in
-    /// brackets. Without it the relay is a network of its own that others
-    /// bootstrap from.
-    #[arg(long = "bootstrap", value_name = "HOST:PORT:KEY")]
-    pub bootstrap: Vec<BootstrapSpec>,
-
-    /// Do not announce ourselves on the local network (LAN discovery).
-    #[arg(long)]
-    pub no_lan: bool,
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub join: JoinArgs,
 
     /// TCP relay connections at most; more are refused.
     #[arg(long, value_name = "N", default_value_t = 4096, value_parser = clap::value_parser!(u32).range(1..))]
@@ -571,8 +579,8 @@ mod tests {
             parse(&["relay", "--tcp-port", "443", "--tcp-port", "3389", "--bootstrap", &boot, "--no-lan"]).unwrap();
         let Some(Command::Relay(relay)) = cli.command else { panic!("not relay") };
         assert_eq!((relay.port, relay.tcp_ports.as_slice(), relay.max_clients), (33445, &[443, 3389][..], 4096));
-        assert!(relay.no_lan && !relay.print_key);
-        assert_eq!(relay.bootstrap[0].port, 33445);
+        assert!(relay.join.no_lan && !relay.print_key);
+        assert_eq!(relay.join.bootstrap[0].port, 33445);
     }
 
     #[test]

@@ -34,7 +34,7 @@ use clap::Parser;
 use tokio_util::sync::CancellationToken;
 
 use self::args::{
-    Cli, Command, CommonArgs, ForwardArgs, NetArgs, PeerId, PingArgs, ProcessArgs, RelayArgs, StatusArgs,
+    Cli, Command, CommonArgs, ForwardArgs, JoinArgs, NetArgs, PeerId, PingArgs, ProcessArgs, RelayArgs, StatusArgs,
     StatusSocketArgs, VpnCommand, VpnUpArgs,
 };
 use self::daemon::{Forked, Readiness};
@@ -43,7 +43,7 @@ use self::pidfile::PidFile;
 use self::privileges::Account;
 use self::syslog::Syslog;
 use crate::app::Started;
-use crate::app::bootstrap::{builtin_nodes, read_nodes_file};
+use crate::app::bootstrap::{BootstrapNode, builtin_nodes, read_nodes_file};
 use crate::app::client::{self, ClientConfig, ClientIdentity, ClientMode};
 use crate::app::identity::Identity;
 use crate::app::server::{self, ServerConfig, VpnServerConfig};
@@ -421,21 +421,15 @@ fn run_relay(args: RelayArgs) -> Result<(), CliError> {
             .map_err(|e| CliError::Other(anyhow::Error::new(e).context("cannot write to standard output")));
     }
     start(&args.common, DefaultLevel::Info, false)?;
-    let mut bootstrap = Vec::new();
-    for spec in &args.bootstrap {
-        let node = spec.resolve().map_err(|e| usage(&format!("--bootstrap {spec}: cannot resolve the host: {e}")))?;
-        bootstrap.push(node);
-    }
-    if !args.no_lan {
-        private_network_only("LAN discovery (pass --no-lan)")?;
-    }
+    let bootstrap = bootstrap_nodes(&args.join)?;
+    let lan_discovery = lan_discovery(&args.join)?;
     let tcp_ports = if args.tcp_ports.is_empty() { vec![crate::app::relay::DEFAULT_PORT] } else { args.tcp_ports };
     let config = crate::app::relay::RelayConfig {
         config_dir: dir,
         udp_port: args.port,
         tcp_ports,
         bootstrap,
-        lan_discovery: !args.no_lan,
+        lan_discovery,
         max_clients: args.max_clients as usize,
         bind_ip: None,
         status: place(&args.status),
@@ -536,13 +530,26 @@ fn private_network_only(what: &str) -> Result<(), CliError> {
     }
 }
 
+/// The `--bootstrap` nodes, resolved.
+fn bootstrap_nodes(join: &JoinArgs) -> Result<Vec<BootstrapNode>, CliError> {
+    join.bootstrap
+        .iter()
+        .map(|spec| spec.resolve().map_err(|e| usage(&format!("--bootstrap {spec}: cannot resolve the host: {e}"))))
+        .collect()
+}
+
+/// Whether to use LAN discovery: not with `--no-lan`, and refused when
+/// [`PRIVATE_NETWORK_ONLY`] is set.
+fn lan_discovery(join: &JoinArgs) -> Result<bool, CliError> {
+    if !join.no_lan {
+        private_network_only("LAN discovery (pass --no-lan)")?;
+    }
+    Ok(!join.no_lan)
+}
+
 /// The Tox settings from -u, -b, --bootstrap, --no-lan, --relay and --no-udp.
 fn tox_config(net: &NetArgs) -> Result<ToxConfig, CliError> {
-    let mut bootstrap = Vec::new();
-    for spec in &net.bootstrap {
-        let node = spec.resolve().map_err(|e| usage(&format!("--bootstrap {spec}: cannot resolve the host: {e}")))?;
-        bootstrap.push(node);
-    }
+    let mut bootstrap = bootstrap_nodes(&net.join)?;
     if let Some(path) = &net.nodes_file {
         bootstrap.extend(read_nodes_file(path).map_err(|e| CliError::Other(e.into()))?);
     }
@@ -550,9 +557,7 @@ fn tox_config(net: &NetArgs) -> Result<ToxConfig, CliError> {
         private_network_only("the built-in list of public bootstrap nodes (pass --bootstrap or -b)")?;
         bootstrap = builtin_nodes();
     }
-    if !net.no_lan {
-        private_network_only("LAN discovery (pass --no-lan)")?;
-    }
+    let lan_discovery = lan_discovery(&net.join)?;
     let mut tcp_relays = Vec::new();
     for spec in &net.relays {
         let node = spec.resolve().map_err(|e| usage(&format!("--relay {spec}: cannot resolve the host: {e}")))?;
@@ -567,7 +572,7 @@ fn tox_config(net: &NetArgs) -> Result<ToxConfig, CliError> {
         nospam: NoSpam::default(),
         udp,
         bootstrap,
-        lan_discovery: !net.no_lan,
+        lan_discovery,
         friends: Vec::new(),
         udp_enabled: !net.no_udp,
         tcp_relays,

@@ -23,6 +23,7 @@
 pub mod batch;
 pub mod relay;
 pub mod relay_client;
+mod relay_conn;
 pub mod tox;
 pub mod udp;
 

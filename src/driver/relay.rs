@@ -18,31 +18,20 @@ use std::io;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::Arc;
 
-use bytes::BytesMut;
 use socket2::{Domain, Protocol, Socket, Type};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
 use tokio::time::Instant as TokioInstant;
-use tokio_util::codec::Decoder;
 use tokio_util::sync::CancellationToken;
 
+pub use super::relay_conn::{CONTROL_QUEUE, DATA_QUEUE, INPUT_QUEUE};
+use super::relay_conn::{ConnHandle, FrameReader, Pushed, Queues, run_framed};
 use crate::crypto::{KeyPair, PublicKey, SodiumRng};
 use crate::proto::Node;
-use crate::proto::relay::channel::{Opener, Sealer, accept_handshake};
+use crate::proto::relay::channel::accept_handshake;
 use crate::proto::relay::server::{CONFIRM_TIMEOUT, ClientId, CloseReason, RelayOutput};
-use crate::wire::tcp::frame::{FrameCodec, FrameError};
 use crate::wire::tcp::{ClientHandshake, TcpPacket};
-
-/// Control packets waiting for one client at most; a client that lets
-/// more pile up is closed.
-pub const CONTROL_QUEUE: usize = 512;
-/// Other packets waiting for one client at most; more are dropped.
-pub const DATA_QUEUE: usize = 256;
-/// Reports from listeners and connections waiting for the node at most.
-pub const INPUT_QUEUE: usize = 1024;
-/// Bytes sealed into one write at most.
-const WRITE_BATCH: usize = 64 * 1024;
 
 /// What listeners and connections tell the node's task.
 #[derive(Debug)]
@@ -72,13 +61,6 @@ pub enum RelayInput {
         /// How.
         reason: CloseReason,
     },
-}
-
-#[derive(Debug)]
-struct ConnHandle {
-    control: mpsc::Sender<TcpPacket>,
-    data: mpsc::Sender<TcpPacket>,
-    cancel: CancellationToken,
 }
 
 /// The relay's part of the node's task.
@@ -152,20 +134,17 @@ impl RelaySide {
                     tracing::debug!("relay full: connection refused");
                     return;
                 };
-                let (control, control_rx) = mpsc::channel(CONTROL_QUEUE);
-                let (data, data_rx) = mpsc::channel(DATA_QUEUE);
-                let cancel = self.cancel.child_token();
+                let (handle, queues) = ConnHandle::new(&self.cancel);
                 let deadline = TokioInstant::now() + CONFIRM_TIMEOUT;
                 let conn = Connection {
                     client,
                     keys: Arc::clone(&self.keys),
                     inputs: self.input_tx.clone(),
-                    control_rx,
-                    data_rx,
+                    queues,
                     deadline,
                 };
-                tokio::spawn(conn.run(stream, cancel.clone()));
-                self.conns.insert(client, ConnHandle { control, data, cancel });
+                tokio::spawn(conn.run(stream, handle.token()));
+                self.conns.insert(client, handle);
             }
             RelayInput::Confirmed { client, pk, first } => {
                 if node.tcp_confirm(now, client, pk) {
@@ -199,7 +178,7 @@ impl RelaySide {
 
     fn drop_conn(&mut self, client: ClientId) {
         if let Some(handle) = self.conns.remove(&client) {
-            handle.cancel.cancel();
+            handle.cancel();
         }
     }
 
@@ -211,13 +190,10 @@ impl RelaySide {
                 match output {
                     RelayOutput::Send { client, packet } => {
                         let Some(handle) = self.conns.get(&client) else { continue };
-                        let control = packet.is_control();
-                        let queue = if control { &handle.control } else { &handle.data };
-                        match queue.try_send(packet) {
-                            Ok(()) => {}
-                            Err(mpsc::error::TrySendError::Full(_)) if control => slow.push(client),
-                            Err(mpsc::error::TrySendError::Full(_)) => node.tcp_dropped(),
-                            Err(mpsc::error::TrySendError::Closed(_)) => {}
+                        match handle.push(packet) {
+                            Pushed::Queued | Pushed::Closed => {}
+                            Pushed::ControlFull => slow.push(client),
+                            Pushed::DataFull => node.tcp_dropped(),
                         }
                     }
                     RelayOutput::Close { client, reason } => {
@@ -263,8 +239,7 @@ struct Connection {
     client: ClientId,
     keys: Arc<KeyPair>,
     inputs: mpsc::Sender<RelayInput>,
-    control_rx: mpsc::Receiver<TcpPacket>,
-    data_rx: mpsc::Receiver<TcpPacket>,
+    queues: Queues,
     deadline: TokioInstant,
 }
 
@@ -298,95 +273,35 @@ impl Connection {
             Ok(Err(_)) => return CloseReason::Gone,
             Ok(Ok(())) => {}
         }
-        let (sealer, opener) = accepted.channel.split();
-        let (reader, writer) = stream.into_split();
-        let Self { client, inputs, control_rx, data_rx, deadline, .. } = self;
-        tokio::select! {
-            reason = read_frames(reader, opener, client, accepted.client_pk, inputs, deadline) => reason,
-            reason = write_frames(writer, sealer, control_rx, data_rx) => reason,
-        }
+        let Self { client, inputs, queues, deadline, .. } = self;
+        let pk = accepted.client_pk;
+        run_framed(stream, accepted.channel, queues, |frames| read_frames(frames, client, pk, inputs, deadline)).await
     }
 }
 
+/// Hands the node the first packet (within `deadline`) and every later one.
 async fn read_frames(
-    mut reader: tokio::net::tcp::OwnedReadHalf,
-    mut opener: Opener,
+    mut frames: FrameReader,
     client: ClientId,
     pk: PublicKey,
     inputs: mpsc::Sender<RelayInput>,
     deadline: TokioInstant,
 ) -> CloseReason {
-    // Buffers grow with use: an idle connection holds little.
-    let mut buf = BytesMut::new();
-    let mut codec = FrameCodec;
-    let mut confirmed = false;
-    loop {
-        loop {
-            let frame = match codec.decode(&mut buf) {
-                Ok(Some(frame)) => frame,
-                Ok(None) => break,
-                Err(FrameError::BadLength(_)) => return CloseReason::BadFrame,
-                Err(FrameError::Io(_)) => return CloseReason::Gone,
-            };
-            let Ok(plain) = opener.open_frame(frame) else { return CloseReason::Undecryptable };
-            let packet = TcpPacket::decode(plain).map_err(|_| "a packet that does not decode");
-            let input = if confirmed {
-                RelayInput::Packet { client, packet }
-            } else {
-                confirmed = true;
-                RelayInput::Confirmed { client, pk, first: packet }
-            };
-            if inputs.send(input).await.is_err() {
-                return CloseReason::Gone;
-            }
-        }
-        if buf.capacity() - buf.len() < 2048 {
-            buf.reserve(4096);
-        }
-        let read = if confirmed {
-            reader.read_buf(&mut buf).await
-        } else {
-            match tokio::time::timeout_at(deadline, reader.read_buf(&mut buf)).await {
-                Ok(read) => read,
-                Err(_) => return CloseReason::ConfirmTimeout,
-            }
-        };
-        match read {
-            Ok(0) | Err(_) => return CloseReason::Gone,
-            Ok(_) => {}
-        }
+    let first = match tokio::time::timeout_at(deadline, frames.next()).await {
+        Ok(Ok(first)) => first,
+        Ok(Err(reason)) => return reason,
+        Err(_) => return CloseReason::ConfirmTimeout,
+    };
+    if inputs.send(RelayInput::Confirmed { client, pk, first }).await.is_err() {
+        return CloseReason::Gone;
     }
-}
-
-pub(super) async fn write_frames(
-    mut writer: tokio::net::tcp::OwnedWriteHalf,
-    mut sealer: Sealer,
-    mut control: mpsc::Receiver<TcpPacket>,
-    mut data: mpsc::Receiver<TcpPacket>,
-) -> CloseReason {
-    let mut out = BytesMut::new();
     loop {
-        let packet = tokio::select! {
-            biased;
-            Some(packet) = control.recv() => packet,
-            Some(packet) = data.recv() => packet,
-            else => return CloseReason::Gone,
+        let packet = match frames.next().await {
+            Ok(packet) => packet,
+            Err(reason) => return reason,
         };
-        // A packet too long for a frame cannot come from the relay's
-        // routing (it only forwards what fitted in one); skip it.
-        let _ = sealer.seal_packet(&packet, &mut out);
-        while out.len() < WRITE_BATCH {
-            let Ok(packet) = control.try_recv().or_else(|_| data.try_recv()) else { break };
-            let _ = sealer.seal_packet(&packet, &mut out);
-        }
-        if writer.write_all(&out).await.is_err() {
+        if inputs.send(RelayInput::Packet { client, packet }).await.is_err() {
             return CloseReason::Gone;
-        }
-        if out.capacity() > WRITE_BATCH {
-            // A burst is over: do not keep its buffer for an idle client.
-            out = BytesMut::new();
-        } else {
-            out.clear();
         }
     }
 }

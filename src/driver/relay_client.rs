@@ -17,19 +17,17 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::time::Instant;
 
-use bytes::BytesMut;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, oneshot};
-use tokio_util::codec::Decoder;
 use tokio_util::sync::CancellationToken;
 
-use super::relay::{CONTROL_QUEUE, DATA_QUEUE, INPUT_QUEUE, write_frames};
+use super::relay_conn::{ConnHandle, FrameReader, INPUT_QUEUE, Pushed, Queues, run_framed};
 use crate::proto::Node;
-use crate::proto::relay::channel::{Opener, SecureChannel};
+use crate::proto::relay::channel::SecureChannel;
 use crate::proto::relay::client::{CONNECT_TIMEOUT, RelayId};
 use crate::proto::relay::connections::RelayCommand;
-use crate::wire::tcp::frame::FrameCodec;
+use crate::proto::relay::server::CloseReason;
 use crate::wire::tcp::{ClientHandshake, ServerHandshake, TcpPacket};
 
 /// What connection tasks tell the node's task.
@@ -57,13 +55,6 @@ pub enum ClientInput {
         /// Which.
         relay: RelayId,
     },
-}
-
-#[derive(Debug)]
-struct ConnHandle {
-    control: mpsc::Sender<TcpPacket>,
-    data: mpsc::Sender<TcpPacket>,
-    cancel: CancellationToken,
 }
 
 /// The relay connections' part of the node's task.
@@ -118,16 +109,14 @@ impl RelayClientSide {
                 RelayCommand::Connect { relay, addr, hello } => self.connect(relay, addr, hello),
                 RelayCommand::Send { relay, packet } => {
                     let Some(handle) = self.conns.get(&relay) else { continue };
-                    let control = packet.is_control();
-                    let queue = if control { &handle.control } else { &handle.data };
-                    match queue.try_send(packet) {
-                        Ok(()) | Err(mpsc::error::TrySendError::Closed(_)) => {}
-                        Err(mpsc::error::TrySendError::Full(_)) if control => {
+                    match handle.push(packet) {
+                        Pushed::Queued | Pushed::Closed => {}
+                        Pushed::ControlFull => {
                             tracing::debug!(relay, "relay connection does not drain: closing");
                             self.close(relay);
                             node.relay_closed(now, relay);
                         }
-                        Err(mpsc::error::TrySendError::Full(_)) => node.relay_dropped(),
+                        Pushed::DataFull => node.relay_dropped(),
                     }
                 }
                 RelayCommand::Close { relay } => self.close(relay),
@@ -137,17 +126,15 @@ impl RelayClientSide {
 
     fn close(&mut self, relay: RelayId) {
         if let Some(handle) = self.conns.remove(&relay) {
-            handle.cancel.cancel();
+            handle.cancel();
         }
     }
 
     fn connect(&mut self, relay: RelayId, addr: SocketAddr, hello: ClientHandshake) {
-        let (control, control_rx) = mpsc::channel(CONTROL_QUEUE);
-        let (data, data_rx) = mpsc::channel(DATA_QUEUE);
-        let cancel = self.cancel.child_token();
-        let task = Connection { relay, addr, hello, inputs: self.input_tx.clone(), control_rx, data_rx };
-        self.runtime.spawn(task.run(cancel.clone()));
-        self.conns.insert(relay, ConnHandle { control, data, cancel });
+        let (handle, queues) = ConnHandle::new(&self.cancel);
+        let task = Connection { relay, addr, hello, inputs: self.input_tx.clone(), queues };
+        self.runtime.spawn(task.run(handle.token()));
+        self.conns.insert(relay, handle);
     }
 }
 
@@ -156,8 +143,7 @@ struct Connection {
     addr: SocketAddr,
     hello: ClientHandshake,
     inputs: mpsc::Sender<ClientInput>,
-    control_rx: mpsc::Receiver<TcpPacket>,
-    data_rx: mpsc::Receiver<TcpPacket>,
+    queues: Queues,
 }
 
 impl Connection {
@@ -200,45 +186,19 @@ impl Connection {
             return;
         }
         let Ok(Some(channel)) = session.await else { return };
-        let (sealer, opener) = channel.split();
-        let (reader, writer) = stream.into_split();
-        let Self { relay, inputs, control_rx, data_rx, .. } = self;
-        tokio::select! {
-            () = read_frames(reader, opener, relay, inputs) => {}
-            _ = write_frames(writer, sealer, control_rx, data_rx) => {}
-        }
+        let Self { relay, inputs, queues, .. } = self;
+        run_framed(stream, channel, queues, |frames| read_frames(frames, relay, inputs)).await;
     }
 }
 
-async fn read_frames(
-    mut reader: tokio::net::tcp::OwnedReadHalf,
-    mut opener: Opener,
-    relay: RelayId,
-    inputs: mpsc::Sender<ClientInput>,
-) {
-    let mut buf = BytesMut::new();
-    let mut codec = FrameCodec;
+async fn read_frames(mut frames: FrameReader, relay: RelayId, inputs: mpsc::Sender<ClientInput>) -> CloseReason {
     loop {
-        loop {
-            let frame = match codec.decode(&mut buf) {
-                Ok(Some(frame)) => frame,
-                Ok(None) => break,
-                Err(_) => return,
-            };
-            let packet = match opener.open_frame(frame) {
-                Ok(plain) => TcpPacket::decode(plain).map_err(|_| "a packet that does not decode"),
-                Err(_) => return,
-            };
-            if inputs.send(ClientInput::Packet { relay, packet }).await.is_err() {
-                return;
-            }
-        }
-        if buf.capacity() - buf.len() < 2048 {
-            buf.reserve(4096);
-        }
-        match reader.read_buf(&mut buf).await {
-            Ok(0) | Err(_) => return,
-            Ok(_) => {}
+        let packet = match frames.next().await {
+            Ok(packet) => packet,
+            Err(reason) => return reason,
+        };
+        if inputs.send(ClientInput::Packet { relay, packet }).await.is_err() {
+            return CloseReason::Gone;
         }
     }
 }

@@ -1,6 +1,7 @@
 //! Helpers shared by the integration tests: building the C programs that
 //! link Debian's libraries (libsodium, libtoxcore), network namespaces, a
-//! namespaced tox-bootstrapd, and the libtoxcore test peer.
+//! namespaced tox-bootstrapd, our Tox nodes on it, and the libtoxcore test
+//! peer.
 //!
 //! Each test file includes this module with `mod support;`; not every test
 //! uses every helper.
@@ -13,5 +14,6 @@ pub mod devlog;
 pub mod e2e;
 pub mod netns;
 pub mod procfs;
+pub mod tox;
 pub mod toxpeer;
 pub mod tuntox;

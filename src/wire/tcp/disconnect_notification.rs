@@ -9,51 +9,18 @@
 //! | 1     | 3                     |
 //! | 1     | connection id, 16-255 |
 
-use bytes::{BufMut, Bytes};
-
-use super::{ConnectionId, expect_id, id};
-use crate::wire::{DecodeError, Reader};
-
-/// A disconnect notification.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub struct DisconnectNotification {
-    /// The connection.
-    pub connection: ConnectionId,
-}
-
-impl DisconnectNotification {
-    /// Length: two bytes.
-    pub const LEN: usize = 2;
-
-    /// A notification about `connection`.
-    pub const fn new(connection: ConnectionId) -> Self {
-        Self { connection }
-    }
-
-    /// Reads a whole plaintext.
-    pub fn decode(plain: impl Into<Bytes>) -> Result<Self, DecodeError> {
-        let mut r = Reader::new(plain);
-        expect_id(&mut r, id::DISCONNECT_NOTIFICATION, "disconnect notification id")?;
-        let connection = ConnectionId::decode(&mut r, "disconnect notification connection id")?;
-        r.finish()?;
-        Ok(Self { connection })
-    }
-
-    /// Writes the plaintext.
-    pub fn encode(&self, buf: &mut impl BufMut) {
-        buf.put_u8(id::DISCONNECT_NOTIFICATION);
-        buf.put_u8(self.connection.get());
-    }
-
-    /// Always 2.
-    pub const fn encoded_len(&self) -> usize {
-        Self::LEN
+super::shapes::connection_packet! {
+    /// A disconnect notification.
+    DisconnectNotification {
+        id: DISCONNECT_NOTIFICATION,
+        what: "disconnect notification",
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::wire::tcp::ConnectionId;
     use crate::wire::test_support::encoded;
 
     #[test]

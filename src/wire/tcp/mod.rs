@@ -50,6 +50,7 @@ pub mod pong;
 pub mod routing_request;
 pub mod routing_response;
 pub mod server_handshake;
+mod shapes;
 
 use std::fmt;
 

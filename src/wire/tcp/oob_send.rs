@@ -11,58 +11,23 @@
 //! | 32     | destination public key |
 //! | 1-1024 | data                   |
 
-use bytes::{BufMut, Bytes};
-
-use super::{MAX_OOB_DATA_LEN, expect_id, id, public_key};
-use crate::crypto::{PUBLIC_KEY_LEN, PublicKey};
-use crate::wire::{DecodeError, Reader};
-
-/// An out-of-band send.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub struct OobSend {
-    /// The key of the client to deliver to.
-    pub dest: PublicKey,
-    /// The data, 1 to 1024 bytes.
-    pub data: Bytes,
-}
-
-impl OobSend {
-    /// A packet; `None` when `data` is empty or over 1024 bytes.
-    pub fn new(dest: PublicKey, data: Bytes) -> Option<Self> {
-        (1..=MAX_OOB_DATA_LEN).contains(&data.len()).then_some(Self { dest, data })
-    }
-
-    /// Reads a whole plaintext.
-    pub fn decode(plain: impl Into<Bytes>) -> Result<Self, DecodeError> {
-        let mut r = Reader::new(plain);
-        expect_id(&mut r, id::OOB_SEND, "OOB send id")?;
-        let dest = public_key(&mut r, "OOB send key")?;
-        let data = r.rest();
-        if data.is_empty() {
-            return Err(DecodeError::UnexpectedEnd { what: "OOB send data", needed: 1, available: 0 });
-        }
-        if data.len() > MAX_OOB_DATA_LEN {
-            return Err(DecodeError::TrailingBytes(data.len() - MAX_OOB_DATA_LEN));
-        }
-        Ok(Self { dest, data })
-    }
-
-    /// Writes the plaintext.
-    pub fn encode(&self, buf: &mut impl BufMut) {
-        buf.put_u8(id::OOB_SEND);
-        buf.put_slice(self.dest.as_bytes());
-        buf.put_slice(&self.data);
-    }
-
-    /// What [`encode`](Self::encode) writes.
-    pub fn encoded_len(&self) -> usize {
-        1 + PUBLIC_KEY_LEN + self.data.len()
+super::shapes::key_and_data_packet! {
+    /// An out-of-band send.
+    OobSend {
+        id: OOB_SEND,
+        what: "OOB send",
+        /// The key of the client to deliver to.
+        key: dest,
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use bytes::Bytes;
+
+    use crate::crypto::PublicKey;
+    use crate::wire::DecodeError;
     use crate::wire::test_support::encoded;
 
     #[test]

@@ -6,45 +6,11 @@
 //! | 1     | 5       |
 //! | 8     | ping id |
 
-use bytes::{BufMut, Bytes};
-
-use super::{expect_id, id};
-use crate::wire::{DecodeError, Reader};
-
-/// A pong.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub struct Pong {
-    /// The id (0 is not a valid one).
-    pub ping_id: u64,
-}
-
-impl Pong {
-    /// Length: id byte and ping id.
-    pub const LEN: usize = 1 + 8;
-
-    /// A pong with this id.
-    pub const fn new(ping_id: u64) -> Self {
-        Self { ping_id }
-    }
-
-    /// Reads a whole plaintext.
-    pub fn decode(plain: impl Into<Bytes>) -> Result<Self, DecodeError> {
-        let mut r = Reader::new(plain);
-        expect_id(&mut r, id::PONG, "pong id")?;
-        let ping_id = r.u64_be("pong ping id")?;
-        r.finish()?;
-        Ok(Self { ping_id })
-    }
-
-    /// Writes the plaintext.
-    pub fn encode(&self, buf: &mut impl BufMut) {
-        buf.put_u8(id::PONG);
-        buf.put_u64(self.ping_id);
-    }
-
-    /// Always 9.
-    pub const fn encoded_len(&self) -> usize {
-        Self::LEN
+super::shapes::ping_id_packet! {
+    /// A pong.
+    Pong {
+        id: PONG,
+        what: "pong",
     }
 }
 
