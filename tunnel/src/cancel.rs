@@ -12,12 +12,12 @@ use std::task::Poll;
 
 use tokio_util::sync::CancellationToken;
 
-/// Runs `work` to completion, or stops with `None` once `cancel` fires. A
-/// token already cancelled stops it before it starts.
+/// Runs `work` to completion, or stops with `None` once `cancel` fires
+/// while it waits. Work that is ready at once runs even if the token was
+/// already cancelled: callers that must not start then check
+/// [`CancellationToken::is_cancelled`] first (a lock each time, so once per
+/// frame at most).
 pub(crate) async fn unless_cancelled<F: Future>(cancel: &CancellationToken, work: F) -> Option<F::Output> {
-    if cancel.is_cancelled() {
-        return None;
-    }
     let mut work = pin!(work);
     if let Poll::Ready(output) = std::future::poll_fn(|cx| Poll::Ready(work.as_mut().poll(cx))).await {
         return Some(output);
@@ -48,9 +48,8 @@ mod tests {
         let (outcome, ()) = tokio::join!(waiting, cancel);
         assert_eq!(outcome, None);
 
-        // Already cancelled: the work does not start.
-        let mut started = false;
-        assert_eq!(unless_cancelled(&token, async { started = true }).await, None);
-        assert!(!started);
+        // Already cancelled: ready work still completes, waiting work stops.
+        assert_eq!(unless_cancelled(&token, async { 8 }).await, Some(8));
+        assert_eq!(unless_cancelled(&token, std::future::pending::<u8>()).await, None);
     }
 }

@@ -208,6 +208,9 @@ pub(crate) struct Gone;
 impl PeerCtx {
     /// Queues an encoded frame, waiting for room.
     pub(crate) async fn send(&self, frame: Bytes) -> Result<(), Gone> {
+        if self.cancel.is_cancelled() {
+            return Err(Gone);
+        }
         match unless_cancelled(&self.cancel, self.out.send(frame)).await {
             Some(Ok(())) => {
                 Counters::inc(&self.stats.frames_out);
@@ -632,6 +635,9 @@ async fn peer_actor(inner: Arc<Inner>, ctx: PeerCtx, session: u64, mut inbox: mp
     let mut limiter = WarnLimiter(None);
     loop {
         let Some(Some(packet)) = unless_cancelled(&ctx.cancel, inbox.recv()).await else { break };
+        if ctx.cancel.is_cancelled() {
+            break;
+        }
         if unless_cancelled(&ctx.cancel, handle_packet(&inner, &ctx, packet, &mut limiter)).await.is_none() {
             break;
         }
