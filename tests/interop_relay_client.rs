@@ -207,8 +207,9 @@ const BEFORE_KILL: Duration = Duration::from_secs(5);
 /// After the failover the stream is checked in slices this long.
 const SLICE: Duration = Duration::from_secs(5);
 /// Every slice carries at least this many PING/PONGs: the stream never
-/// stalls and the friendship never drops.
-const MIN_LIVE: u32 = 10;
+/// stalls and the friendship never drops. libtoxcore's rate control never
+/// goes below 4 packets a second, about 20 a slice.
+const MIN_LIVE: u32 = 5;
 /// A slice in which libtoxcore took every PING at once carries at least
 /// this many. Through tox-bootstrapd's relay (its loop sleeps 30 ms) 20 in
 /// flight make about 200 a second, 1000 a slice; fewer means the path or
