@@ -10,7 +10,7 @@ use bytes::Bytes;
 use rand_chacha::ChaCha20Rng;
 use rand_core::{Rng, SeedableRng};
 use tuntox::crypto::{KeyPair, PublicKey};
-use tuntox::proto::node::friends::{FriendEvent, Path};
+use tuntox::proto::node::friends::{FriendEvent, PING_INTERVAL, Path};
 use tuntox::proto::{Node, NodeConfig, NodeEvent};
 use tuntox::sim::{NetConfig, Sim};
 use tuntox::wire::packed_node::PackedNode;
@@ -213,4 +213,41 @@ fn twenty_megabytes_cross_a_bad_network_intact() {
     // 5% random loss with 10-40 ms of jitter (heavy reordering): a
     // loss-driven window (TCP Reno) would reach about 0.15 MB/s here.
     assert!(goodput > 5.0e6, "goodput {goodput:.0} B/s");
+}
+
+/// c-toxcore's friend layer drops a friend whose ALIVE packets stop for
+/// 32 s, whatever else arrives from it: a node that keeps sending data must
+/// still send ALIVE every 8 s.
+#[test]
+fn alive_keeps_going_while_data_flows() {
+    let mut net = network(12, NetConfig::default(), 3);
+    befriend(&mut net, 2, 9);
+    let (a_real, b_real) = (net.real[2], net.real[9]);
+    let start = net.sim.now();
+    let mut sent = 0u32;
+    let mut checked = 0;
+    while net.sim.now() - start < Duration::from_secs(45) {
+        // A custom packet every 100 ms, so something lossless always went
+        // out within the ALIVE interval.
+        let now = net.sim.now();
+        let payload = Bytes::from([&[160u8][..], &sent.to_be_bytes()].concat());
+        net.sim.node_mut(2).send_lossless(now, &b_real, payload).unwrap();
+        sent += 1;
+        net.sim.flush(2);
+        net.sim.run_for(Duration::from_millis(100));
+        let _ = net.sim.take_events();
+        if net.sim.now() - start >= Duration::from_secs(10) {
+            let now = net.sim.now();
+            let alive = net.sim.node(9).friend(&a_real).and_then(|f| f.last_alive);
+            let age = alive.map(|t| now - t);
+            assert!(
+                age.is_some_and(|age| age <= PING_INTERVAL + Duration::from_secs(1)),
+                "{:?} into the stream the last ALIVE is {age:?} old",
+                now - start
+            );
+            checked += 1;
+        }
+    }
+    assert!(checked > 300, "{checked}");
+    assert!(net.sim.node(9).friend_path(&a_real, net.sim.now()).is_some(), "still online");
 }

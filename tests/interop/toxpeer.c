@@ -31,8 +31,8 @@
  * Keys and addresses print as uppercase hex, payloads as lowercase hex.
  * Lossless packets (sent or echoed) that libtoxcore refuses with SENDQ are
  * queued in order and retried every loop (up to 1024; beyond that
- * `error lossless code=7`), so a burst is delivered whole. Lossy packets are
- * sent once.
+ * `error lossless code=7`), so a burst is delivered whole; `held` in the
+ * counts says how many had to wait. Lossy packets are sent once.
  *
  * `flood COUNT SIZE lossless|lossy N` (for benchmarks) sends COUNT packets of
  * SIZE bytes (1 to TOX_MAX_CUSTOM_PACKET_SIZE) to friend N as fast as
@@ -90,6 +90,9 @@ static struct {
     unsigned long long lossless_rx, lossy_rx, lossless_tx, lossy_tx;
     unsigned long long lossless_rx_bytes, lossy_rx_bytes;
     unsigned long long tx_errors, queue_dropped, friend_requests;
+    /* Lossless packets libtoxcore refused with SENDQ at first, which then
+     * waited in the queue below: its rate control held them back. */
+    unsigned long long held;
 } counts;
 
 /* Lossless packets (sent or echoed) that libtoxcore refused with SENDQ wait
@@ -467,6 +470,7 @@ static bool send_lossless(Tox *tox, uint32_t friend_number, const uint8_t *data,
         return false;
     }
     size_t slot = (queue_head + queue_len) % SEND_QUEUE;
+    counts.held++;
     send_queue[slot].friend_number = friend_number;
     send_queue[slot].length = length;
     memcpy(send_queue[slot].data, data, length);
@@ -769,10 +773,10 @@ static void cmd_save(const Tox *tox)
 static void cmd_status(const Tox *tox)
 {
     emit("counts lossless_rx=%llu lossy_rx=%llu lossless_tx=%llu lossy_tx=%llu lossless_rx_bytes=%llu "
-         "lossy_rx_bytes=%llu tx_errors=%llu queued=%zu queue_dropped=%llu friend_requests=%llu friends=%zu",
+         "lossy_rx_bytes=%llu tx_errors=%llu queued=%zu held=%llu queue_dropped=%llu friend_requests=%llu friends=%zu",
          counts.lossless_rx, counts.lossy_rx, counts.lossless_tx, counts.lossy_tx, counts.lossless_rx_bytes,
-         counts.lossy_rx_bytes, counts.tx_errors, queue_len, counts.queue_dropped, counts.friend_requests,
-         tox_self_get_friend_list_size(tox));
+         counts.lossy_rx_bytes, counts.tx_errors, queue_len, counts.held, counts.queue_dropped,
+         counts.friend_requests, tox_self_get_friend_list_size(tox));
 }
 
 /* Handles one command line; returns false on quit. */

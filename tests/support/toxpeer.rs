@@ -11,8 +11,8 @@
 //! - commands: `add HEX76 MESSAGE...`, `add_norequest HEX64`, `lossless N HEX` (ids 160-191),
 //!   `lossy N HEX` (ids 200-254), `flood COUNT SIZE lossless|lossy N`, `save`, `status`, `quit`;
 //!   end of stdin also quits
-//! - lossless sends and echoes refused with SENDQ queue inside the peer (1024 deep) and go out
-//!   in order, so bursts arrive whole; lossy packets are sent once
+//! - lossless sends and echoes refused with SENDQ queue inside the peer (1024 deep, counted in
+//!   `held`) and go out in order, so bursts arrive whole; lossy packets are sent once
 //! - `flood` (for benchmarks) sends COUNT packets generated inside the peer as fast as
 //!   libtoxcore takes them: packet i is `[160 or 200][i as u32 BE][(i + k) as u8 at byte k]`
 //!   cut to SIZE; `flood_done COUNT KIND` once all were accepted

@@ -304,6 +304,18 @@ impl NetCrypto {
         Ok(number)
     }
 
+    /// Queues a packet of the friend layer (ALIVE, ONLINE, SHARE_RELAYS):
+    /// like [`send_lossless`](Self::send_lossless), but it may go beyond the
+    /// send limit, up to the protocol's buffer, so that bulk data keeping
+    /// the buffer full never starves the packets that keep the friendship
+    /// alive.
+    pub fn send_control(&mut self, now: Instant, peer: &PublicKey, payload: Bytes) -> Result<u32, SendError> {
+        let session = self.sessions.get_mut(peer).ok_or(SendError::NotConnected)?;
+        let number = session.send_lossless(payload, buffers::BUFFER_SIZE as usize)?;
+        self.flush_session(now, peer);
+        Ok(number)
+    }
+
     /// Sends a lossy payload (`[id][data]`, id 192-254) now.
     pub fn send_lossy(&mut self, now: Instant, peer: &PublicKey, payload: Bytes) -> Result<(), SendError> {
         let session = self.sessions.get_mut(peer).ok_or(SendError::NotConnected)?;
@@ -909,6 +921,35 @@ mod tests {
         assert_eq!(received.len(), total as usize, "all arrived");
         assert_eq!(received, (0..total).collect::<Vec<_>>(), "in order, once");
         assert!(p.a.session_stats(&p.b_pk).unwrap().retransmissions > 0);
+    }
+
+    #[test]
+    fn friend_layer_packets_fit_when_data_fills_the_buffer() {
+        let mut p = Pair::new(5, 0.0);
+        for _ in 0..50 {
+            p.step(Duration::from_millis(5));
+        }
+        assert!(p.a.is_established(&p.b_pk));
+        p.a.send_limit = 8;
+        let now = p.now;
+        while p.a.send_lossless(now, &p.b_pk, Bytes::from_static(&[160, 1])).is_ok() {}
+        assert_eq!(p.a.send_lossless(now, &p.b_pk, Bytes::from_static(&[160, 2])), Err(SendError::Full));
+        assert_eq!(p.a.send_room(&p.b_pk), 0);
+        // ALIVE still goes in, and arrives after the data.
+        p.a.send_control(now, &p.b_pk, Bytes::from_static(&[16])).unwrap();
+        for _ in 0..200 {
+            p.step(Duration::from_millis(1));
+        }
+        let lossless: Vec<&Bytes> = p
+            .events_b
+            .iter()
+            .filter_map(|e| match e {
+                NetCryptoEvent::Lossless(_, d) => Some(d),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(lossless.len(), 9, "{lossless:?}");
+        assert_eq!(lossless[8], &Bytes::from_static(&[16]));
     }
 
     #[test]

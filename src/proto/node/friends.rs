@@ -6,8 +6,9 @@
 //! address; net_crypto connects to it (or accepts its handshake). Once the
 //! session is up both sides send ONLINE (24); until the friend's ONLINE
 //! arrives no other lossless packet is delivered, as in c-toxcore. ALIVE
-//! (16) goes out every 8 s, and a friend silent for 32 s is dropped and
-//! searched again. Friend requests we send go through the onion every 5 s,
+//! (16) goes out every 8 s whatever else is sent (c-toxcore drops a friend
+//! whose ALIVE stops for 32 s even while its data keeps flowing), and a
+//! friend silent for 32 s is dropped and searched again. Friend requests we send go through the onion every 5 s,
 //! doubling, until the friend connects.
 
 use std::net::SocketAddr;
@@ -74,10 +75,15 @@ pub struct Friend {
     pub dht_pk: Option<PublicKey>,
     /// Where it is in connecting.
     pub status: Status,
-    /// When we last sent ALIVE (or anything lossless).
+    /// When we last sent ALIVE. Other packets do not count: c-toxcore's
+    /// friend layer drops a friend whose ALIVE stops for 32 s, however much
+    /// else arrives from it.
     pub last_ping_sent: Option<Instant>,
     /// When we last heard from it.
     pub last_heard: Option<Instant>,
+    /// When its last ALIVE arrived (we do not require it: any packet of the
+    /// session keeps a friend; kept for diagnostics).
+    pub last_alive: Option<Instant>,
     /// Our friend request, while it is not connected.
     pub request: Option<PendingRequest>,
     /// TCP relays it is connected to.
@@ -97,6 +103,7 @@ impl Friend {
             status: Status::Connecting,
             last_ping_sent: None,
             last_heard: None,
+            last_alive: None,
             request: None,
             relays: Vec::new(),
             addr: None,

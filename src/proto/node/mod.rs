@@ -306,11 +306,10 @@ impl Node {
         if self.friends.get(real_pk).is_none_or(|f| f.status != Status::Online) {
             return Err(SendError::NotConnected);
         }
-        let number = self.net_crypto.send_lossless(now, real_pk, data)?;
-        if let Some(friend) = self.friends.get_mut(real_pk) {
-            friend.last_ping_sent = Some(now);
-        }
-        Ok(number)
+        // Not a substitute for ALIVE: c-toxcore's friend layer counts only
+        // ALIVE packets towards its 32 s timeout, so a friend we keep
+        // sending data to still gets one every 8 s (see `tick_friends`).
+        self.net_crypto.send_lossless(now, real_pk, data)
     }
 
     /// Sends a custom lossy packet (`[id][data]`, id 200-254) to an online
@@ -532,7 +531,7 @@ impl Node {
         let mut buf = bytes::BytesMut::with_capacity(1 + PackedNode::list_encoded_len(&ours));
         buf.extend_from_slice(&[packet_id::SHARE_RELAYS]);
         PackedNode::encode_list(&ours, &mut buf);
-        let _ = self.net_crypto.send_lossless(now, real_pk, buf.freeze());
+        let _ = self.net_crypto.send_control(now, real_pk, buf.freeze());
     }
 
     // ---- the TCP relay server -------------------------------------------------
@@ -709,7 +708,7 @@ impl Node {
                 friend.last_heard = Some(now);
                 friend.last_ping_sent = Some(now);
                 self.onion.set_friend_online(&peer, true);
-                let _ = self.net_crypto.send_lossless(now, &peer, Bytes::from_static(&[packet_id::ONLINE]));
+                let _ = self.net_crypto.send_control(now, &peer, Bytes::from_static(&[packet_id::ONLINE]));
             }
             NetCryptoEvent::Lossless(peer, data) => self.on_lossless(now, peer, data),
             NetCryptoEvent::Lossy(peer, data) => {
@@ -731,7 +730,7 @@ impl Node {
         friend.last_heard = Some(now);
         let Some(&id) = data.first() else { return };
         match id {
-            packet_id::ALIVE => {}
+            packet_id::ALIVE => friend.last_alive = Some(now),
             packet_id::SHARE_RELAYS => {
                 let mut r = crate::wire::Reader::new(data.slice(1..));
                 if let Ok(nodes) = PackedNode::decode_up_to(&mut r, friends::MAX_SHARED_RELAYS) {
@@ -799,7 +798,7 @@ impl Node {
                     }
                     let Some(friend) = self.friends.get(&real_pk) else { continue };
                     if friend.last_ping_sent.is_none_or(|t| now >= t + friends::PING_INTERVAL)
-                        && self.net_crypto.send_lossless(now, &real_pk, Bytes::from_static(&[packet_id::ALIVE])).is_ok()
+                        && self.net_crypto.send_control(now, &real_pk, Bytes::from_static(&[packet_id::ALIVE])).is_ok()
                         && let Some(friend) = self.friends.get_mut(&real_pk)
                     {
                         friend.last_ping_sent = Some(now);
