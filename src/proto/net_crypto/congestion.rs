@@ -87,6 +87,9 @@ pub struct Congestion {
     last_refill: Option<Instant>,
     losses: u64,
     backoff: f64,
+    /// A retransmission timeout fired and nothing has been acknowledged
+    /// since: the back-off and phase from before it.
+    stalled: Option<(f64, Phase)>,
 }
 
 impl Default for Congestion {
@@ -109,6 +112,7 @@ impl Default for Congestion {
             last_refill: None,
             losses: 0,
             backoff: 1.0,
+            stalled: None,
         }
     }
 }
@@ -198,6 +202,18 @@ impl Congestion {
     /// `count` packets were acknowledged at `now`.
     pub fn on_ack(&mut self, now: Instant, count: usize) {
         self.delivered += count as u64;
+        if let Some((backoff, phase)) = self.stalled.take() {
+            // The first progress after a stall: a receiver that held its
+            // packets (a slow reader) or a path that came back. The time
+            // without acknowledgements says nothing of the path's rate, so
+            // no sample spans it, and the cuts the timeouts made are undone
+            // (as TCP undoes a spurious timeout): had the path lost the
+            // packets, the receiver's reports now say so, and heavy loss
+            // backs off within a round trip or two.
+            self.round_start = None;
+            self.backoff = backoff;
+            self.phase = phase;
+        }
         let round_len = self.min_rtt.unwrap_or(INITIAL_RTT).max(Duration::from_millis(1));
         let Some(start) = self.round_start else {
             self.round_start = Some(now);
@@ -267,6 +283,7 @@ impl Congestion {
     /// Nothing was acknowledged for a long time while data was in flight.
     pub fn on_timeout(&mut self) {
         self.losses += 1;
+        self.stalled.get_or_insert((self.backoff, self.phase));
         self.backoff = (self.backoff * 0.5).max(0.1);
         if self.phase == Phase::Startup {
             self.phase = Phase::Probe(2);
@@ -329,6 +346,31 @@ mod tests {
         let window = cc.window();
         assert!((450..=495).contains(&window), "{window}");
         assert!(matches!(cc.phase, Phase::Probe(_)), "startup ended when the rate stopped growing");
+    }
+
+    #[test]
+    fn progress_after_a_stall_undoes_the_timeouts() {
+        let mut t = crate::proto::test_epoch();
+        let mut cc = Congestion::default();
+        feed(&mut cc, &mut t, 10_000.0, Duration::from_millis(20), 2.0);
+        let (bw, window) = (cc.bandwidth().unwrap(), cc.window());
+        // A receiver holds its packets for a while: timeout after timeout.
+        for _ in 0..5 {
+            t += Duration::from_millis(400);
+            cc.on_timeout();
+        }
+        assert!(cc.bandwidth().unwrap() < bw / 5.0);
+        assert!(cc.window() < window / 3);
+        // It reads again: everything is acknowledged at once.
+        t += Duration::from_millis(400);
+        cc.on_ack(t, 400);
+        assert_eq!(cc.bandwidth().unwrap(), bw);
+        assert_eq!(cc.window(), window);
+        // No sample spans the stall (400 packets over 2.4 s would read as
+        // a rate of 170 a second).
+        feed(&mut cc, &mut t, 10_000.0, Duration::from_millis(20), 0.2);
+        assert!(cc.bw_samples.iter().all(|&s| s > 5_000.0), "{:?}", cc.bw_samples);
+        assert_eq!(cc.losses(), 5);
     }
 
     #[test]
