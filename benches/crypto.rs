@@ -1,7 +1,8 @@
 //! Throughput of the crypto facade on the VPN's hot path: sealing and
 //! opening 1400-byte packets (c-toxcore's largest net_crypto packet, about
-//! a full TUN packet) under a precomputed key, and the cost of precomputing
-//! a key.
+//! a full TUN packet) under a precomputed key, the same with AEGIS-256
+//! (the cipher two tuntox peers agree on), and the cost of precomputing a
+//! key.
 //!
 //! Two paths each way: the allocating `seal`/`open`, and the in-place
 //! detached calls the packet path uses on caller-owned buffers. Compare the
@@ -16,7 +17,7 @@ use std::hint::black_box;
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use rand_chacha::ChaCha20Rng;
 use rand_core::{Rng, SeedableRng};
-use tuntox::crypto::{KeyPair, MAC_LEN, Nonce, SharedKey};
+use tuntox::crypto::{AeadKey, KeyPair, MAC_LEN, Nonce, SharedKey};
 
 /// Plaintext bytes per packet.
 const PACKET: usize = 1400;
@@ -86,6 +87,30 @@ fn open(c: &mut Criterion) {
     group.finish();
 }
 
+/// AEGIS-256, the cipher two tuntox peers agree on where the CPU has AES
+/// instructions (docs/decisions/0006-aegis-data.md), on the same packets.
+fn aegis(c: &mut Criterion) {
+    let Setup { plain, .. } = setup();
+    let key = AeadKey::from_bytes([7; 32]);
+    let nonce = [9u8; 32];
+    let ad = [0x1c, 0, 1];
+    let mut group = c.benchmark_group("aegis256_1400");
+    group.throughput(Throughput::Bytes(PACKET as u64));
+    let mut buf = plain.clone();
+    group.bench_function("seal_in_place_detached", |b| {
+        b.iter(|| key.seal_in_place_detached(black_box(&nonce), &ad, black_box(&mut buf[..])));
+    });
+    let mut sealed = plain.clone();
+    let tag = key.seal_in_place_detached(&nonce, &ad, &mut sealed);
+    group.bench_function("open_in_place_detached", |b| {
+        b.iter(|| {
+            buf.copy_from_slice(black_box(&sealed));
+            key.open_in_place_detached(black_box(&nonce), &ad, &mut buf[..], black_box(&tag)).expect("opens");
+        });
+    });
+    group.finish();
+}
+
 fn precompute(c: &mut Criterion) {
     let Setup { alice, bob, .. } = setup();
     let mut group = c.benchmark_group("precompute");
@@ -96,5 +121,5 @@ fn precompute(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, seal, open, precompute);
+criterion_group!(benches, seal, open, aegis, precompute);
 criterion_main!(benches);

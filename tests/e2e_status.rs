@@ -2,8 +2,10 @@
 //! network namespace with a local tox-bootstrapd, each serving its report
 //! in the namespace's status directory, and `tuntox status` reading them:
 //! both ends list the other as an online friend with its path, the client
-//! its open tunnel; a stopped process takes its socket away, a killed one
-//! leaves a stale socket that `tuntox status` names.
+//! its open tunnel and the cipher their data goes in (AEGIS-256 between two
+//! tuntox on AES hardware, Tox's own with `--no-aegis`); a stopped process
+//! takes its socket away, a killed one leaves a stale socket that `tuntox
+//! status` names.
 //!
 //! Needs root (network namespaces) and toxcore-utils; run through
 //! `scripts/test`, which installs them. It never skips.
@@ -53,6 +55,30 @@ fn friend_online(report: &Value, key: &str) -> bool {
             && f["online"] == true
             && matches!(f["path"].as_str(), Some("udp") | Some("tcp"))
     })
+}
+
+/// The cipher `report` says its data to `key` goes in.
+fn cipher_to(report: &Value, key: &str) -> Option<String> {
+    let friends = report["friends"].as_array()?;
+    let friend = friends.iter().find(|f| f["public_key"].as_str() == Some(key))?;
+    friend["cipher"].as_str().map(str::to_owned)
+}
+
+/// Waits until the reports of `a` and `b` name `cipher` for each other
+/// (a session switches once the peer's offer is in); panics with both
+/// reports otherwise.
+fn wait_ciphers(netns: &Netns, (a_pid, a_key): (u32, &str), (b_pid, b_key): (u32, &str), cipher: &str) {
+    let deadline = Deadline::after(Duration::from_secs(15));
+    loop {
+        let all = reports(netns);
+        let (a, b) = (report_of(&all, a_pid), report_of(&all, b_pid));
+        let seen = (cipher_to(a, b_key), cipher_to(b, a_key));
+        if seen == (Some(cipher.to_owned()), Some(cipher.to_owned())) {
+            return;
+        }
+        assert!(!deadline.passed(), "expected {cipher} both ways, saw {seen:?}: {a:#} {b:#}");
+        thread::sleep(Duration::from_millis(200));
+    }
 }
 
 fn tox_id_of(process: &Tuntox) -> String {
@@ -107,6 +133,11 @@ fn status_shows_both_ends_online_and_names_a_stale_socket() {
     assert!(report.contains(&format!("  {server_key} online, ")), "{report}");
     assert!(report.contains("Tunnels open: 1\n"), "{report}");
 
+    // Two tuntox agree on AEGIS-256 where the CPU has AES instructions.
+    let expected = if tuntox::crypto::aes_hardware() { "aegis-256" } else { "xsalsa20-poly1305" };
+    wait_ciphers(&fx.netns, (server_pid, &server_key), (client_pid, &client_key), expected);
+    assert!(status(&fx.netns, &[]).stdout.windows(expected.len()).any(|w| w == expected.as_bytes()));
+
     // A stopped client takes its socket away; the server still reports.
     drop(stream);
     let stopped = client.terminate(Duration::from_secs(10));
@@ -124,4 +155,20 @@ fn status_shows_both_ends_online_and_names_a_stale_socket() {
     assert!(out.stdout.is_empty(), "{}", text(&out.stdout));
     assert!(err.contains(&format!("(process {server_pid}) is no longer running")), "{err}");
     assert!(err.contains("tuntox: no running tuntox found in "), "{err}");
+}
+
+#[test]
+fn no_aegis_keeps_tox_s_cipher_both_ways() {
+    let mut fx = Fixture::new("nocipher", &[]);
+    echo_server(fx.listen("127.0.0.1:7411"));
+    let mut client = fx.client("client", &["--no-aegis", "-L", "7412:127.0.0.1:7411"]);
+    wait_client_connected(&mut client, CONNECT);
+    let mut stream = fx.connect("127.0.0.1:7412".parse().unwrap(), Duration::from_secs(10));
+    let payload: Vec<u8> = (0..200_000u32).map(|i| (i * 7) as u8).collect();
+    assert_eq!(echo_roundtrip(&mut stream, &payload).unwrap(), payload);
+    let server_key = fx.server_id[..64].to_owned();
+    let client_key = tox_id_of(&client)[..64].to_owned();
+    // The client offers nothing, so the server keeps Tox's cipher toward
+    // it; the client never seals with AEGIS-256 itself.
+    wait_ciphers(&fx.netns, (fx.server.pid(), &server_key), (client.pid(), &client_key), "xsalsa20-poly1305");
 }

@@ -49,6 +49,7 @@ use tokio_util::sync::CancellationToken;
 use super::peers::PeerNumbers;
 use crate::crypto::PublicKey;
 use crate::driver::NodeSender;
+use crate::proto::net_crypto::session::DataCipher;
 use crate::proto::node::friends::{Path as FriendPath, Status as FriendState};
 use crate::proto::relay::RelayServerStats;
 use crate::proto::relay::connections::RelayClientStats;
@@ -119,6 +120,10 @@ pub struct FriendStatus {
     /// `udp` or `tcp` (through a TCP relay), when online.
     #[serde(default)]
     pub path: Option<String>,
+    /// The cipher of the data packets we send it (`xsalsa20-poly1305`,
+    /// Tox's; `aegis-256` with a tuntox peer), when online.
+    #[serde(default)]
+    pub cipher: Option<String>,
     /// Its VPN addresses: a server lists each client's, a client the
     /// server's.
     #[serde(default)]
@@ -162,7 +167,7 @@ pub struct Source {
 /// What the node tells, in one visit to its task.
 #[derive(Debug, Default)]
 struct NodeView {
-    friends: Vec<(PublicKey, bool, Option<FriendPath>)>,
+    friends: Vec<(PublicKey, bool, Option<FriendPath>, Option<DataCipher>)>,
     dht_nodes: usize,
     tcp_relays: usize,
     relay_client: RelayClientStats,
@@ -194,10 +199,10 @@ impl Source {
                     .friend_keys()
                     .map(|key| {
                         let online = node.friend(key).is_some_and(|f| f.status == FriendState::Online);
-                        (*key, online, node.friend_path(key, now))
+                        (*key, online, node.friend_path(key, now), node.friend_cipher(key))
                     })
                     .collect();
-                friends.sort_by_key(|(key, _, _)| *key.as_bytes());
+                friends.sort_by_key(|(key, ..)| *key.as_bytes());
                 NodeView {
                     friends,
                     dht_nodes: node.dht().close_list().iter().filter(|c| c.is_good(now)).count(),
@@ -222,13 +227,14 @@ impl Source {
             friends: view
                 .friends
                 .iter()
-                .map(|(key, online, path)| FriendStatus {
+                .map(|(key, online, path, cipher)| FriendStatus {
                     public_key: key.to_string(),
                     online: *online,
                     path: path.map(|p| match p {
                         FriendPath::Udp => "udp".to_owned(),
                         FriendPath::Tcp => "tcp".to_owned(),
                     }),
+                    cipher: cipher.map(|c| c.name().to_owned()),
                     vpn_addresses: Vec::new(),
                 })
                 .collect(),
@@ -411,6 +417,10 @@ pub fn render(status: &Status) -> String {
             (true, Some("tcp")) => "online, through a TCP relay".to_owned(),
             (true, Some(other)) => format!("online, {other}"),
             (true, None) => "online".to_owned(),
+        };
+        let state = match (&friend.cipher, friend.online) {
+            (Some(cipher), true) => format!("{state}, {cipher}"),
+            _ => state,
         };
         let vpn = if friend.vpn_addresses.is_empty() {
             String::new()
@@ -747,10 +757,17 @@ mod tests {
                     public_key: key(1),
                     online: true,
                     path: Some("udp".into()),
+                    cipher: Some("aegis-256".into()),
                     vpn_addresses: vec!["10.77.0.2/32".into(), "fd00::2/128".into()],
                 },
-                FriendStatus { public_key: key(2), online: true, path: Some("tcp".into()), vpn_addresses: vec![] },
-                FriendStatus { public_key: key(3), online: false, path: None, vpn_addresses: vec![] },
+                FriendStatus {
+                    public_key: key(2),
+                    online: true,
+                    path: Some("tcp".into()),
+                    cipher: None,
+                    vpn_addresses: vec![],
+                },
+                FriendStatus { public_key: key(3), online: false, path: None, cipher: None, vpn_addresses: vec![] },
             ],
             tunnels_open: Some(2),
             vpn: Some(VpnStatus {
@@ -776,7 +793,7 @@ mod tests {
              UDP:          0.0.0.0:33445\n\
              DHT:          8 good nodes, 1 TCP relays connected\n\
              Friends:      2 of 3 online\n\
-             \x20 {} online, direct UDP; VPN 10.77.0.2/32, fd00::2/128\n\
+             \x20 {} online, direct UDP, aegis-256; VPN 10.77.0.2/32, fd00::2/128\n\
              \x20 {} online, through a TCP relay\n\
              \x20 {} offline\n\
              Tunnels open: 2\n\

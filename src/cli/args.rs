@@ -231,6 +231,12 @@ pub struct NetArgs {
     /// relays only (--relay, the bootstrap nodes' TCP ports).
     #[arg(long)]
     pub no_udp: bool,
+
+    /// Seal data with Tox's XSalsa20-Poly1305 only. Without this flag two
+    /// tuntox peers whose CPUs have AES instructions agree on AEGIS-256,
+    /// several times cheaper per byte; other Tox peers are not affected.
+    #[arg(long)]
+    pub no_aegis: bool,
 }
 
 /// Where a node finds the Tox network: `--bootstrap` and `--no-lan`, for

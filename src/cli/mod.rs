@@ -547,7 +547,8 @@ fn lan_discovery(join: &JoinArgs) -> Result<bool, CliError> {
     Ok(!join.no_lan)
 }
 
-/// The Tox settings from -u, -b, --bootstrap, --no-lan, --relay and --no-udp.
+/// The Tox settings from -u, -b, --bootstrap, --no-lan, --relay, --no-udp
+/// and --no-aegis.
 fn tox_config(net: &NetArgs) -> Result<ToxConfig, CliError> {
     let mut bootstrap = bootstrap_nodes(&net.join)?;
     if let Some(path) = &net.nodes_file {
@@ -577,6 +578,7 @@ fn tox_config(net: &NetArgs) -> Result<ToxConfig, CliError> {
         udp_enabled: !net.no_udp,
         tcp_relays,
         tcp_server_ports: Vec::new(),
+        aegis: !net.no_aegis && crate::crypto::aes_hardware(),
     })
 }
 

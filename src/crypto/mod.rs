@@ -14,17 +14,22 @@
 //!   seals and opens in the NaCl "easy" layout (`[MAC 16][ciphertext]`), in
 //!   place with a detached MAC when that saves a copy;
 //! - [`Nonce`] with the big-endian increments Tox uses;
+//! - [`AeadKey`]: AEGIS-256, the faster data cipher two tuntox peers with
+//!   AES hardware agree on for a session (not part of Tox; see
+//!   [`aegis_data`](crate::wire::aegis_data));
 //! - [`sha256`], [`sha512`], [`ct_eq`] and [`fill_random`] (the OS-grade
 //!   generator, for the driver that seeds the core's RNG).
 //!
 //! Spec: <https://toktok.ltd/spec.html#crypto>.
 
+mod aead;
 mod hash;
 mod keys;
 mod nonce;
 mod shared;
 mod sodium;
 
+pub use aead::{AEAD_KEY_LEN, AEAD_NONCE_LEN, AEAD_TAG_LEN, AeadKey, aes_hardware};
 pub use hash::{sha256, sha512};
 pub use keys::{KeyPair, PUBLIC_KEY_LEN, PublicKey, SECRET_KEY_LEN, SecretKey};
 pub use nonce::{NONCE_LEN, Nonce};

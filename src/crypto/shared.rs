@@ -45,6 +45,11 @@ impl SharedKey {
         key
     }
 
+    /// The key's bytes, for deriving other keys from it.
+    pub(super) const fn bytes(&self) -> &[u8; SHARED_KEY_LEN] {
+        &self.0
+    }
+
     /// Encrypts `buf` in place and returns its MAC.
     pub fn seal_in_place_detached(&self, nonce: &Nonce, buf: &mut [u8]) -> [u8; MAC_LEN] {
         sodium::seal_detached(&self.0, nonce.as_bytes(), buf)

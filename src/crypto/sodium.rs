@@ -144,3 +144,87 @@ impl rand_core::TryRng for SodiumRng {
 }
 
 impl rand_core::TryCryptoRng for SodiumRng {}
+
+/// Whether libsodium runs AEGIS-256 on AES instructions here (AES-NI with
+/// AVX on x86-64, the crypto extensions on ARM), as its own choice of
+/// implementation does. Without them it falls back to portable code that
+/// is many times slower.
+pub(super) fn has_aes_hardware() -> bool {
+    init_or_panic();
+    // SAFETY: these only read the CPU features sodium_init recorded.
+    unsafe {
+        ffi::sodium_runtime_has_armcrypto() == 1
+            || (ffi::sodium_runtime_has_aesni() == 1 && ffi::sodium_runtime_has_avx() == 1)
+    }
+}
+
+/// Keyed BLAKE2b with a 32-byte output (`crypto_generichash`).
+pub(super) fn blake2b_256_keyed(key: &[u8; 32], data: &[u8]) -> [u8; 32] {
+    init_or_panic();
+    let mut out = [0u8; 32];
+    // SAFETY: `out` is 32 bytes (within crypto_generichash_BYTES_MIN..=MAX),
+    // the key 32 bytes (within KEYBYTES_MIN..=MAX); `data` is readable. It
+    // cannot fail for these lengths.
+    unsafe {
+        ffi::crypto_generichash(out.as_mut_ptr(), out.len(), data.as_ptr(), data.len() as u64, key.as_ptr(), key.len())
+    };
+    out
+}
+
+/// AEGIS-256: encrypts `buf` in place, authenticating `ad` too, and returns
+/// the 32-byte tag (`crypto_aead_aegis256_encrypt_detached`).
+pub(super) fn aegis256_seal(key: &[u8; 32], nonce: &[u8; 32], ad: &[u8], buf: &mut [u8]) -> [u8; 32] {
+    init_or_panic();
+    let mut tag = [0u8; 32];
+    let ptr = buf.as_mut_ptr();
+    // SAFETY: `ptr` covers `buf.len()` bytes for reading and writing; the
+    // implementation reads each 16-byte block before it writes the same
+    // block, so input and output may be one buffer. The tag buffer is
+    // crypto_aead_aegis256_ABYTES (32) long, nonce and key are 32 bytes as
+    // required, `ad` is readable. Lengths a slice holds are far below the
+    // limit (MESSAGEBYTES_MAX), so it cannot fail.
+    unsafe {
+        ffi::crypto_aead_aegis256_encrypt_detached(
+            ptr,
+            tag.as_mut_ptr(),
+            std::ptr::null_mut(),
+            ptr,
+            buf.len() as u64,
+            ad.as_ptr(),
+            ad.len() as u64,
+            std::ptr::null(),
+            nonce.as_ptr(),
+            key.as_ptr(),
+        )
+    };
+    tag
+}
+
+/// AEGIS-256: verifies `tag` over `buf` and `ad` and decrypts `buf` in
+/// place (`crypto_aead_aegis256_decrypt_detached`). On failure libsodium
+/// zeroes `buf` (the check comes after decryption): never a plaintext.
+pub(super) fn aegis256_open(
+    key: &[u8; 32],
+    nonce: &[u8; 32],
+    ad: &[u8],
+    buf: &mut [u8],
+    tag: &[u8; 32],
+) -> Result<(), CryptoError> {
+    init()?;
+    let ptr = buf.as_mut_ptr();
+    // SAFETY: as in `aegis256_seal`; the tag is 32 bytes, as the function reads.
+    let rc = unsafe {
+        ffi::crypto_aead_aegis256_decrypt_detached(
+            ptr,
+            std::ptr::null_mut(),
+            ptr,
+            buf.len() as u64,
+            tag.as_ptr(),
+            ad.as_ptr(),
+            ad.len() as u64,
+            nonce.as_ptr(),
+            key.as_ptr(),
+        )
+    };
+    if rc == 0 { Ok(()) } else { Err(CryptoError::Decrypt) }
+}

@@ -55,6 +55,8 @@ pub struct ToxConfig {
     pub tcp_relays: Vec<PackedNode>,
     /// Run a TCP relay server on these ports too (`-t`), and use it.
     pub tcp_server_ports: Vec<u16>,
+    /// Offer AEGIS-256 data packets to friends ([`NodeConfig::aegis`]).
+    pub aegis: bool,
 }
 
 /// What happens to us and our friends.
@@ -138,6 +140,7 @@ impl Tox {
             nospam: config.nospam,
             tcp_server: (!listeners.is_empty()).then(RelayServerConfig::default),
             udp: config.udp_enabled,
+            aegis: config.aegis,
         };
         let relay_keys = dht_keys.clone();
         let mut node = Node::new(config.keys.clone(), dht_keys, node_config, seed);

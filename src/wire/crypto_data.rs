@@ -249,7 +249,7 @@ impl From<CryptoError> for DataOpenError {
     }
 }
 
-fn check_payload(payload: &[u8]) -> Result<(), DataSealError> {
+pub(super) fn check_payload(payload: &[u8]) -> Result<(), DataSealError> {
     match payload.first() {
         None => Err(DataSealError::PayloadLen(0)),
         Some(_) if payload.len() > MAX_CRYPTO_DATA_SIZE => Err(DataSealError::PayloadLen(payload.len())),
@@ -367,7 +367,7 @@ fn check_packet(packet: &[u8]) -> Result<u16, DecodeError> {
 
 /// Splits an opened plaintext: the numbers, then the padding, the id and
 /// the data. Returns the header, the id and where the data starts.
-fn split_plaintext(plain: &[u8]) -> Result<(DataHeader, u8, usize), DataOpenError> {
+pub(super) fn split_plaintext(plain: &[u8]) -> Result<(DataHeader, u8, usize), DataOpenError> {
     let short = DecodeError::UnexpectedEnd { what: "crypto data numbers", needed: 8, available: plain.len() };
     let (buffer_start, rest) = plain.split_first_chunk::<4>().ok_or(short)?;
     let (packet_number, rest) = rest.split_first_chunk::<4>().ok_or(short)?;

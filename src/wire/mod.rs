@@ -11,7 +11,9 @@
 //!
 //! Spec: <https://toktok.ltd/spec.html>.
 
+pub mod aegis_data;
 pub mod bootstrap_info;
+pub mod cipher_offer;
 pub mod cookie;
 pub mod cookie_request;
 pub mod cookie_response;

@@ -15,6 +15,9 @@
 //! DHT group-chat announcements, which tuntox does not implement; they are
 //! named so that they can be dropped deliberately.
 //!
+//! One id is tuntox's own: 0x1c, data packets sealed with AEGIS-256, which
+//! only two tuntox peers send each other (docs/protocol.md).
+//!
 //! Spec: <https://toktok.ltd/spec.html#packet-kind>.
 
 /// The kind of a top-level packet: its first byte.
@@ -36,6 +39,10 @@ pub enum PacketKind {
     CryptoHandshake,
     /// 0x1b: net_crypto data.
     CryptoData,
+    /// 0x1c: net_crypto data sealed with AEGIS-256, between two tuntox
+    /// peers that agreed on it ([`aegis_data`](super::aegis_data)); not a
+    /// Tox packet, and free in c-toxcore's table.
+    AegisData,
     /// 0x20: a request routed through the DHT (c-toxcore `NET_PACKET_CRYPTO`).
     DhtRequest,
     /// 0x21: LAN discovery.
@@ -105,6 +112,7 @@ impl PacketKind {
             Self::CookieResponse => 0x19,
             Self::CryptoHandshake => 0x1a,
             Self::CryptoData => 0x1b,
+            Self::AegisData => 0x1c,
             Self::DhtRequest => 0x20,
             Self::LanDiscovery => 0x21,
             Self::OnionRequest0 => 0x80,
@@ -145,6 +153,7 @@ impl From<u8> for PacketKind {
             0x19 => Self::CookieResponse,
             0x1a => Self::CryptoHandshake,
             0x1b => Self::CryptoData,
+            0x1c => Self::AegisData,
             0x20 => Self::DhtRequest,
             0x21 => Self::LanDiscovery,
             0x80 => Self::OnionRequest0,
@@ -197,7 +206,7 @@ mod tests {
             assert_eq!(u8::from(kind), byte);
         }
         let known = (0..=u8::MAX).filter(|&byte| !matches!(packet_kind(byte), PacketKind::Unknown(_))).count();
-        assert_eq!(known, 32);
+        assert_eq!(known, 33);
     }
 
     #[test]

@@ -35,6 +35,7 @@ pub fn config(bootstrapd: &Bootstrapd, ports: RangeInclusive<u16>) -> ToxConfig 
         udp_enabled: true,
         tcp_relays: Vec::new(),
         tcp_server_ports: Vec::new(),
+        aegis: tuntox::crypto::aes_hardware(),
     }
 }
 

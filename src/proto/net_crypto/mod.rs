@@ -13,6 +13,13 @@
 //!    the session established. Handshake packets are resent every second,
 //!    8 times at most.
 //!
+//! Two tuntox peers go one step beyond Tox: each session's first lossless
+//! packet offers AEGIS-256 ([`cipher_offer`](crate::wire::cipher_offer)),
+//! and a side whose peer offered it seals its data packets with it
+//! ([`aegis_data`](crate::wire::aegis_data), kind 0x1c) instead of
+//! XSalsa20-Poly1305. A c-toxcore peer ignores the offer and never sees
+//! 0x1c; docs/decisions/0006-aegis-data.md says why.
+//!
 //! Data: lossless packets are numbered, buffered until acknowledged, and
 //! resent when the receiver's request packets (holes after its cumulative
 //! acknowledgement) say they were lost; lossy packets go once. The send rate
@@ -157,6 +164,8 @@ pub struct NetCrypto {
     epoch: Option<Instant>,
     last_now: Option<Instant>,
     send_limit: usize,
+    /// Offer AEGIS-256 to peers and use it with those that offer it too.
+    aegis: bool,
     rng: ChaCha20Rng,
     scratch: Vec<Bytes>,
     transmits: VecDeque<Transmit>,
@@ -184,6 +193,7 @@ impl NetCrypto {
             epoch: None,
             last_now: None,
             send_limit: DEFAULT_SEND_LIMIT,
+            aegis: crate::crypto::aes_hardware(),
             rng,
             scratch: Vec::new(),
             transmits: VecDeque::new(),
@@ -197,6 +207,18 @@ impl NetCrypto {
     /// Counters.
     pub fn stats(&self) -> NetCryptoStats {
         self.stats
+    }
+
+    /// Whether new sessions offer AEGIS-256 data packets (on by default
+    /// where AES instructions make it fast; see [`session::DataCipher`]).
+    /// Sessions already set up keep what they agreed.
+    pub fn set_aegis(&mut self, on: bool) {
+        self.aegis = on;
+    }
+
+    /// Whether new sessions offer AEGIS-256.
+    pub fn aegis(&self) -> bool {
+        self.aegis
     }
 
     /// A session's counters and state.
@@ -366,12 +388,12 @@ impl NetCrypto {
         }
     }
 
-    /// Handles a datagram of kind 0x18, 0x19, 0x1a or 0x1b.
+    /// Handles a datagram of kind 0x18, 0x19, 0x1a, 0x1b or 0x1c.
     pub fn handle_udp(&mut self, now: Instant, from: SocketAddr, data: Bytes) {
         self.handle(now, Origin::Udp(from), data);
     }
 
-    /// Handles a net_crypto packet (0x18 to 0x1b) that came through a TCP
+    /// Handles a net_crypto packet (0x18 to 0x1c) that came through a TCP
     /// relay from the node with DHT key `from`. Returns the peer's real key
     /// when it was a valid handshake: the relay it came through is one to
     /// route the peer on.
@@ -388,7 +410,7 @@ impl NetCrypto {
             Some(0x18) => self.handle_cookie_request(now, from, data).map(|()| None),
             Some(0x19) => self.handle_cookie_response(now, from, data).map(Some),
             Some(0x1a) => self.handle_handshake(now, from, data),
-            Some(0x1b) => self.handle_data(now, from, data).map(Some),
+            Some(0x1b | 0x1c) => self.handle_data(now, from, data).map(Some),
             _ => return None,
         };
         if result.is_none() {
@@ -506,10 +528,12 @@ impl NetCrypto {
                 if state == State::Established {
                     return None;
                 }
+                let aegis = self.aegis;
                 let session = self.sessions.get_mut(&peer)?;
                 session.recv_nonce = payload.base_nonce;
-                session.shared = SharedKey::precompute(&payload.session_pk, session.session_keys.secret()).ok();
-                session.shared.as_ref()?;
+                if !session.set_peer_session_key(&payload.session_pk, aegis) {
+                    return None;
+                }
                 if state == State::CookieRequesting || udp_from.is_some_and(|addr| session.addr != Some(addr)) {
                     let handshake = self.make_handshake(now, &peer, &payload.cookie)?;
                     self.sessions.get_mut(&peer)?.set_temp(handshake);
@@ -529,7 +553,9 @@ impl NetCrypto {
                 let send_nonce = Nonce::random(&mut self.rng);
                 let mut session = Session::new(peer, peer_dht, State::NotConfirmed, keys, send_nonce, now);
                 session.recv_nonce = payload.base_nonce;
-                session.shared = Some(SharedKey::precompute(&payload.session_pk, session.session_keys.secret()).ok()?);
+                if !session.set_peer_session_key(&payload.session_pk, self.aegis) {
+                    return None;
+                }
                 self.sessions.insert(peer, session);
                 let handshake = self.make_handshake(now, &peer, &payload.cookie)?;
                 self.sessions.get_mut(&peer)?.set_temp(handshake);
@@ -717,10 +743,18 @@ mod tests {
         in_flight: Vec<(Instant, bool, SocketAddr, Bytes)>,
         /// Datagrams from `a` to drop before the random loss applies.
         drop_from_a: usize,
+        /// The kind byte of every datagram each side sent.
+        kinds_a: Vec<u8>,
+        kinds_b: Vec<u8>,
     }
 
     impl Pair {
+        /// Two sessions that both offer AEGIS-256, whatever the CPU.
         fn new(seed: u64, loss: f64) -> Self {
+            Self::with_aegis(seed, loss, true, true)
+        }
+
+        fn with_aegis(seed: u64, loss: f64, a_aegis: bool, b_aegis: bool) -> Self {
             let mut rng = ChaCha20Rng::seed_from_u64(seed);
             let keys: Vec<KeyPair> = (0..4).map(|_| KeyPair::generate(&mut rng)).collect();
             let (a_pk, b_pk) = (*keys[0].public(), *keys[2].public());
@@ -728,6 +762,8 @@ mod tests {
             let mut b = NetCrypto::new(keys[2].clone(), keys[3].clone(), [2; 32]);
             a.set_accept(b_pk, true);
             b.set_accept(a_pk, true);
+            a.set_aegis(a_aegis);
+            b.set_aegis(b_aegis);
             let now = crate::proto::test_epoch();
             let a_addr: SocketAddr = "198.18.0.1:33445".parse().unwrap();
             let b_addr: SocketAddr = "198.18.0.2:33445".parse().unwrap();
@@ -747,6 +783,8 @@ mod tests {
                 events_b: Vec::new(),
                 in_flight: Vec::new(),
                 drop_from_a: 0,
+                kinds_a: Vec::new(),
+                kinds_b: Vec::new(),
             }
         }
 
@@ -757,6 +795,7 @@ mod tests {
             self.b.handle_timeout(self.now);
             for _ in 0..4 {
                 while let Some(t) = self.a.poll_transmit() {
+                    self.kinds_a.extend(t.payload.first());
                     if self.drop_from_a > 0 {
                         self.drop_from_a -= 1;
                         continue;
@@ -766,6 +805,7 @@ mod tests {
                     }
                 }
                 while let Some(t) = self.b.poll_transmit() {
+                    self.kinds_b.extend(t.payload.first());
                     if (self.rng.next_u64() % 1000) as f64 >= self.loss * 1000.0 {
                         self.in_flight.push((self.now + Duration::from_millis(5), false, t.dst, t.payload));
                     }
@@ -950,6 +990,136 @@ mod tests {
             .collect();
         assert_eq!(lossless.len(), 9, "{lossless:?}");
         assert_eq!(lossless[8], &Bytes::from_static(&[16]));
+    }
+
+    /// Sends `count` numbered lossless packets from a to b and returns what
+    /// b delivered.
+    fn stream(p: &mut Pair, count: u32) -> Vec<u32> {
+        let mut next = 0;
+        for _ in 0..5000 {
+            while next < count
+                && p.a.send_lossless(p.now, &p.b_pk, Bytes::from([&[160u8][..], &next.to_be_bytes()].concat())).is_ok()
+            {
+                next += 1;
+            }
+            p.step(Duration::from_millis(1));
+            if next == count && p.a.session(&p.b_pk).unwrap().queued() == 0 {
+                break;
+            }
+        }
+        p.events_b
+            .iter()
+            .filter_map(|e| match e {
+                NetCryptoEvent::Lossless(_, d) => Some(u32::from_be_bytes(d[1..5].try_into().ok()?)),
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn two_sessions_that_offer_aegis_switch_to_it() {
+        let mut p = Pair::with_aegis(7, 0.02, true, true);
+        for _ in 0..100 {
+            p.step(Duration::from_millis(5));
+        }
+        assert!(p.a.is_established(&p.b_pk) && p.b.is_established(&p.a_pk));
+        assert_eq!(stream(&mut p, 3000), (0..3000).collect::<Vec<_>>(), "in order, once, through 2% loss");
+        assert_eq!(p.a.session(&p.b_pk).unwrap().cipher(), session::DataCipher::Aegis256);
+        assert_eq!(p.b.session(&p.a_pk).unwrap().cipher(), session::DataCipher::Aegis256);
+        // The first data packets are Tox's (the offers go in them), the
+        // rest AEGIS-256; nothing else was sent.
+        let data = |kinds: &[u8]| kinds.iter().filter(|k| matches!(k, 0x1b | 0x1c)).count();
+        let aegis = |kinds: &[u8]| kinds.iter().filter(|&&k| k == 0x1c).count();
+        assert!(aegis(&p.kinds_a) > 3000 && data(&p.kinds_a) - aegis(&p.kinds_a) < 10, "{:?}", &p.kinds_a[..20]);
+        assert!(aegis(&p.kinds_b) > 0);
+        let stats = p.a.session_stats(&p.b_pk).unwrap();
+        assert_eq!(stats.aegis_sent as usize, aegis(&p.kinds_a));
+        assert!(stats.retransmissions > 0, "loss was recovered from under AEGIS-256 too");
+        // The offers are the sessions' own business.
+        let offers = |events: &[NetCryptoEvent]| {
+            events.iter().filter(|e| matches!(e, NetCryptoEvent::Lossless(_, d) if d[0] == 0x9f)).count()
+        };
+        assert_eq!(offers(&p.events_a) + offers(&p.events_b), 0);
+        assert_eq!(p.b.session_stats(&p.a_pk).unwrap().packets_dropped, 0);
+    }
+
+    #[test]
+    fn a_session_that_does_not_offer_aegis_keeps_tox_s_cipher_both_ways() {
+        for (a_aegis, b_aegis) in [(true, false), (false, true), (false, false)] {
+            let mut p = Pair::with_aegis(8, 0.0, a_aegis, b_aegis);
+            for _ in 0..100 {
+                p.step(Duration::from_millis(5));
+            }
+            assert_eq!(stream(&mut p, 500), (0..500).collect::<Vec<_>>());
+            assert_eq!(p.a.session(&p.b_pk).unwrap().cipher(), session::DataCipher::XSalsa20Poly1305);
+            assert_eq!(p.b.session(&p.a_pk).unwrap().cipher(), session::DataCipher::XSalsa20Poly1305);
+            assert!(!p.kinds_a.contains(&0x1c) && !p.kinds_b.contains(&0x1c), "{a_aegis} {b_aegis}");
+            // A side that offers sends its offer, and it never reaches the
+            // layer above on the other side either.
+            assert!(!p.events_b.iter().any(|e| matches!(e, NetCryptoEvent::Lossless(_, d) if d[0] == 0x9f)));
+        }
+    }
+
+    #[test]
+    fn aegis_packets_to_a_session_that_did_not_offer_are_dropped() {
+        let mut p = Pair::with_aegis(9, 0.0, true, false);
+        for _ in 0..100 {
+            p.step(Duration::from_millis(5));
+        }
+        // a seals with AEGIS-256 as if b had offered it.
+        p.a.sessions.get_mut(&p.b_pk).unwrap().assume_peer_offers_aegis();
+        let now = p.now;
+        p.a.send_lossless(now, &p.b_pk, Bytes::from_static(&[160, 1])).unwrap();
+        for _ in 0..20 {
+            p.step(Duration::from_millis(1));
+        }
+        assert!(p.kinds_a.contains(&0x1c));
+        assert!(!p.events_b.iter().any(|e| matches!(e, NetCryptoEvent::Lossless(..))), "{:?}", p.events_b);
+        assert!(p.b.session_stats(&p.a_pk).unwrap().packets_dropped > 0);
+        assert!(p.b.stats().dropped > 0);
+    }
+
+    #[test]
+    fn a_receiver_paused_mid_stream_gets_the_full_rate_back() {
+        let mut p = Pair::new(10, 0.0);
+        for _ in 0..100 {
+            p.step(Duration::from_millis(5));
+        }
+        let lossless =
+            |events: &[NetCryptoEvent]| events.iter().filter(|e| matches!(e, NetCryptoEvent::Lossless(..))).count();
+        // Streams `count` packets (the send buffer kept full) and returns
+        // how long b took to deliver them.
+        let timed = |p: &mut Pair, count: usize| {
+            p.events_b.clear();
+            let started = p.now;
+            let mut sent = 0;
+            while lossless(&p.events_b) < count {
+                while sent < count && p.a.send_lossless(p.now, &p.b_pk, Bytes::from_static(&[161, 0])).is_ok() {
+                    sent += 1;
+                }
+                p.step(Duration::from_millis(1));
+                assert!(p.now - started < Duration::from_secs(30), "{} of {count} in 30 s", lossless(&p.events_b));
+            }
+            p.now - started
+        };
+        let before = timed(&mut p, 60_000);
+        // The receiver holds everything for 3 s: the sender's buffer fills
+        // and its retransmission timer fires again and again.
+        let now = p.now;
+        p.b.set_receive_paused(now, &p.a_pk, true);
+        for _ in 0..3000 {
+            while p.a.send_lossless(p.now, &p.b_pk, Bytes::from_static(&[161, 1])).is_ok() {}
+            p.step(Duration::from_millis(1));
+        }
+        assert!(p.a.session(&p.b_pk).unwrap().congestion().losses() > 0, "the stall timed out");
+        let now = p.now;
+        p.b.set_receive_paused(now, &p.a_pk, false);
+        let held = lossless(&p.events_b);
+        assert!(held > 1000, "{held}");
+
+        // Then as much again as before the pause, at about the same rate.
+        let after = timed(&mut p, 60_000);
+        assert!(after < before * 2, "60,000 packets took {before:?} before the pause and {after:?} after it");
     }
 
     #[test]

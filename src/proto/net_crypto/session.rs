@@ -8,7 +8,9 @@ use bytes::{Bytes, BytesMut};
 
 use super::buffers::{Insert, RecvBuffer, SendBuffer};
 use super::congestion::Congestion;
-use crate::crypto::{KeyPair, Nonce, PublicKey, SharedKey};
+use crate::crypto::{AeadKey, KeyPair, Nonce, PublicKey, SharedKey};
+use crate::wire::aegis_data::{self, AEGIS_DATA_KIND};
+use crate::wire::cipher_offer::{CIPHER_OFFER_ID, CipherOffer};
 use crate::wire::crypto_data::{self, DataHeader, MAX_CRYPTO_DATA_SIZE, PayloadKind, packet_id};
 use crate::wire::packet_request::{decode_request, encode_request};
 
@@ -26,6 +28,37 @@ pub const ACK_EVERY: u32 = 16;
 /// An established session without any packet for this long is dead (the
 /// friend layer's 32 s timeout usually fires first).
 pub const SESSION_TIMEOUT: Duration = Duration::from_secs(40);
+
+/// What the AEGIS-256 direction keys are derived with (see [`AegisKeys`]).
+pub const AEGIS_KEY_LABEL: &[u8] = b"tuntox net_crypto AEGIS-256 data v1";
+
+/// The cipher a session seals its outgoing data packets with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum DataCipher {
+    /// Tox's XSalsa20-Poly1305 (0x1b), what every Tox peer speaks.
+    XSalsa20Poly1305,
+    /// AEGIS-256 (0x1c), once a tuntox peer offered it.
+    Aegis256,
+}
+
+impl DataCipher {
+    /// The name `tuntox status` shows.
+    pub const fn name(self) -> &'static str {
+        match self {
+            Self::XSalsa20Poly1305 => "xsalsa20-poly1305",
+            Self::Aegis256 => "aegis-256",
+        }
+    }
+}
+
+/// A session's AEGIS-256 keys, one per direction: keyed BLAKE2b-256 of
+/// the session's shared key over [`AEGIS_KEY_LABEL`], the sender's session
+/// public key and the receiver's ([`AeadKey::derive`]).
+#[derive(Debug, Clone)]
+struct AegisKeys {
+    send: AeadKey,
+    recv: AeadKey,
+}
 
 /// Where a session is in its life (c-toxcore's CRYPTO_CONN_*).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -80,6 +113,8 @@ pub struct SessionStats {
     pub packets_dropped: u64,
     /// Lossless packets received twice.
     pub duplicates: u64,
+    /// Data packets sent sealed with AEGIS-256 (0x1c), of `packets_sent`.
+    pub aegis_sent: u64,
 }
 
 /// A handshake packet (cookie request or handshake) resent until answered.
@@ -101,6 +136,10 @@ pub struct Session {
     pub state: State,
     pub(super) session_keys: KeyPair,
     pub(super) shared: Option<SharedKey>,
+    /// AEGIS-256 keys, when we can use it (then we offer it to the peer).
+    aegis: Option<Box<AegisKeys>>,
+    /// The peer offered AEGIS-256: with keys of our own, we seal with it.
+    peer_aegis: bool,
     pub(super) send_nonce: Nonce,
     pub(super) recv_nonce: Nonce,
     pub(super) cookie_request_id: u64,
@@ -140,6 +179,8 @@ impl Session {
             state,
             session_keys,
             shared: None,
+            aegis: None,
+            peer_aegis: false,
             send_nonce,
             recv_nonce: Nonce::ZERO,
             cookie_request_id: 0,
@@ -159,6 +200,38 @@ impl Session {
             lossy_out: VecDeque::new(),
             stats: SessionStats::default(),
         }
+    }
+
+    /// Takes the peer's session public key from its handshake: computes the
+    /// shared key and, when `aegis` is on, the AEGIS-256 keys. False when
+    /// the key is refused (a low-order point).
+    pub(super) fn set_peer_session_key(&mut self, peer_session_pk: &PublicKey, aegis: bool) -> bool {
+        let Ok(shared) = SharedKey::precompute(peer_session_pk, self.session_keys.secret()) else {
+            self.shared = None;
+            self.aegis = None;
+            return false;
+        };
+        let ours = self.session_keys.public();
+        self.aegis = aegis.then(|| {
+            Box::new(AegisKeys {
+                send: AeadKey::derive(&shared, AEGIS_KEY_LABEL, ours, peer_session_pk),
+                recv: AeadKey::derive(&shared, AEGIS_KEY_LABEL, peer_session_pk, ours),
+            })
+        });
+        self.shared = Some(shared);
+        true
+    }
+
+    /// Seals with AEGIS-256 as if the peer had offered it (tests of a peer
+    /// that breaks the rules).
+    #[cfg(test)]
+    pub(super) fn assume_peer_offers_aegis(&mut self) {
+        self.peer_aegis = true;
+    }
+
+    /// The cipher outgoing data packets are sealed with now.
+    pub fn cipher(&self) -> DataCipher {
+        if self.peer_aegis && self.aegis.is_some() { DataCipher::Aegis256 } else { DataCipher::XSalsa20Poly1305 }
     }
 
     /// Counters.
@@ -240,13 +313,24 @@ impl Session {
         Ok(())
     }
 
-    /// Seals one data packet.
+    /// Seals one data packet, with AEGIS-256 once both sides offered it.
     fn seal(&mut self, packet_number: u32, payload: &[u8]) -> Option<Bytes> {
-        let key = self.shared.as_ref()?;
         let header = DataHeader::new(self.recv.start(), packet_number);
-        let mut out = BytesMut::zeroed(crypto_data::packet_len(payload.len()));
-        let len = crypto_data::seal(key, &mut self.send_nonce, header, payload, &mut out).ok()?;
-        out.truncate(len);
+        let mut out;
+        match &self.aegis {
+            Some(keys) if self.peer_aegis => {
+                out = BytesMut::zeroed(aegis_data::packet_len(payload.len()));
+                let len = aegis_data::seal(&keys.send, &mut self.send_nonce, header, payload, &mut out).ok()?;
+                out.truncate(len);
+                self.stats.aegis_sent += 1;
+            }
+            _ => {
+                let key = self.shared.as_ref()?;
+                out = BytesMut::zeroed(crypto_data::packet_len(payload.len()));
+                let len = crypto_data::seal(key, &mut self.send_nonce, header, payload, &mut out).ok()?;
+                out.truncate(len);
+            }
+        }
         self.stats.packets_sent += 1;
         Some(out.freeze())
     }
@@ -443,10 +527,16 @@ impl Session {
         next
     }
 
-    /// Opens and handles one data packet (already known to be ours).
+    /// Opens and handles one data packet (0x1b, or 0x1c when we offered
+    /// AEGIS-256; already known to be ours).
     pub(super) fn handle_data(&mut self, now: Instant, packet: &mut [u8], delivered: &mut Vec<Received>) -> bool {
         let Some(key) = self.shared.as_ref() else { return false };
-        let Ok(opened) = crypto_data::open_in_place(key, &mut self.recv_nonce, packet) else {
+        let opened = match (packet.first(), &self.aegis) {
+            (Some(&AEGIS_DATA_KIND), Some(keys)) => aegis_data::open_in_place(&keys.recv, &mut self.recv_nonce, packet),
+            (Some(&AEGIS_DATA_KIND), None) => Err(crypto_data::DataOpenError::Decrypt),
+            _ => crypto_data::open_in_place(key, &mut self.recv_nonce, packet),
+        };
+        let Ok(opened) = opened else {
             self.stats.packets_dropped += 1;
             return false;
         };
@@ -469,6 +559,12 @@ impl Session {
             self.state = State::Established;
             self.temp = None;
             delivered.push(Received::Established);
+            // Offer AEGIS-256 first thing: the peer's data packets switch
+            // to it as soon as a tuntox peer reads this.
+            if self.aegis.is_some() {
+                let offer = Bytes::copy_from_slice(&CipherOffer { aegis256: true }.encode());
+                let _ = self.send.push(offer, super::buffers::BUFFER_SIZE as usize);
+            }
         }
         let payload = &packet[opened.payload()];
         match PayloadKind::of(opened.id) {
@@ -496,9 +592,7 @@ impl Session {
                 }
                 self.received_since_ack += 1;
                 if !self.recv_paused {
-                    while let Some(ready) = self.recv.pop_ready() {
-                        delivered.push(Received::Lossless(ready));
-                    }
+                    self.deliver_ready(delivered);
                 }
             }
             Some(PayloadKind::Lossy) => {
@@ -517,9 +611,28 @@ impl Session {
     pub(super) fn set_recv_paused(&mut self, paused: bool, delivered: &mut Vec<Received>) {
         self.recv_paused = paused;
         if !paused {
-            while let Some(ready) = self.recv.pop_ready() {
-                delivered.push(Received::Lossless(ready));
+            let before = delivered.len();
+            self.deliver_ready(delivered);
+            if delivered.len() > before {
+                // Tell the sender at once: it has been waiting for this
+                // acknowledgement with a full window.
+                self.received_since_ack = self.received_since_ack.max(ACK_EVERY);
             }
+        }
+    }
+
+    /// Hands over the lossless packets that are next in order. A cipher
+    /// offer is the session's own business: it sets what we seal with
+    /// and goes no further.
+    fn deliver_ready(&mut self, delivered: &mut Vec<Received>) {
+        while let Some(ready) = self.recv.pop_ready() {
+            if ready.first() == Some(&CIPHER_OFFER_ID) {
+                if let Ok(offer) = CipherOffer::decode(&ready) {
+                    self.peer_aegis = offer.aegis256;
+                }
+                continue;
+            }
+            delivered.push(Received::Lossless(ready));
         }
     }
 

@@ -32,7 +32,7 @@ use rand_core::{Rng, SeedableRng};
 
 use self::friends::{Friend, FriendEvent, Path, PendingRequest, Status};
 use super::dht::{Dht, DhtConfig, DhtEvent, Transmit};
-use super::net_crypto::session::SendError;
+use super::net_crypto::session::{DataCipher, SendError};
 use super::net_crypto::{NetCrypto, NetCryptoEvent, TcpSource};
 use super::onion::announce::AnnounceStore;
 use super::onion::client::{OnionClient, OnionEvent};
@@ -73,6 +73,10 @@ pub struct NodeConfig {
     /// Use UDP. Without it the node reaches the network through TCP relays
     /// only and [`Node::poll_transmit`] yields nothing.
     pub udp: bool,
+    /// Offer AEGIS-256 data packets to friends and seal with them toward
+    /// friends that offer them too (tuntox peers; c-toxcore ignores the
+    /// offer). On by default where the CPU has AES instructions.
+    pub aegis: bool,
 }
 
 impl Default for NodeConfig {
@@ -84,6 +88,7 @@ impl Default for NodeConfig {
             nospam: NoSpam::default(),
             tcp_server: None,
             udp: true,
+            aegis: crate::crypto::aes_hardware(),
         }
     }
 }
@@ -164,6 +169,7 @@ impl Node {
         // Drawn last, so the other layers' seeds do not depend on them.
         node.tcp_server = tcp_server.map(|c| RelayServer::new(dht_pk, c, sub_seed()));
         node.relays = RelayConnections::new(relay_keys, sub_seed());
+        node.net_crypto.set_aegis(config.aegis);
         node
     }
 
@@ -344,6 +350,12 @@ impl Node {
         Some(self.path_of(&friend.real_pk, now))
     }
 
+    /// The cipher an online friend's data packets are sealed with.
+    pub fn friend_cipher(&self, real_pk: &PublicKey) -> Option<DataCipher> {
+        self.friends.get(real_pk).filter(|f| f.status == Status::Online)?;
+        self.net_crypto.session(real_pk).map(|s| s.cipher())
+    }
+
     /// The path a session's packets take now: UDP while a UDP packet came
     /// recently or no relay reaches the friend.
     fn path_of(&self, real_pk: &PublicKey, now: Instant) -> Path {
@@ -364,7 +376,7 @@ impl Node {
         self.start.get_or_insert(now);
         let from = super::addr::normalize(from);
         match data.first() {
-            Some(0x18..=0x1b) => self.net_crypto.handle_udp(now, from, data),
+            Some(0x18..=0x1c) => self.net_crypto.handle_udp(now, from, data),
             Some(0x80..=0x82 | 0x8c..=0x8e) => self.relay.handle_packet(now, from, data),
             Some(0x83 | 0x85 | 0x87) => self.announce.handle_packet(now, from, data, &self.dht),
             Some(0x84) => self.onion.handle_announce_response(now, from, data),
@@ -468,12 +480,12 @@ impl Node {
                 moved = true;
                 match event {
                     RelayEvent::Data { peer, data, .. } => {
-                        if matches!(data.first(), Some(0x18..=0x1b)) {
+                        if matches!(data.first(), Some(0x18..=0x1c)) {
                             self.net_crypto.handle_tcp(now, peer, TcpSource::Routed, data);
                         }
                     }
                     RelayEvent::Oob { relay, sender, data } => {
-                        if matches!(data.first(), Some(0x18..=0x1b))
+                        if matches!(data.first(), Some(0x18..=0x1c))
                             && let Some(real_pk) = self.net_crypto.handle_tcp(now, sender, TcpSource::Oob(relay), data)
                             && self.friends.contains_key(&real_pk)
                         {
