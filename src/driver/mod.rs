@@ -241,9 +241,9 @@ impl NodeHandle {
     }
 }
 
-/// Starts the node's task on a thread of its own, on `socket` (see
-/// [`udp::bind`]). The task ends when `cancel` fires or the handle is
-/// shut down.
+/// Starts the node's task on `socket` (see [`udp::bind`]): on the
+/// caller's runtime when it is single-threaded, else on a thread of its
+/// own. The task ends when `cancel` fires or the handle is shut down.
 pub fn spawn(node: Node, socket: std::net::UdpSocket, cancel: CancellationToken) -> io::Result<NodeHandle> {
     spawn_with_relay(node, socket, Vec::new(), None, cancel)
 }
@@ -289,11 +289,24 @@ pub fn spawn_full(
         Some(keys) if !listeners.is_empty() => Some(relay::RelaySide::start(listeners, keys, cancel.child_token())?),
         _ => None,
     };
-    // The node gets a thread and a single-threaded runtime of its own: it
-    // takes everything queued for it in one go and hands its output over in
-    // batches, instead of being moved between worker threads that wake one
-    // another for every few packets (that cost a fifth of the CPU of a
-    // port forward).
+    // On a single-threaded runtime (a forward, the VPN: see `cli::Threads`)
+    // the node is one more task on it: a packet goes from socket to socket
+    // without waking another thread.
+    if owner.runtime_flavor() == tokio::runtime::RuntimeFlavor::CurrentThread {
+        let socket = socket.map(BatchSocket::new).transpose()?;
+        let runtime = owner.clone();
+        owner.spawn(async move {
+            let stats = run(node, socket, relay, runtime, command_rx, event_tx, token).await;
+            let _ = done_tx.send(stats);
+        });
+        return Ok(NodeHandle { commands, events, pending: VecDeque::new(), local_addr, tcp_addrs, cancel, done });
+    }
+    // Next to a multi-threaded runtime (`tuntox relay`, whose connections
+    // seal and open on every core) the node gets a thread and a
+    // single-threaded runtime of its own: it takes everything queued for it
+    // in one go and hands its output over in batches, instead of being
+    // moved between worker threads that wake one another for every few
+    // packets.
     std::thread::Builder::new().name("tuntox-node".to_owned()).spawn(move || {
         let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
             Ok(runtime) => runtime,

@@ -368,9 +368,9 @@ pub(crate) async fn on_ack(
         let _ = ctx.send_frame(&frame).await;
         return Err(Discard::Unexpected);
     };
-    let (route, pipe) = Route::new(ctx, tunnel, inner.recv_window(), ours, theirs);
+    let route = Route::new(ctx, tunnel, inner.recv_window(), ours, theirs);
     let guard = inner.register(route.clone(), false);
-    let opened = Opened { route, pipe, guard, ctx: ctx.clone() };
+    let opened = Opened { route, guard, ctx: ctx.clone() };
     if let Err(Answer::Ack(opened)) = pending.tx.send(Answer::Ack(opened)) {
         opened.abandon().await;
     }

@@ -15,7 +15,6 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use bytes::Bytes;
-use tokio::io::{AsyncWriteExt, ReadHalf, SimplexStream, WriteHalf};
 use tokio::sync::{Semaphore, mpsc, oneshot, watch};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -24,6 +23,7 @@ use tracing::{Instrument, debug, info_span, trace, warn};
 
 use crate::cancel::unless_cancelled;
 use crate::frame::{DecodeError, DenyReason, Extension, Frame, MAX_PAYLOAD};
+use crate::inbound::Inbound;
 use crate::rules::Rules;
 use crate::stats::{Counters, Stats};
 use crate::{client, exit};
@@ -256,8 +256,8 @@ pub(crate) const MAX_CREDIT: usize = 1 << 28;
 pub(crate) struct Route {
     pub(crate) peer: PeerId,
     pub(crate) connid: u16,
-    /// Incoming bytes for the pump; taken (and shut) on TCP_FIN.
-    pub(crate) inbound: tokio::sync::Mutex<Option<WriteHalf<SimplexStream>>>,
+    /// Incoming bytes for the pump; closed on TCP_FIN.
+    pub(crate) inbound: Inbound,
     /// Set when we granted a window the peer honours.
     pub(crate) recv_window: Option<RecvWindow>,
     /// Set when the peer granted us a window.
@@ -270,16 +270,16 @@ pub(crate) struct Route {
 }
 
 impl Route {
-    /// A route and the pipe end its pump reads. `ours` and `theirs` are the
-    /// extension blocks each side announced for this tunnel.
+    /// A route whose incoming queue holds `buffer` bytes. `ours` and
+    /// `theirs` are the extension blocks each side announced for this
+    /// tunnel.
     pub(crate) fn new(
         ctx: &PeerCtx,
         connid: u16,
         buffer: usize,
         ours: Option<Extension>,
         theirs: Option<Extension>,
-    ) -> (Arc<Self>, ReadHalf<SimplexStream>) {
-        let (reader, writer) = tokio::io::simplex(buffer.max(MAX_PAYLOAD));
+    ) -> Arc<Self> {
         let flow = Extension::both(ours, theirs, Extension::FLOW);
         let (recv_window, send_credit) = match (flow, ours, theirs) {
             (true, Some(ours), Some(theirs)) => (
@@ -291,22 +291,19 @@ impl Route {
         let route = Self {
             peer: ctx.peer,
             connid,
-            inbound: tokio::sync::Mutex::new(Some(writer)),
+            inbound: Inbound::new(buffer.max(MAX_PAYLOAD)),
             recv_window,
             send_credit,
             half_close: Extension::both(ours, theirs, Extension::HALF_CLOSE),
             abort: ctx.cancel.child_token(),
             fin_received: AtomicBool::new(false),
         };
-        (Arc::new(route), reader)
+        Arc::new(route)
     }
 
-    /// Ends the incoming stream: the pump reads what is buffered, then EOF.
-    pub(crate) async fn close_inbound(&self) {
-        let writer = self.inbound.lock().await.take();
-        if let Some(mut writer) = writer {
-            let _ = writer.shutdown().await;
-        }
+    /// Ends the incoming stream: the pump writes what is queued, then EOF.
+    pub(crate) fn close_inbound(&self) {
+        self.inbound.close();
     }
 
     /// The frame that ends this tunnel on error: RESET when the peer
@@ -350,7 +347,6 @@ impl Drop for TunnelGuard {
 #[derive(Debug)]
 pub(crate) struct Opened {
     pub(crate) route: Arc<Route>,
-    pub(crate) pipe: ReadHalf<SimplexStream>,
     pub(crate) guard: TunnelGuard,
     pub(crate) ctx: PeerCtx,
 }
@@ -717,10 +713,11 @@ async fn on_data(inner: &Arc<Inner>, ctx: &PeerCtx, tunnel: u16, data: Bytes) ->
             return Ok(());
         }
     }
-    let mut inbound = route.inbound.lock().await;
-    let Some(writer) = inbound.as_mut() else { return Err(Discard::Unexpected) };
-    if let Some(Ok(())) = unless_cancelled(&route.abort, writer.write_all(&data)).await {
-        Counters::add(&inner.stats.bytes_from_peers, data.len() as u64);
+    let len = data.len() as u64;
+    match unless_cancelled(&route.abort, route.inbound.push(data)).await {
+        Some(Ok(())) => Counters::add(&inner.stats.bytes_from_peers, len),
+        Some(Err(_closed)) => return Err(Discard::Unexpected),
+        None => {}
     }
     Ok(())
 }
@@ -730,7 +727,7 @@ async fn on_fin(inner: &Arc<Inner>, ctx: &PeerCtx, tunnel: u16) -> Result<(), Di
     if route.fin_received.swap(true, Ordering::Relaxed) {
         return Err(Discard::Unexpected);
     }
-    route.close_inbound().await;
+    route.close_inbound();
     Ok(())
 }
 

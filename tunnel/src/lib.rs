@@ -82,6 +82,7 @@ mod client;
 mod engine;
 mod exit;
 pub mod frame;
+mod inbound;
 mod pump;
 pub mod rules;
 mod socks;

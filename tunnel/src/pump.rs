@@ -4,9 +4,11 @@
 //! - *upstream* reads the local stream into TCP frames (at most 1365 bytes,
 //!   and never more than the send credit when the peer grants one), queues
 //!   them on the peer's outgoing channel, and sends TCP_FIN at EOF;
-//! - *downstream* copies the bytes the actor put into the tunnel's pipe to
-//!   the local stream and, with flow control, returns the credit in WINDOW
-//!   frames once a quarter of the window has been written out.
+//! - *downstream* writes the bytes the actor queued for the tunnel
+//!   ([`Inbound`](crate::inbound::Inbound)) to the local stream, all that is
+//!   queued at once in vectored writes, and, with flow control, returns the
+//!   credit in WINDOW frames once a quarter of the window has been written
+//!   out.
 //!
 //! Closing (PROTOCOL.md §7 and §8): with half-close negotiated, a
 //! TCP_FIN ends one direction (we shut down the local write side) and the
@@ -19,13 +21,14 @@
 //! senders first come, first served, so busy tunnels take turns frame by
 //! frame with quiet ones.
 
-use std::io;
+use std::collections::VecDeque;
+use std::io::{self, IoSlice};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use bytes::{BufMut, BytesMut};
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadHalf, SimplexStream};
+use bytes::{Buf, BufMut, Bytes, BytesMut};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::Semaphore;
 use tracing::{Instrument, debug, info_span};
 
@@ -37,8 +40,8 @@ use crate::stats::Counters;
 /// had already sent before closing the local stream.
 const LINGER: Duration = Duration::from_secs(30);
 
-/// Size of the buffer between the pipe and the local stream.
-const COPY_BUF: usize = 16 * 1024;
+/// Chunks one vectored write hands the kernel at most.
+const WRITE_CHUNKS: usize = 64;
 
 /// Size of the buffer in front of the local stream's reads: one system
 /// call takes what the socket holds, up to this, and frames are cut from
@@ -88,10 +91,10 @@ where
     R: AsyncRead + Unpin + Send,
     W: AsyncWrite + Unpin + Send,
 {
-    let Opened { route, pipe, guard, ctx } = opened;
+    let Opened { route, guard, ctx } = opened;
     let abort = route.abort.clone();
     let up = upstream(&route, &ctx, reader);
-    let down = downstream(&route, &ctx, pipe, writer);
+    let down = downstream(&route, &ctx, writer);
     tokio::pin!(up, down);
     let (mut up_done, mut down_done) = (false, false);
     let end = loop {
@@ -129,12 +132,11 @@ where
             // sent before that, then close.
             guard.unroute();
             let drain = async {
-                tokio::join!(route.close_inbound(), async {
-                    tokio::select! {
-                        () = abort.cancelled() => {}
-                        _ = &mut down => {}
-                    }
-                })
+                route.close_inbound();
+                tokio::select! {
+                    () = abort.cancelled() => {}
+                    _ = &mut down => {}
+                }
             };
             let _ = tokio::time::timeout(LINGER, drain).await;
             debug!("tunnel finished (full close)");
@@ -196,24 +198,19 @@ async fn take_credit(credit: &Semaphore) -> Result<usize, Failure> {
     Ok(1)
 }
 
-/// The tunnel's pipe → local stream; shuts the local write side at the end.
-async fn downstream<W: AsyncWrite + Unpin>(
-    route: &Arc<Route>,
-    ctx: &PeerCtx,
-    mut pipe: ReadHalf<SimplexStream>,
-    mut writer: W,
-) -> Result<(), Failure> {
-    let mut buf = vec![0; COPY_BUF];
+/// The tunnel's queued bytes → local stream; shuts the local write side at
+/// the end.
+async fn downstream<W: AsyncWrite + Unpin>(route: &Arc<Route>, ctx: &PeerCtx, mut writer: W) -> Result<(), Failure> {
+    let mut chunks = VecDeque::new();
     let mut to_credit = 0;
     loop {
-        let n = pipe.read(&mut buf).await.unwrap_or(0);
-        if n == 0 {
+        if !route.inbound.take(&mut chunks).await {
             debug!("peer finished sending; shutting down the local write side");
             let _ = writer.shutdown().await;
             return Ok(());
         }
-        writer.write_all(&buf[..n]).await.map_err(Failure::LocalWrite)?;
-        writer.flush().await.map_err(Failure::LocalWrite)?;
+        let n = write_chunks(&mut writer, &mut chunks).await.map_err(Failure::LocalWrite)?;
+        route.inbound.consumed(n);
         if let Some(window) = &route.recv_window {
             window.unconsumed.fetch_sub(n, Ordering::AcqRel);
             to_credit += n;
@@ -225,4 +222,34 @@ async fn downstream<W: AsyncWrite + Unpin>(
             }
         }
     }
+}
+
+/// Writes every chunk, [`WRITE_CHUNKS`] per vectored write, and returns the
+/// bytes written.
+async fn write_chunks<W: AsyncWrite + Unpin>(writer: &mut W, chunks: &mut VecDeque<Bytes>) -> io::Result<usize> {
+    let mut total = 0;
+    while !chunks.is_empty() {
+        let mut slices = [IoSlice::new(&[]); WRITE_CHUNKS];
+        let count = chunks.len().min(WRITE_CHUNKS);
+        for (slice, chunk) in slices.iter_mut().zip(chunks.iter()) {
+            *slice = IoSlice::new(chunk);
+        }
+        let mut written = writer.write_vectored(&slices[..count]).await?;
+        if written == 0 {
+            return Err(io::ErrorKind::WriteZero.into());
+        }
+        total += written;
+        while written > 0 {
+            let Some(front) = chunks.front_mut() else { break };
+            if front.len() <= written {
+                written -= front.len();
+                chunks.pop_front();
+            } else {
+                front.advance(written);
+                written = 0;
+            }
+        }
+    }
+    writer.flush().await?;
+    Ok(total)
 }
