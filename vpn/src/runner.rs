@@ -46,6 +46,8 @@ pub const EVENT_QUEUE: usize = 256;
 const PACKET_BUF: usize = 4096;
 /// Bytes reserved at a time for outgoing packets.
 const ARENA: usize = 256 * 1024;
+/// The largest packet GRO builds (an IP packet's length field's limit).
+const GRO_MAX: usize = 65535;
 
 /// Where outgoing data packets go: one lossy packet (`[DATA_ID][IP
 /// packet]`) to one peer, sent now or never. Called from the reader task;
@@ -294,7 +296,12 @@ async fn writer(
 ) {
     // The IP packet starts at VNET_HDR in every buffer: the virtio header
     // goes in front of it when offload is on (and is skipped when off).
-    let mut bufs: Vec<Vec<u8>> = (0..BATCH).map(|_| Vec::with_capacity(VNET_HDR + 2048)).collect();
+    // With offload, GRO appends the segments that follow a packet of the
+    // same TCP flow to that packet's buffer, and only within its capacity:
+    // room for a whole 64 KiB super-packet is what lets one write carry
+    // dozens of segments (the pages are touched only when used).
+    let capacity = if offload { 2 * VNET_HDR + GRO_MAX } else { VNET_HDR + 2048 };
+    let mut bufs: Vec<Vec<u8>> = (0..BATCH).map(|_| Vec::with_capacity(capacity)).collect();
     let mut batch: Vec<(PeerId, Bytes)> = Vec::with_capacity(BATCH);
     let mut gro = GROTable::default();
     loop {
