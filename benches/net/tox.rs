@@ -2,7 +2,8 @@
 //! libtoxcore 0.2.18, in one namespace with one tox-bootstrapd.
 //!
 //! Two of our nodes run in this process (the `Tox` handle of
-//! src/driver/tox.rs, one tokio runtime). Two libtoxcore peers run as
+//! src/driver/tox.rs, one tokio runtime), sealing with Tox's own cipher as
+//! libtoxcore does (AEGIS-256, which two tuntox peers agree on, is off). Two libtoxcore peers run as
 //! processes (tests/interop/toxpeer.c, iterating at least every 1 ms) and
 //! send with their `flood` command, so the packets are made in C. Each
 //! round sends [`COUNT`] packets of [`SIZE`] bytes one way, lossless then
@@ -186,7 +187,10 @@ pub fn run() {
 
 /// Starts our two nodes inside the namespace and makes them friends.
 fn start_ours(netns: &Netns, bootstrapd: &Bootstrapd, start: &Deadline) -> Ours {
-    let (config_a, config_b) = (config(bootstrapd, 33800..=33810), config(bootstrapd, 33820..=33830));
+    let (mut config_a, mut config_b) = (config(bootstrapd, 33800..=33810), config(bootstrapd, 33820..=33830));
+    // The same protocol as libtoxcore's, cipher included: no AEGIS-256.
+    config_a.aegis = false;
+    config_b.aegis = false;
     let (rt, cancel, mut a, mut b) = netns.run_in(move || {
         // The runtime's threads start here, so they inherit the namespace.
         let rt = Runtime::new().expect("a tokio runtime");

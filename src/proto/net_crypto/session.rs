@@ -29,7 +29,8 @@ pub const ACK_EVERY: u32 = 16;
 /// friend layer's 32 s timeout usually fires first).
 pub const SESSION_TIMEOUT: Duration = Duration::from_secs(40);
 
-/// What the AEGIS-256 direction keys are derived with (see [`AegisKeys`]).
+/// What the AEGIS-256 direction keys are derived with: keyed BLAKE2b-256
+/// ([`AeadKey::derive`]) over this label and the two session public keys.
 pub const AEGIS_KEY_LABEL: &[u8] = b"tuntox net_crypto AEGIS-256 data v1";
 
 /// The cipher a session seals its outgoing data packets with.
