@@ -193,7 +193,8 @@ fn start_ours(netns: &Netns, bootstrapd: &Bootstrapd, start: &Deadline) -> Ours 
     config_b.aegis = false;
     let (rt, cancel, mut a, mut b) = netns.run_in(move || {
         // The runtime's threads start here, so they inherit the namespace.
-        let rt = Runtime::new().expect("a tokio runtime");
+        // One thread, as a forward runs (the nodes are tasks on it).
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("a tokio runtime");
         let cancel = CancellationToken::new();
         let (a, b) = rt.block_on(async {
             (
