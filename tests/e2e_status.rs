@@ -3,7 +3,8 @@
 //! in the namespace's status directory, and `tuntox status` reading them:
 //! both ends list the other as an online friend with its path, the client
 //! its open tunnel and the cipher their data goes in (AEGIS-256 between two
-//! tuntox on AES hardware, Tox's own with `--no-aegis`); a stopped process
+//! tuntox on AES hardware, Tox's own with `--no-aegis`, also through a TCP
+//! relay with UDP off); a stopped process
 //! takes its socket away, a killed one leaves a stale socket that `tuntox
 //! status` names.
 //!
@@ -171,4 +172,31 @@ fn no_aegis_keeps_tox_s_cipher_both_ways() {
     // The client offers nothing, so the server keeps Tox's cipher toward
     // it; the client never seals with AEGIS-256 itself.
     wait_ciphers(&fx.netns, (fx.server.pid(), &server_key), (client.pid(), &client_key), "xsalsa20-poly1305");
+}
+
+#[test]
+fn two_tuntox_through_a_tcp_relay_agree_on_the_same_cipher() {
+    let mut fx = Fixture::new("relaycipher", &[]);
+    let relay = fx.bootstrapd.tcp_relay_arg();
+    let tcp_only = ["--no-udp", "--relay", relay.as_str()];
+    fx.server.kill();
+    fx.restart_server(&tcp_only);
+    echo_server(fx.listen("127.0.0.1:7421"));
+    let mut flags = tcp_only.to_vec();
+    flags.extend(["-L", "7422:127.0.0.1:7421"]);
+    let mut client = fx.client("client", &flags);
+    wait_client_connected(&mut client, Duration::from_secs(90));
+    // Data packets of either cipher cross tox-bootstrapd's TCP relay
+    // (AEGIS-256 ones are 16 bytes longer), intact.
+    let mut stream = fx.connect("127.0.0.1:7422".parse().unwrap(), Duration::from_secs(10));
+    let payload: Vec<u8> = (0..300_000u32).map(|i| (i * 13 + 5) as u8).collect();
+    assert_eq!(echo_roundtrip(&mut stream, &payload).unwrap(), payload);
+    let server_key = fx.server_id[..64].to_owned();
+    let client_key = tox_id_of(&client)[..64].to_owned();
+    let expected = if tuntox::crypto::aes_hardware() { "aegis-256" } else { "xsalsa20-poly1305" };
+    wait_ciphers(&fx.netns, (fx.server.pid(), &server_key), (client.pid(), &client_key), expected);
+    let all = reports(&fx.netns);
+    let mine = report_of(&all, client.pid());
+    let path = mine["friends"][0]["path"].as_str();
+    assert_eq!(path, Some("tcp"), "the client reaches the server through the relay: {mine:#}");
 }
