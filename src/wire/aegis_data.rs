@@ -83,10 +83,7 @@ pub fn seal(
     let (clear, body) = packet.split_first_chunk_mut::<CLEAR_LEN>().ok_or(DataSealError::PayloadLen(0))?;
     let padding = padding_len(payload.len());
     body[8 + padding..].copy_from_slice(payload);
-    let mut front = &mut body[..8 + padding];
-    front.put_u32(header.buffer_start);
-    front.put_u32(header.packet_number);
-    front.put_bytes(0, padding);
+    crypto_data::write_front(body, header, padding);
     let mut ad = &mut clear[..AD_LEN];
     ad.put_u8(AEGIS_DATA_KIND);
     ad.put_u16(send_nonce.low_u16());
@@ -100,20 +97,8 @@ pub fn seal(
 /// Reads the nonce bytes after checking kind and length: more than
 /// [`AEGIS_DATA_OVERHEAD`] and at most [`MAX_AEGIS_PACKET_LEN`] bytes.
 fn check_packet(packet: &[u8]) -> Result<u16, DecodeError> {
-    if packet.len() <= AEGIS_DATA_OVERHEAD {
-        return Err(DecodeError::UnexpectedEnd {
-            what: "AEGIS data packet",
-            needed: AEGIS_DATA_OVERHEAD + 1,
-            available: packet.len(),
-        });
-    }
-    if packet.len() > MAX_AEGIS_PACKET_LEN {
-        return Err(DecodeError::TrailingBytes(packet.len() - MAX_AEGIS_PACKET_LEN));
-    }
-    match packet {
-        [AEGIS_DATA_KIND, high, low, ..] => Ok(u16::from_be_bytes([*high, *low])),
-        _ => Err(DecodeError::Invalid("AEGIS data kind")),
-    }
+    let names = ("AEGIS data packet", "AEGIS data kind");
+    crypto_data::check_frame(packet, AEGIS_DATA_KIND, AEGIS_DATA_OVERHEAD, MAX_AEGIS_PACKET_LEN, names)
 }
 
 /// Opens a packet in its buffer: rebuilds the nonce from `recv_nonce`,

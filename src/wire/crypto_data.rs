@@ -258,6 +258,37 @@ pub(super) fn check_payload(payload: &[u8]) -> Result<(), DataSealError> {
     }
 }
 
+/// Writes the two numbers and `padding` zeros at the front of a plaintext
+/// whose payload is already at its end (both data packet kinds).
+pub(super) fn write_front(body: &mut [u8], header: DataHeader, padding: usize) {
+    let mut front = &mut body[..8 + padding];
+    front.put_u32(header.buffer_start);
+    front.put_u32(header.packet_number);
+    front.put_bytes(0, padding);
+}
+
+/// Checks a data packet's kind and length as c-toxcore does for 0x1b:
+/// more than `overhead` and at most `max` bytes; returns its nonce bytes.
+/// The names go into the errors.
+pub(super) fn check_frame(
+    packet: &[u8],
+    kind: u8,
+    overhead: usize,
+    max: usize,
+    (packet_name, kind_name): (&'static str, &'static str),
+) -> Result<u16, DecodeError> {
+    if packet.len() <= overhead {
+        return Err(DecodeError::UnexpectedEnd { what: packet_name, needed: overhead + 1, available: packet.len() });
+    }
+    if packet.len() > max {
+        return Err(DecodeError::TrailingBytes(packet.len() - max));
+    }
+    match packet {
+        [k, high, low, ..] if *k == kind => Ok(u16::from_be_bytes([*high, *low])),
+        _ => Err(DecodeError::Invalid(kind_name)),
+    }
+}
+
 /// Writes the numbers and `padding` zeros at the front of `body` (the
 /// plaintext, payload already at its end), seals it, fills `clear` (kind,
 /// nonce bytes, MAC) and increments the send nonce.
@@ -269,10 +300,7 @@ fn finish(
     clear: &mut [u8; CLEAR_LEN],
     body: &mut [u8],
 ) {
-    let mut front = &mut body[..8 + padding];
-    front.put_u32(header.buffer_start);
-    front.put_u32(header.packet_number);
-    front.put_bytes(0, padding);
+    write_front(body, header, padding);
     let mac = key.seal_in_place_detached(send_nonce, body);
     let mut out = &mut clear[..];
     out.put_u8(CRYPTO_DATA_KIND);
@@ -349,20 +377,8 @@ impl OpenedData {
 /// Reads the kind and nonce bytes and checks the length as c-toxcore does:
 /// more than 27 and at most 1400 bytes.
 fn check_packet(packet: &[u8]) -> Result<u16, DecodeError> {
-    if packet.len() <= CRYPTO_DATA_OVERHEAD {
-        return Err(DecodeError::UnexpectedEnd {
-            what: "crypto data packet",
-            needed: CRYPTO_DATA_OVERHEAD + 1,
-            available: packet.len(),
-        });
-    }
-    if packet.len() > MAX_CRYPTO_PACKET_LEN {
-        return Err(DecodeError::TrailingBytes(packet.len() - MAX_CRYPTO_PACKET_LEN));
-    }
-    match packet {
-        [CRYPTO_DATA_KIND, high, low, ..] => Ok(u16::from_be_bytes([*high, *low])),
-        _ => Err(DecodeError::Invalid("crypto data kind")),
-    }
+    let names = ("crypto data packet", "crypto data kind");
+    check_frame(packet, CRYPTO_DATA_KIND, CRYPTO_DATA_OVERHEAD, MAX_CRYPTO_PACKET_LEN, names)
 }
 
 /// Splits an opened plaintext: the numbers, then the padding, the id and
