@@ -263,7 +263,7 @@ pub async fn run(mut config: ServerConfig, cancel: CancellationToken) -> anyhow:
             },
             ToxEvent::Lossy { public_key, data } => {
                 if let (Some(&vpn::DATA_ID), Some(v)) = (data.first(), &vpn) {
-                    v.link.data(public_key, data);
+                    v.link.data(public_key, data).await;
                 }
             }
             ToxEvent::Online(online) => tracing::info!(online, "announced on the Tox network"),

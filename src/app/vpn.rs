@@ -121,9 +121,15 @@ impl VpnLink {
     }
 
     /// A lossy packet from a friend that starts with [`vpn::DATA_ID`];
-    /// dropped (counted) when the TUN writer is behind.
-    pub fn data(&self, key: PublicKey, packet: Bytes) {
+    /// dropped (counted) when the TUN writer is behind. Yields when the
+    /// writer's queue is half full: on one thread the writer runs only
+    /// when the caller lets it, and a burst of the node's events would
+    /// otherwise overflow the queue.
+    pub async fn data(&self, key: PublicKey, packet: Bytes) {
         self.vpn.handle_data(self.peer(key), packet);
+        if self.vpn.inbound_backlog() >= vpn::runner::INBOUND_QUEUE / 2 {
+            tokio::task::yield_now().await;
+        }
     }
 
     /// The counters.

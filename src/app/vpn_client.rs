@@ -211,7 +211,7 @@ impl Session {
             ToxEvent::Lossy { public_key, data }
                 if public_key == self.server && data.first() == Some(&vpn::DATA_ID) =>
             {
-                self.link.data(public_key, data);
+                self.link.data(public_key, data).await;
             }
             ToxEvent::FriendRequest { public_key, .. } => {
                 tracing::debug!(from = %public_key, "ignored a friend request (clients accept none)");

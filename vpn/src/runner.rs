@@ -187,6 +187,14 @@ impl Vpn {
         false
     }
 
+    /// Data packets from peers waiting for the TUN writer. A caller that
+    /// hands over packets in long bursts on the writer's thread yields
+    /// when this passes half of [`INBOUND_QUEUE`], so the writer drains
+    /// the queue before it overflows.
+    pub fn inbound_backlog(&self) -> usize {
+        self.inbound.max_capacity() - self.inbound.capacity()
+    }
+
     /// Server: turn serving on or off.
     pub fn set_enabled(&self, enabled: bool) {
         self.shared.engine().set_enabled(enabled);
