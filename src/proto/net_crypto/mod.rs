@@ -216,11 +216,6 @@ impl NetCrypto {
         self.aegis = on;
     }
 
-    /// Whether new sessions offer AEGIS-256.
-    pub fn aegis(&self) -> bool {
-        self.aegis
-    }
-
     /// A session's counters and state.
     pub fn session(&self, peer: &PublicKey) -> Option<&Session> {
         self.sessions.get(peer)

@@ -230,9 +230,18 @@ impl Session {
         self.peer_aegis = true;
     }
 
+    /// The AEGIS-256 keys outgoing packets are sealed with, once both
+    /// sides offered it.
+    fn sealing_aegis(&self) -> Option<&AegisKeys> {
+        self.aegis.as_deref().filter(|_| self.peer_aegis)
+    }
+
     /// The cipher outgoing data packets are sealed with now.
     pub fn cipher(&self) -> DataCipher {
-        if self.peer_aegis && self.aegis.is_some() { DataCipher::Aegis256 } else { DataCipher::XSalsa20Poly1305 }
+        match self.sealing_aegis() {
+            Some(_) => DataCipher::Aegis256,
+            None => DataCipher::XSalsa20Poly1305,
+        }
     }
 
     /// Counters.
@@ -318,8 +327,9 @@ impl Session {
     fn seal(&mut self, packet_number: u32, payload: &[u8]) -> Option<Bytes> {
         let header = DataHeader::new(self.recv.start(), packet_number);
         let mut out;
-        match &self.aegis {
-            Some(keys) if self.peer_aegis => {
+        // `sealing_aegis`, field by field: the nonce is borrowed mutably below.
+        match self.aegis.as_deref().filter(|_| self.peer_aegis) {
+            Some(keys) => {
                 out = BytesMut::zeroed(aegis_data::packet_len(payload.len()));
                 let len = aegis_data::seal(&keys.send, &mut self.send_nonce, header, payload, &mut out).ok()?;
                 out.truncate(len);
