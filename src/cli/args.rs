@@ -232,6 +232,13 @@ pub struct NetArgs {
     #[arg(long)]
     pub no_udp: bool,
 
+    /// Do not ask the router to forward our UDP port. Without this flag
+    /// tuntox asks the default gateway for a UDP port mapping (PCP, then
+    /// NAT-PMP, then UPnP IGD), renews it and removes it on exit, and tells
+    /// friends the mapped address, so that they can reach us directly.
+    #[arg(long)]
+    pub no_portmap: bool,
+
     /// Seal data with Tox's XSalsa20-Poly1305 only. Without this flag two
     /// tuntox peers whose CPUs have AES instructions agree on AEGIS-256,
     /// several times cheaper per byte; other Tox peers are not affected.

@@ -547,8 +547,32 @@ fn lan_discovery(join: &JoinArgs) -> Result<bool, CliError> {
     Ok(!join.no_lan)
 }
 
-/// The Tox settings from -u, -b, --bootstrap, --no-lan, --relay, --no-udp
-/// and --no-aegis.
+/// Whether to map our UDP port on the router: not with `--no-portmap` or
+/// `--no-udp`. Refused when [`PRIVATE_NETWORK_ONLY`] is set and we run in
+/// the host's own network namespace (that of process 1), whose gateway is
+/// a real router; inside a test's namespace the only gateway is the test's.
+fn portmap(net: &NetArgs) -> Result<bool, CliError> {
+    if net.no_portmap || net.no_udp {
+        return Ok(false);
+    }
+    if in_host_namespace() {
+        private_network_only("router port mapping in the host's network namespace (pass --no-portmap)")?;
+    }
+    Ok(true)
+}
+
+/// Whether this process shares process 1's network namespace (when that
+/// cannot be read, it is assumed to).
+fn in_host_namespace() -> bool {
+    use std::os::unix::fs::MetadataExt;
+    match (std::fs::metadata("/proc/self/ns/net"), std::fs::metadata("/proc/1/ns/net")) {
+        (Ok(ours), Ok(first)) => ours.dev() == first.dev() && ours.ino() == first.ino(),
+        _ => true,
+    }
+}
+
+/// The Tox settings from -u, -b, --bootstrap, --no-lan, --relay, --no-udp,
+/// --no-portmap and --no-aegis.
 fn tox_config(net: &NetArgs) -> Result<ToxConfig, CliError> {
     let mut bootstrap = bootstrap_nodes(&net.join)?;
     if let Some(path) = &net.nodes_file {
@@ -559,6 +583,7 @@ fn tox_config(net: &NetArgs) -> Result<ToxConfig, CliError> {
         bootstrap = builtin_nodes();
     }
     let lan_discovery = lan_discovery(&net.join)?;
+    let portmap = portmap(net)?;
     let mut tcp_relays = Vec::new();
     for spec in &net.relays {
         let node = spec.resolve().map_err(|e| usage(&format!("--relay {spec}: cannot resolve the host: {e}")))?;
@@ -579,6 +604,7 @@ fn tox_config(net: &NetArgs) -> Result<ToxConfig, CliError> {
         tcp_relays,
         tcp_server_ports: Vec::new(),
         aegis: !net.no_aegis && crate::crypto::aes_hardware(),
+        portmap,
     })
 }
 

@@ -247,6 +247,13 @@ impl Node {
         self.pump_relays(now);
     }
 
+    /// Where a router port mapping makes our UDP port reachable (`None`
+    /// when none is held): announced to friends in our DHT-PK packets (see
+    /// [`OnionClient::set_external_addr`]).
+    pub fn set_external_addr(&mut self, addr: Option<SocketAddr>) {
+        self.onion.set_external_addr(addr);
+    }
+
     /// The relay connections (state and counters).
     pub fn tcp_relays(&self) -> &RelayConnections {
         &self.relays
