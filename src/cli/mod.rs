@@ -548,27 +548,30 @@ fn lan_discovery(join: &JoinArgs) -> Result<bool, CliError> {
 }
 
 /// Whether to map our UDP port on the router: not with `--no-portmap` or
-/// `--no-udp`. Refused when [`PRIVATE_NETWORK_ONLY`] is set and we run in
-/// the host's own network namespace (that of process 1), whose gateway is
-/// a real router; inside a test's namespace the only gateway is the test's.
+/// `--no-udp`. When [`PRIVATE_NETWORK_ONLY`] is set, refused unless we
+/// run in a network namespace made with `ip netns` (as the tests' are),
+/// whose only gateway is one the test built: elsewhere the gateway may be
+/// a real router.
 fn portmap(net: &NetArgs) -> Result<bool, CliError> {
     if net.no_portmap || net.no_udp {
         return Ok(false);
     }
-    if in_host_namespace() {
-        private_network_only("router port mapping in the host's network namespace (pass --no-portmap)")?;
+    if !in_named_namespace() {
+        private_network_only("router port mapping outside a network namespace of `ip netns` (pass --no-portmap)")?;
     }
     Ok(true)
 }
 
-/// Whether this process shares process 1's network namespace (when that
-/// cannot be read, it is assumed to).
-fn in_host_namespace() -> bool {
+/// Whether our network namespace is one of those `ip netns` names in
+/// /run/netns.
+fn in_named_namespace() -> bool {
     use std::os::unix::fs::MetadataExt;
-    match (std::fs::metadata("/proc/self/ns/net"), std::fs::metadata("/proc/1/ns/net")) {
-        (Ok(ours), Ok(first)) => ours.dev() == first.dev() && ours.ino() == first.ino(),
-        _ => true,
-    }
+    let Ok(ours) = std::fs::metadata("/proc/thread-self/ns/net") else { return false };
+    let Ok(named) = std::fs::read_dir("/run/netns") else { return false };
+    named
+        .flatten()
+        .filter_map(|entry| std::fs::metadata(entry.path()).ok())
+        .any(|ns| ns.dev() == ours.dev() && ns.ino() == ours.ino())
 }
 
 /// The Tox settings from -u, -b, --bootstrap, --no-lan, --relay, --no-udp,

@@ -2,7 +2,7 @@
 //! the node's port, keeps it alive and removes it at the end.
 //!
 //! Where requests go: only to this network namespace's IPv4 default
-//! gateway (read from `/proc/net/route`): PCP and NAT-PMP to its UDP port
+//! gateway (read from the thread's `/proc/thread-self/net/route`): PCP and NAT-PMP to its UDP port
 //! 5351, and UPnP's HTTP to the gateway itself (a description or control
 //! URL naming any other host is refused); the SSDP search is multicast
 //! (TTL 2) on the gateway's interface only. Without a default route
@@ -95,7 +95,9 @@ pub fn parse_route_table(table: &str) -> Option<Ipv4Addr> {
 /// This namespace's default gateway, or `None` when there is no IPv4
 /// default route.
 pub async fn default_gateway() -> io::Result<Option<Gateway>> {
-    let table = match std::fs::read_to_string("/proc/net/route") {
+    // The calling thread's namespace (`/proc/net` would show the main
+    // thread's, which may be another).
+    let table = match std::fs::read_to_string("/proc/thread-self/net/route") {
         Ok(table) => table,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
         Err(e) => return Err(e),
@@ -319,9 +321,11 @@ async fn obtain(config: &MapperConfig) -> Result<(Mapping, Lease), MapError> {
             }
         }
         if wants(Protocol::NatPmp) {
-            return map_natpmp(gateway, config.internal_port, None, config.lifetime)
-                .await
-                .map_err(|e| format!("NAT-PMP: {e}"));
+            let pmp = map_natpmp(gateway, config.internal_port, None, config.lifetime).await;
+            return pmp.map_err(|e| {
+                let pmp = format!("NAT-PMP: {e}");
+                error.map_or(pmp.clone(), |pcp| format!("{pcp}; {pmp}"))
+            });
         }
         Err(error.unwrap_or_default())
     };
@@ -570,10 +574,13 @@ async fn map_natpmp(
 /// reads its description: the WAN connection service. Only the default
 /// gateway's own answer is taken.
 pub async fn discover_upnp(gateway: Gateway) -> Result<WanService, MapError> {
-    let socket = std::net::UdpSocket::bind(SocketAddrV4::new(gateway.local, 0))?;
+    let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::DGRAM, Some(socket2::Protocol::UDP))?;
+    // Out of the gateway's interface only, and no further than the LAN.
+    socket.set_multicast_if_v4(&gateway.local)?;
     socket.set_multicast_ttl_v4(2)?;
     socket.set_nonblocking(true)?;
-    let socket = UdpSocket::from_std(socket)?;
+    socket.bind(&SocketAddr::V4(SocketAddrV4::new(gateway.local, 0)).into())?;
+    let socket = UdpSocket::from_std(socket.into())?;
     for target in ssdp::GATEWAY_TARGETS {
         socket.send_to(&ssdp::search(target, 1), ssdp::MULTICAST).await?;
     }

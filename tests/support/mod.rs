@@ -12,6 +12,7 @@ pub mod cbuild;
 pub mod deadline;
 pub mod devlog;
 pub mod e2e;
+pub mod homenet;
 pub mod netns;
 pub mod procfs;
 pub mod tox;
