@@ -7,6 +7,7 @@ pub mod bootstrap;
 pub mod bridge;
 pub mod client;
 pub mod identity;
+pub mod netcheck;
 pub mod peers;
 pub mod relay;
 pub mod secret;
