@@ -219,6 +219,14 @@ fn direct_through_the_mapping(server_nat: NatKind) {
     let rule = format!("--dport {} -j DNAT", made_port(&made));
     server_home.wait_forwards("the server's mapping", Duration::from_secs(5), |r| r.iter().any(|l| l.contains(&rule)));
 
+    // `tuntox status` shows the address the server announces.
+    let announced = format!("{}:{}", server_home.public_ip, made_port(&made));
+    let deadline = Deadline::after(Duration::from_secs(5));
+    while status(&server_home.host).is_none_or(|r| r["port_mapping"] != announced.as_str()) {
+        assert!(!deadline.passed(), "status: {:?}", status(&server_home.host));
+        std::thread::sleep(Duration::from_millis(100));
+    }
+
     let started = Deadline::after(Duration::from_secs(10));
     let client = Tuntox::spawn(
         &client_home.host,

@@ -1,7 +1,7 @@
 //! `tuntox netcheck`: what this network lets Tox do, without a peer.
 //!
 //! Four checks run side by side:
-//! - **UDP and the NAT** ([`Probe`](crate::proto::dht::probe::Probe)): from
+//! - **UDP and the NAT** ([`Probe`]): from
 //!   a fresh UDP port, each bootstrap node (and up to
 //!   [`MAX_LEARNED`] nodes they name) is asked for the nodes around our own
 //!   DHT key until it names us, with the address it sees us at. No answer
@@ -9,7 +9,7 @@
 //!   endpoint-independent mapping, where hole punching works; a different
 //!   port per destination: direct paths need a port mapping or the peer's
 //!   side to be open.
-//! - **The router's port mapping** ([`driver::portmap::probe`]): which of
+//! - **The router's port mapping** ([`portmap::probe`]): which of
 //!   PCP, NAT-PMP and UPnP IGD the default gateway answers, and the
 //!   external address each reports (PCP's test mapping is deleted at once).
 //! - **Round trips**: each DHT node's first answer; each TCP relay's

@@ -89,6 +89,10 @@ pub struct Status {
     /// Our TCP relay server's listening addresses.
     #[serde(default)]
     pub tcp_listen: Vec<String>,
+    /// The public address a router port mapping leads to our UDP port,
+    /// announced to friends (none: no mapping, or `--no-portmap`).
+    #[serde(default)]
+    pub port_mapping: Option<String>,
     /// Good nodes in the DHT's close list.
     #[serde(default)]
     pub dht_nodes: u64,
@@ -169,6 +173,7 @@ pub struct Source {
 struct NodeView {
     friends: Vec<(PublicKey, bool, Option<FriendPath>, Option<DataCipher>)>,
     dht_nodes: usize,
+    external: Option<SocketAddr>,
     tcp_relays: usize,
     relay_client: RelayClientStats,
     relay_server: Option<(usize, RelayServerStats)>,
@@ -206,6 +211,7 @@ impl Source {
                 NodeView {
                     friends,
                     dht_nodes: node.dht().close_list().iter().filter(|c| c.is_good(now)).count(),
+                    external: node.onion().external_addr(),
                     tcp_relays: node.tcp_relays().connected(usize::MAX).len(),
                     relay_client: node.tcp_relays().stats(),
                     relay_server: node.tcp_server().map(|s| (s.clients(), s.stats())),
@@ -223,6 +229,7 @@ impl Source {
             udp: self.udp.map(|a| a.to_string()),
             tcp_listen: self.tcp_listen.iter().map(ToString::to_string).collect(),
             dht_nodes: view.dht_nodes as u64,
+            port_mapping: view.external.map(|a| a.to_string()),
             tcp_relays: view.tcp_relays as u64,
             friends: view
                 .friends
@@ -401,6 +408,9 @@ pub fn render(status: &Status) -> String {
     }
     if let Some(udp) = &status.udp {
         line("UDP", udp);
+    }
+    if let Some(mapped) = &status.port_mapping {
+        line("Port mapping", &format!("{mapped} (router)"));
     }
     if !status.tcp_listen.is_empty() {
         line("TCP relay on", &status.tcp_listen.join(", "));
@@ -750,6 +760,7 @@ mod tests {
             uptime_secs: 3725,
             tox_id: Some("AB".repeat(38)),
             udp: Some("0.0.0.0:33445".into()),
+            port_mapping: Some("203.0.113.7:33445".into()),
             dht_nodes: 8,
             tcp_relays: 1,
             friends: vec![
@@ -791,6 +802,7 @@ mod tests {
             "tuntox:       server, pid 4242, up 1h 02m 05s\n\
              Tox ID:       {}\n\
              UDP:          0.0.0.0:33445\n\
+             Port mapping: 203.0.113.7:33445 (router)\n\
              DHT:          8 good nodes, 1 TCP relays connected\n\
              Friends:      2 of 3 online\n\
              \x20 {} online, direct UDP, aegis-256; VPN 10.77.0.2/32, fd00::2/128\n\

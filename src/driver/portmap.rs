@@ -2,11 +2,12 @@
 //! the node's port, keeps it alive and removes it at the end.
 //!
 //! Where requests go: only to this network namespace's IPv4 default
-//! gateway (read from the thread's `/proc/thread-self/net/route`): PCP and NAT-PMP to its UDP port
-//! 5351, and UPnP's HTTP to the gateway itself (a description or control
-//! URL naming any other host is refused); the SSDP search is multicast
-//! (TTL 2) on the gateway's interface only. Without a default route
-//! nothing is sent.
+//! gateway (read from the calling thread's `/proc/thread-self/net/route`):
+//! PCP and NAT-PMP to its UDP port 5351, and UPnP's HTTP to the gateway
+//! itself (a description or control URL naming any other host is
+//! refused); the SSDP search is multicast (TTL 2) on the gateway's
+//! interface only. Without a default route, or when our own address toward
+//! the gateway is public (no NAT to map through), nothing is sent.
 //!
 //! The order: a PCP MAP request (a NAT-PMP-only gateway answers it with
 //! "unsupported version", and NAT-PMP is tried at once), meanwhile an SSDP
@@ -43,6 +44,7 @@ use crate::portmap::igd::{self, Reply, WanService};
 use crate::portmap::{
     DESCRIPTION, LIFETIME, Mapping, Protocol, RETRANSMITS, natpmp, pcp, renew_after, retry_after, ssdp,
 };
+use crate::proto::addr::is_lan;
 
 /// How long an SSDP search waits for answers.
 pub const SSDP_WAIT: Duration = Duration::from_millis(1500);
@@ -119,6 +121,9 @@ pub enum MapError {
     /// No default route: nobody to ask.
     #[error("no IPv4 default gateway")]
     NoGateway,
+    /// Our address toward the gateway is public: no NAT to map through.
+    #[error("this host's address {0} is public: nothing to map")]
+    PublicAddress(Ipv4Addr),
     /// The gateway did not answer (or refused the packets).
     #[error("no answer from {0}")]
     NoAnswer(SocketAddr),
@@ -309,6 +314,9 @@ async fn keep(
 /// runs; then UPnP when the search found the gateway.
 async fn obtain(config: &MapperConfig) -> Result<(Mapping, Lease), MapError> {
     let gateway = default_gateway().await?.ok_or(MapError::NoGateway)?;
+    if !is_lan(IpAddr::V4(gateway.local)) {
+        return Err(MapError::PublicAddress(gateway.local));
+    }
     let wants = |p| config.protocols.contains(&p);
     let pmp = async {
         let mut error = None;
