@@ -18,6 +18,7 @@ mod support;
 
 mod forward;
 mod measure;
+mod nat;
 mod tox;
 mod vpn;
 
@@ -26,6 +27,7 @@ const SUBCOMMANDS: &[(&str, &str, fn())] = &[
     ("tox", "custom packets between two of our nodes and between two libtoxcore 0.2.18 peers", tox::run),
     ("forward", "-L port forwarding: plain loopback, ssh -L and tuntox -L", forward::run),
     ("vpn", "IP through a veth pair, tuntox's VPN and boringtun: iperf3 and ping", vpn::run),
+    ("nat", "tuntox and libtoxcore peers behind home-router NATs: path, time to direct, first byte", nat::run),
 ];
 
 fn usage() -> ! {

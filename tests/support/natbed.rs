@@ -392,13 +392,7 @@ pub fn status_json(netns: &Netns) -> Option<Value> {
 
 /// The first friend of the one tuntox in `netns`, from its status report.
 pub fn friend_path(netns: &Netns) -> Option<FriendPath> {
-    let report = status_json(netns)?;
-    let friend = report.get("friends")?.as_array()?.first()?.clone();
-    Some(FriendPath {
-        online: friend.get("online")?.as_bool()?,
-        path: friend.get("path").and_then(Value::as_str).map(str::to_owned),
-        direct_note: friend.get("direct_note").and_then(Value::as_str).map(str::to_owned),
-    })
+    friend_path_in(netns.name(), &netns.status_dir())
 }
 
 /// Polls the status of the tuntox in `netns` until its first friend is
@@ -424,4 +418,156 @@ pub fn addr(ip: Ipv4Addr, port: u16) -> SocketAddr {
 /// Whether the `conntrack` tool is installed (the bed's diagnosis needs it).
 pub fn conntrack_installed() -> bool {
     Command::new("conntrack").arg("--version").stdout(Stdio::null()).stderr(Stdio::null()).status().is_ok()
+}
+
+/// What one `-L` run on the bed gave.
+#[derive(Debug, Clone)]
+pub struct ForwardRun {
+    /// From the client's start until its status first said `udp`, if it did.
+    pub direct: Option<Duration>,
+    /// From the client's start until its status first said online (any path).
+    pub online: Option<Duration>,
+    /// From the client's start until the first byte came through `-L`.
+    pub first_byte: Duration,
+    /// From the first byte to the last.
+    pub transfer: Duration,
+    /// The longest wait between two reads during the transfer.
+    pub longest_gap: Duration,
+    /// The client's path when the transfer ended.
+    pub path_at_end: Option<FriendPath>,
+}
+
+impl ForwardRun {
+    /// Throughput of the transfer in MB/s (10^6 bytes).
+    pub fn mb_per_s(&self, len: usize) -> f64 {
+        len as f64 / self.transfer.as_secs_f64().max(1e-9) / 1e6
+    }
+}
+
+/// Starts a tuntox server in the server LAN (serving a source of `len`
+/// pattern bytes on 127.0.0.1:7000 there) and a client in the client LAN
+/// with `-L 12000:127.0.0.1:7000` and `client_flags`, downloads the `len`
+/// bytes through the forward and checks them. Everything within `budget`;
+/// panics with both logs and the routers' conntrack tables on a failure.
+pub fn forward_run(bed: &NatBed, client_flags: &[&str], len: usize, budget: Duration) -> ForwardRun {
+    use std::io::Read;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::{Arc, Mutex};
+
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let (server, server_id) = bed.start_server(dir.path(), &[]);
+    let listener = bed.server.run_in(|| std::net::TcpListener::bind("127.0.0.1:7000").expect("bind the source"));
+    let verdicts = super::e2e::dual_server(listener, 13, len, 14, 0);
+    let mut flags = vec!["-L", "12000:127.0.0.1:7000"];
+    flags.extend_from_slice(client_flags);
+    let deadline = Deadline::after(budget);
+    let client = bed.start_client(&server_id, &flags);
+
+    // Watch the client's path meanwhile.
+    let watched = Arc::new(Mutex::new((None::<Duration>, None::<Duration>)));
+    let stop = Arc::new(AtomicBool::new(false));
+    let watcher = {
+        let (watched, stop) = (Arc::clone(&watched), Arc::clone(&stop));
+        let client_ns = bed.client.name().to_owned();
+        let status_dir = bed.client.status_dir();
+        std::thread::spawn(move || {
+            while !stop.load(Ordering::Relaxed) && !deadline.passed() {
+                if let Some(friend) = friend_path_in(&client_ns, &status_dir) {
+                    let mut seen = watched.lock().unwrap_or_else(|e| e.into_inner());
+                    if friend.online && seen.1.is_none() {
+                        seen.1 = Some(deadline.elapsed());
+                    }
+                    if friend.online && friend.path.as_deref() == Some("udp") && seen.0.is_none() {
+                        seen.0 = Some(deadline.elapsed());
+                    }
+                }
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        })
+    };
+
+    let fail = |why: &str| -> ! {
+        stop.store(true, Ordering::Relaxed);
+        panic!(
+            "{why}\n--- client log ---\n{}\n--- server log ---\n{}\n{}",
+            client.log().join("\n"),
+            server.log().join("\n"),
+            bed.conntrack()
+        );
+    };
+    let mut stream = loop {
+        let attempt = bed.client.run_in(|| {
+            std::net::TcpStream::connect_timeout(&"127.0.0.1:12000".parse().unwrap(), Duration::from_secs(1))
+        });
+        match attempt {
+            Ok(stream) => break stream,
+            Err(_) if !deadline.passed() => std::thread::sleep(Duration::from_millis(50)),
+            Err(e) => fail(&format!("cannot connect to the client's -L port: {e}")),
+        }
+    };
+    stream.set_read_timeout(Some(Duration::from_millis(200))).unwrap();
+    let mut got = Vec::with_capacity(len);
+    let mut buf = vec![0u8; 256 * 1024];
+    let mut first = None;
+    let mut last_read = deadline.elapsed();
+    let mut longest_gap = Duration::ZERO;
+    loop {
+        match stream.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => {
+                let at = deadline.elapsed();
+                if first.is_none() {
+                    first = Some(at);
+                } else {
+                    longest_gap = longest_gap.max(at - last_read);
+                }
+                last_read = at;
+                got.extend_from_slice(&buf[..n]);
+            }
+            Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => {}
+            Err(e) => fail(&format!("reading the forward failed after {} bytes: {e}", got.len())),
+        }
+        if deadline.passed() {
+            fail(&format!("{} of {len} bytes within {budget:?}", got.len()));
+        }
+    }
+    let end = deadline.elapsed();
+    if let Err(why) = super::e2e::check_pattern(got.as_slice(), 13, len) {
+        fail(&format!("the bytes through -L are not the source's: {why}"));
+    }
+    match verdicts.recv_timeout(deadline.step(Duration::from_secs(5))) {
+        Ok(Ok(())) => {}
+        Ok(Err(why)) => fail(&format!("the source reports: {why}")),
+        Err(_) => fail("the source gave no verdict"),
+    }
+    stop.store(true, Ordering::Relaxed);
+    let _ = watcher.join();
+    let path_at_end = friend_path(&bed.client);
+    let (direct, online) = *watched.lock().unwrap_or_else(|e| e.into_inner());
+    let first = first.unwrap_or(end);
+    drop(client);
+    drop(server);
+    ForwardRun { direct, online, first_byte: first, transfer: end - first, longest_gap, path_at_end }
+}
+
+/// [`friend_path`] for a namespace known by name and status directory (from
+/// another thread).
+fn friend_path_in(netns: &str, status_dir: &Path) -> Option<FriendPath> {
+    let output = Command::new("ip")
+        .args(["netns", "exec", netns])
+        .arg(binary())
+        .args(["status", "--json"])
+        .env("TUNTOX_STATUS_DIR", status_dir)
+        .stdin(Stdio::null())
+        .stderr(Stdio::null())
+        .output()
+        .ok()?;
+    let text = String::from_utf8_lossy(&output.stdout).into_owned();
+    let report: Value = serde_json::from_str(text.lines().next()?).ok()?;
+    let friend = report.get("friends")?.as_array()?.first()?.clone();
+    Some(FriendPath {
+        online: friend.get("online")?.as_bool()?,
+        path: friend.get("path").and_then(Value::as_str).map(str::to_owned),
+        direct_note: friend.get("direct_note").and_then(Value::as_str).map(str::to_owned),
+    })
 }
