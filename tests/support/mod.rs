@@ -1,7 +1,7 @@
 //! Helpers shared by the integration tests: building the C programs that
 //! link Debian's libraries (libsodium, libtoxcore), network namespaces, a
-//! namespaced tox-bootstrapd, our Tox nodes on it, and the libtoxcore test
-//! peer.
+//! link emulator between them (delay, loss, rate, queue), a namespaced
+//! tox-bootstrapd, our Tox nodes on it, and the libtoxcore test peer.
 //!
 //! Each test file includes this module with `mod support;`; not every test
 //! uses every helper.
@@ -12,6 +12,7 @@ pub mod cbuild;
 pub mod deadline;
 pub mod devlog;
 pub mod e2e;
+pub mod linkem;
 pub mod netns;
 pub mod procfs;
 pub mod tox;
