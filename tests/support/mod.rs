@@ -18,3 +18,4 @@ pub mod procfs;
 pub mod tox;
 pub mod toxpeer;
 pub mod tuntox;
+pub mod wan;
