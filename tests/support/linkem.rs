@@ -153,9 +153,11 @@ pub struct LinkStats {
     pub overflow_drops: u64,
     /// Writes the receiving device refused.
     pub write_errors: u64,
-    /// The most bytes queued (waiting for or in serialisation) at once.
+    /// The most bytes queued (waiting for or in serialisation) at once
+    /// (since [`Link::reset_peaks`]).
     pub max_queue_bytes: u64,
-    /// The latest any packet was written after its delivery time.
+    /// The latest any packet was written after its delivery time (since
+    /// [`Link::reset_peaks`]).
     pub max_late: Duration,
     /// The mean lateness of the writes.
     pub mean_late: Duration,
@@ -247,7 +249,9 @@ impl Link {
             [a, b].into_iter().zip(devs.iter().zip([(addr_a, addr_b), (addr_b, addr_a)]))
         {
             ip(&["link", "set", dev, "netns", netns.name()]);
-            netns.exec(&["sysctl", "-q", "-w", &format!("net.ipv6.conf.{dev}.disable_ipv6=1")]);
+            let knob = format!("/proc/sys/net/ipv6/conf/{dev}/disable_ipv6");
+            // /proc/sys/net shows the namespace of the thread that opens it.
+            netns.run_in(move || std::fs::write(&knob, "1")).unwrap_or_else(|e| panic!("disable IPv6 on {dev}: {e}"));
             netns.exec(&["ip", "link", "set", dev, "mtu", &MTU.to_string()]);
             netns.exec(&["ip", "addr", "add", &mine.to_string(), "peer", &peer.to_string(), "dev", dev]);
             netns.exec(&["ip", "link", "set", dev, "up"]);
@@ -318,6 +322,15 @@ impl Link {
     /// One direction's counters.
     pub fn stats(&self, direction: Direction) -> LinkStats {
         self.shared[direction.index()].counters.snapshot()
+    }
+
+    /// Starts the peaks (`max_queue_bytes`, `max_late`) of both directions
+    /// again from zero, to see those of one part of a test.
+    pub fn reset_peaks(&self) {
+        for shared in &self.shared {
+            shared.counters.max_queue_bytes.store(0, Ordering::Relaxed);
+            shared.counters.max_late_ns.store(0, Ordering::Relaxed);
+        }
     }
 
     /// Whether device `dev` exists in namespace `netns` (for clean-up checks).

@@ -125,6 +125,28 @@ impl WanBed {
         connect_retry(&self.client_ns, addr, timeout)
     }
 
+    /// Sets the TCP congestion control (`cubic`, `bbr`, ...; `None`: the
+    /// kernel's default) of connections made from now on between the two
+    /// namespaces, at both ends. It is a route metric (`congctl`) on each
+    /// side's route to the other: a namespace's own default
+    /// (`net.ipv4.tcp_congestion_control`) only takes what the root
+    /// namespace's `tcp_allowed_congestion_control` lists, often not CUBIC.
+    pub fn set_congestion_control(&self, cc: Option<&str>) {
+        let sides = [
+            (&self.server_ns, self.link.dev_a(), SERVER_ADDR, CLIENT_ADDR),
+            (&self.client_ns, self.link.dev_b(), CLIENT_ADDR, SERVER_ADDR),
+        ];
+        for (netns, dev, mine, peer) in sides {
+            let (mine, peer) = (mine.to_string(), peer.to_string());
+            let mut argv = vec!["ip", "route", "replace", &peer, "dev", dev, "proto", "kernel", "scope", "link"];
+            argv.extend(["src", &mine]);
+            if let Some(cc) = cc {
+                argv.extend(["congctl", cc]);
+            }
+            netns.exec(&argv);
+        }
+    }
+
     /// The server's config directory.
     pub fn server_dir(&self) -> &std::path::Path {
         self.dir.path()
