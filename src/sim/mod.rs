@@ -13,7 +13,9 @@
 //! public address, and datagrams to that address reach them only as the
 //! NAT's filtering allows, checked when they arrive.
 
+pub mod link;
 pub mod nat;
+pub mod transport;
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap};

@@ -262,9 +262,18 @@ impl ToxPeer {
     /// `pred` holds; removes it from the pending lines and returns it. Lines
     /// that do not match stay pending for later waits. Panics on timeout or
     /// when the peer exits, listing every line the peer printed.
-    pub fn wait_for(&mut self, mut pred: impl FnMut(&str) -> bool, timeout: Duration) -> String {
+    pub fn wait_for(&mut self, pred: impl FnMut(&str) -> bool, timeout: Duration) -> String {
+        match self.try_wait_for(pred, timeout) {
+            Some(line) => line,
+            None => self.fail(&format!("timed out after {timeout:?}")),
+        }
+    }
+
+    /// As [`wait_for`](Self::wait_for), but `None` on timeout (it still
+    /// panics when the peer exits).
+    pub fn try_wait_for(&mut self, mut pred: impl FnMut(&str) -> bool, timeout: Duration) -> Option<String> {
         if let Some(i) = self.pending.iter().position(|l| pred(l)) {
-            return self.pending.remove(i).expect("index from position");
+            return self.pending.remove(i);
         }
         let deadline = now() + timeout;
         loop {
@@ -273,11 +282,11 @@ impl ToxPeer {
                 Ok(line) => {
                     self.history.push(line.clone());
                     if pred(&line) {
-                        return line;
+                        return Some(line);
                     }
                     self.pending.push_back(line);
                 }
-                Err(RecvTimeoutError::Timeout) => self.fail(&format!("timed out after {timeout:?}")),
+                Err(RecvTimeoutError::Timeout) => return None,
                 Err(RecvTimeoutError::Disconnected) => {
                     let status = match self.child.wait_timeout(Duration::from_secs(2)) {
                         Some(status) => status.to_string(),

@@ -7,9 +7,11 @@
 //! the last hole they name has arrived (a selective acknowledgement).
 
 use std::collections::{BTreeSet, VecDeque};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+
+use super::congestion::SentState;
 
 /// Numbers a buffer spans at most.
 pub const BUFFER_SIZE: u32 = 32768;
@@ -22,21 +24,73 @@ fn ahead(a: u32, b: u32) -> u32 {
 #[derive(Debug, Clone)]
 struct SendSlot {
     payload: Bytes,
-    sent: Option<Instant>,
+    /// Set while the packet is in flight: what the congestion controller
+    /// recorded when it went out.
+    sent: Option<SentState>,
+    /// Counted in `in_flight`: sent, and not yet known to have left the
+    /// network (arrived, lost, or past what the peer's reports can describe).
+    in_pipe: bool,
     retransmitted: bool,
 }
 
 /// What an acknowledgement did.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Acked {
-    /// Packets newly known to have arrived.
+    /// Packets newly known to have arrived (in flight or queued for a resend).
     pub count: usize,
-    /// When the oldest of them was sent, if it was sent only once (a clean
-    /// round-trip sample).
-    pub sample_sent: Option<Instant>,
+    /// The send state of the most recently sent of them: the delivery-rate
+    /// sample and the round count come from it.
+    pub newest: Option<SentState>,
+    /// When the most recently sent of them that went only once was sent (a
+    /// clean round-trip sample).
+    pub rtt_sent: Option<Instant>,
+    /// Of them, packets we had taken for lost: queued to go again, or sent
+    /// again too recently for this to be the resend's acknowledgement.
+    /// They were reordered, not lost.
+    pub spurious: usize,
+}
+
+impl Acked {
+    fn note(&mut self, state: SentState, retransmitted: bool) {
+        if self.newest.is_none_or(|n| state.sent >= n.sent) {
+            self.newest = Some(state);
+        }
+        if !retransmitted && self.rtt_sent.is_none_or(|t| state.sent >= t) {
+            self.rtt_sent = Some(state.sent);
+        }
+    }
+}
+
+/// What a request packet told us.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Report {
+    /// What it acknowledged.
+    pub acked: Acked,
+    /// Packets it showed lost, now queued to go again.
+    pub lost: usize,
+}
+
+/// When a packet the peer reports missing counts as lost.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LossTiming {
+    /// Once a packet sent this much later has arrived.
+    pub reorder: Duration,
+    /// Once this long has passed since it was sent.
+    pub expired: Duration,
+    /// An acknowledgement of a resent packet this long after the resend
+    /// is taken as the resend's own.
+    pub min_rtt: Duration,
 }
 
 /// Sent (or queued) lossless packets not yet acknowledged.
+///
+/// Loss detection is by time, as RACK (RFC 8985) does it: a packet the
+/// peer reports missing counts as lost once a packet sent more than the
+/// reordering window after it has arrived. A report that predates a resend
+/// therefore never resends it again, however long the round trip, and a
+/// packet reordered by less than the window is not resent at all. A packet
+/// still reported missing a retransmission timeout after it went (a resend
+/// that was lost too, with nothing sent after it) is lost as well.
 #[derive(Debug, Default)]
 pub struct SendBuffer {
     start: u32,
@@ -46,6 +100,8 @@ pub struct SendBuffer {
     /// Packets to send again, by number.
     resend: BTreeSet<u32>,
     in_flight: usize,
+    /// When the most recently sent packet known to have arrived was sent.
+    rack_sent: Option<Instant>,
 }
 
 impl SendBuffer {
@@ -115,7 +171,7 @@ impl SendBuffer {
             return None;
         }
         let number = self.end();
-        self.slots.push_back(Some(SendSlot { payload, sent: None, retransmitted: false }));
+        self.slots.push_back(Some(SendSlot { payload, sent: None, in_pipe: false, retransmitted: false }));
         Some(number)
     }
 
@@ -124,11 +180,13 @@ impl SendBuffer {
         self.slots.get_mut(index)?.as_mut()
     }
 
-    /// The next packet to send, resends first; marks it sent at `now`.
-    pub fn next_to_send(&mut self, now: Instant) -> Option<(u32, Bytes)> {
+    /// The next packet to send, resends first; marks it in flight with
+    /// `state`.
+    pub fn next_to_send(&mut self, state: SentState) -> Option<(u32, Bytes)> {
         while let Some(number) = self.resend.pop_first() {
             let Some(slot) = self.slot_mut(number) else { continue };
-            slot.sent = Some(now);
+            slot.sent = Some(state);
+            slot.in_pipe = true;
             slot.retransmitted = true;
             let payload = slot.payload.clone();
             self.in_flight += 1;
@@ -140,20 +198,36 @@ impl SendBuffer {
         let number = self.next_new;
         self.next_new = self.next_new.wrapping_add(1);
         let slot = self.slot_mut(number)?;
-        slot.sent = Some(now);
+        slot.sent = Some(state);
+        slot.in_pipe = true;
         let payload = slot.payload.clone();
         self.in_flight += 1;
         Some((number, payload))
     }
 
-    fn forget(&mut self, slot: SendSlot, acked: &mut Acked, number: u32) {
-        if slot.sent.is_some() {
+    /// A packet arrived: forget it. One queued for a resend arrived after
+    /// all (it was late, not lost); with no send state it tells nothing of
+    /// rates or round trips.
+    fn forget(&mut self, slot: SendSlot, acked: &mut Acked, number: u32, now: Instant, min_rtt: Duration) {
+        acked.count += 1;
+        if self.resend.remove(&number) {
+            acked.spurious += 1;
+        }
+        let Some(state) = slot.sent else { return };
+        if slot.retransmitted && now.saturating_duration_since(state.sent) < min_rtt {
+            acked.spurious += 1;
+        }
+        if slot.in_pipe {
             self.in_flight -= 1;
         }
-        self.resend.remove(&number);
-        acked.count += 1;
-        if acked.sample_sent.is_none() && !slot.retransmitted {
-            acked.sample_sent = slot.sent;
+        acked.note(state, slot.retransmitted);
+        // A resent packet's acknowledgement may be the first copy's: it
+        // advances the loss clock only when it came at least a minimum
+        // round trip after the resend.
+        if (!slot.retransmitted || now.saturating_duration_since(state.sent) >= min_rtt)
+            && self.rack_sent.is_none_or(|t| state.sent > t)
+        {
+            self.rack_sent = Some(state.sent);
         }
     }
 
@@ -164,7 +238,7 @@ impl SendBuffer {
     }
 
     /// The peer has everything before `number` (its receive buffer start).
-    pub fn ack_until(&mut self, number: u32) -> Acked {
+    pub fn ack_until(&mut self, number: u32, now: Instant, min_rtt: Duration) -> Acked {
         let mut acked = Acked::default();
         let count = ahead(number, self.start);
         if count == 0 || count as usize > self.slots.len() {
@@ -173,7 +247,7 @@ impl SendBuffer {
         for _ in 0..count {
             let done = self.start;
             if let Some(Some(slot)) = self.slots.pop_front() {
-                self.forget(slot, &mut acked, done);
+                self.forget(slot, &mut acked, done, now, min_rtt);
             }
             self.start = self.start.wrapping_add(1);
         }
@@ -184,41 +258,68 @@ impl SendBuffer {
     }
 
     /// A request packet: `requested` are missing at the peer, and every
-    /// other packet before `walked_until` has arrived. Requested packets
-    /// sent before `resend_before` are queued to go again; returns what was
-    /// acknowledged, how many packets were found lost and the send time of
-    /// the newest of them.
+    /// other packet before `walked_until` has arrived. A requested packet
+    /// in flight is queued to go again once a packet sent more than
+    /// `timing.reorder` after it has arrived, or `timing.expired` after
+    /// it was sent.
+    ///
+    /// A report that names holes says nothing of the packets after its
+    /// walk (up to 254 past the last hole, or all of them when it filled
+    /// its packet, `truncated`, with more holes than one request can name):
+    /// the peer acknowledges them only once the holes are filled. Those sent
+    /// `timing.expired` ago, or (when truncated) before a packet the report
+    /// showed delivered, have left the network (arrived, or lost and named
+    /// by a later report), so they stop counting as in flight: else the
+    /// window would stay full of them and the holes could not be resent.
     pub fn on_request(
         &mut self,
         requested: &[u32],
         walked_until: u32,
-        resend_before: Instant,
-    ) -> (Acked, usize, Option<Instant>) {
-        let mut acked = Acked::default();
-        let mut lost = 0;
-        let mut lost_sent = None;
+        truncated: bool,
+        now: Instant,
+        timing: LossTiming,
+    ) -> Report {
+        let min_rtt = timing.min_rtt;
+        let mut report = Report::default();
         let walk = ahead(walked_until, self.start).min(self.slots.len() as u32);
         let mut wanted = requested.iter().copied().peekable();
+        let mut holes = Vec::new();
         for offset in 0..walk {
             let number = self.start.wrapping_add(offset);
             while wanted.peek().is_some_and(|&w| ahead(w, self.start) < offset) {
                 wanted.next();
             }
-            let is_wanted = wanted.peek() == Some(&number);
-            let index = offset as usize;
-            if is_wanted {
-                if let Some(Some(slot)) = self.slots.get_mut(index)
-                    && let Some(sent) = slot.sent
-                    && sent < resend_before
-                {
-                    slot.sent = None;
+            if wanted.peek() == Some(&number) {
+                holes.push(offset as usize);
+            } else if let Some(slot) = self.slots.get_mut(offset as usize).and_then(Option::take) {
+                self.forget(slot, &mut report.acked, number, now, min_rtt);
+            }
+        }
+        let rack = self.rack_sent;
+        let lost = |sent: Instant| rack.is_some_and(|r| sent + timing.reorder <= r) || sent + timing.expired <= now;
+        for index in holes {
+            if let Some(Some(slot)) = self.slots.get_mut(index)
+                && slot.sent.is_some_and(|s| lost(s.sent))
+            {
+                slot.sent = None;
+                if std::mem::take(&mut slot.in_pipe) {
                     self.in_flight -= 1;
-                    self.resend.insert(number);
-                    lost += 1;
-                    lost_sent = Some(lost_sent.map_or(sent, |l: Instant| l.max(sent)));
                 }
-            } else if let Some(slot) = self.slots.get_mut(index).and_then(Option::take) {
-                self.forget(slot, &mut acked, number);
+                self.resend.insert(self.start.wrapping_add(index as u32));
+                report.lost += 1;
+            }
+        }
+        if truncated || !requested.is_empty() {
+            // Packets past the walk are described by no report until the
+            // holes before them are filled.
+            let left = |sent: Instant| {
+                sent + timing.expired <= now || (truncated && rack.is_some_and(|r| sent + timing.reorder <= r))
+            };
+            for slot in self.slots.iter_mut().skip(walk as usize).flatten() {
+                if slot.in_pipe && slot.sent.is_some_and(|s| left(s.sent)) {
+                    slot.in_pipe = false;
+                    self.in_flight -= 1;
+                }
             }
         }
         // Drop acknowledged slots at the front.
@@ -229,13 +330,13 @@ impl SendBuffer {
         if ahead(self.next_new, self.start) > self.slots.len() as u32 {
             self.next_new = self.start;
         }
-        (acked, lost, lost_sent)
+        report
     }
 
     /// The oldest packet in flight and when it was sent.
     pub fn oldest_in_flight(&self) -> Option<(u32, Instant)> {
         self.slots.iter().enumerate().find_map(|(i, s)| {
-            let sent = s.as_ref()?.sent?;
+            let sent = s.as_ref()?.sent?.sent;
             Some((self.start.wrapping_add(i as u32), sent))
         })
     }
@@ -253,7 +354,9 @@ impl SendBuffer {
         if let Some(slot) = self.slot_mut(number)
             && slot.sent.take().is_some()
         {
-            self.in_flight -= 1;
+            if std::mem::take(&mut slot.in_pipe) {
+                self.in_flight -= 1;
+            }
             self.resend.insert(number);
         }
     }
@@ -361,57 +464,87 @@ impl RecvBuffer {
 
 #[cfg(test)]
 mod tests {
-    use std::time::Duration;
-
     use super::*;
+    use crate::proto::net_crypto::congestion::Congestion;
 
     fn b(n: u8) -> Bytes {
         Bytes::from(vec![160, n])
     }
 
+    /// A send state for a packet sent at `sent`.
+    fn at(cc: &mut Congestion, sent: Instant) -> SentState {
+        cc.on_send(sent, 0)
+    }
+
     #[test]
-    fn send_buffer_acks_sacks_and_resends() {
+    fn send_buffer_acks_sacks_and_resends_what_later_packets_overtook() {
         let t0 = crate::proto::test_epoch();
+        let ms = |n: u64| t0 + Duration::from_millis(n);
+        let mut cc = Congestion::default();
         let mut s = SendBuffer::default();
-        for i in 0..6 {
+        for i in 0..8 {
             assert_eq!(s.push(b(i), 100), Some(u32::from(i)));
         }
-        assert_eq!(s.push(b(9), 6), None, "the limit holds");
-        for i in 0..6 {
-            assert_eq!(s.next_to_send(t0).unwrap().0, i);
+        assert_eq!(s.push(b(9), 8), None, "the limit holds");
+        // Packet i goes out at i * 10 ms.
+        for i in 0..8 {
+            assert_eq!(s.next_to_send(at(&mut cc, ms(10 * i))).unwrap().0, i as u32);
         }
-        assert_eq!(s.in_flight(), 6);
-        assert!(s.next_to_send(t0).is_none());
+        assert_eq!(s.in_flight(), 8);
+        assert!(s.next_to_send(at(&mut cc, ms(80))).is_none());
 
-        let acked = s.ack_until(2);
-        assert_eq!(acked, Acked { count: 2, sample_sent: Some(t0) });
-        // The peer misses 3; 2 and 4 arrived; 5 is past its walk.
-        let later = t0 + Duration::from_millis(100);
-        let (acked, lost, lost_sent) = s.on_request(&[3], 5, later);
-        assert_eq!(acked.count, 2);
-        assert_eq!((lost, lost_sent), (1, Some(t0)));
-        assert_eq!(s.in_flight(), 1, "only 5 is still in flight");
-        assert_eq!(s.next_to_send(later).unwrap().0, 3, "the hole goes first");
+        let min_rtt = Duration::from_millis(5);
+        let timing = |reorder: u64| LossTiming {
+            reorder: Duration::from_millis(reorder),
+            expired: Duration::from_millis(500),
+            min_rtt,
+        };
+        let acked = s.ack_until(2, ms(100), min_rtt);
+        assert_eq!((acked.count, acked.rtt_sent), (2, Some(ms(10))), "the newest of them gives the sample");
+        // The peer misses 3 and 5; 2 and 4 arrived; 6 and 7 are past its
+        // walk. 3 was overtaken by 4, sent 10 ms later: lost. 5 was not
+        // overtaken by anything known to have arrived: not yet.
+        let report = s.on_request(&[3, 5], 5, false, ms(100), timing(5));
+        assert_eq!((report.acked.count, report.lost), (2, 1));
+        assert_eq!(report.acked.newest.map(|n| n.sent), Some(ms(40)));
+        assert_eq!(s.in_flight(), 3, "5, 6 and 7 are still in flight");
+        assert_eq!(s.next_to_send(at(&mut cc, ms(100))).unwrap().0, 3, "the hole goes first");
         assert_eq!(s.start(), 3);
-        // A report about a packet sent just now does not resend it.
-        let (_, lost, lost_sent) = s.on_request(&[3], 4, later);
-        assert_eq!((lost, lost_sent), (0, None));
-        let acked = s.ack_until(6);
-        assert_eq!(acked.count, 2);
-        assert_eq!(acked.sample_sent, Some(t0), "packet 5 was sent once, 3 twice");
-        assert!(s.is_empty() && s.in_flight() == 0);
+        // A reordering window wider than the gap spares a packet; 3's
+        // resend has not arrived, and nothing sent after it has.
+        let report = s.on_request(&[3, 5], 7, false, ms(110), timing(15));
+        assert_eq!((report.acked.count, report.lost), (1, 0), "6 (sent 10 ms after 5) arrived");
+        // A later report, once 7 arrived, still names 5 and now 3 again:
+        // 5 is lost; 3 went again at 100 ms, after everything that arrived,
+        // so the report predates the resend's arrival and it stays.
+        let report = s.on_request(&[3, 5], 8, false, ms(120), timing(5));
+        assert_eq!((report.acked.count, report.lost), (1, 1));
+        assert_eq!(s.debug_numbers().3, 1, "only 5 is queued again");
+        // Nothing sent after 3's resend arrives, but the reports go on
+        // naming it: half a second on, it counts as lost again.
+        assert_eq!(s.next_to_send(at(&mut cc, ms(120))).unwrap().0, 5);
+        let report = s.on_request(&[3, 5], 8, false, ms(599), timing(5));
+        assert_eq!(report.lost, 0);
+        let report = s.on_request(&[3, 5], 8, false, ms(600), timing(5));
+        assert_eq!(report.lost, 1);
+        assert_eq!(s.next_to_send(at(&mut cc, ms(600))).unwrap().0, 3);
+        let acked = s.ack_until(8, ms(650), min_rtt);
+        assert_eq!(acked.count, 2, "3 and 5, both in flight again");
+        assert_eq!(acked.rtt_sent, None, "3 went twice: no round-trip sample");
+        assert!(s.is_empty() && s.in_flight() == 0 && !s.has_pending());
     }
 
     #[test]
     fn numbers_wrap() {
         let t0 = crate::proto::test_epoch();
+        let mut cc = Congestion::default();
         let mut s = SendBuffer { start: u32::MAX - 1, next_new: u32::MAX - 1, ..Default::default() };
         for i in 0..4 {
             s.push(b(i), 10);
         }
         assert_eq!(s.end(), 2);
-        while s.next_to_send(t0).is_some() {}
-        assert_eq!(s.ack_until(1).count, 3);
+        while s.next_to_send(at(&mut cc, t0)).is_some() {}
+        assert_eq!(s.ack_until(1, t0, Duration::ZERO).count, 3);
         assert_eq!(s.start(), 1);
 
         let mut r = RecvBuffer { start: u32::MAX, ..RecvBuffer::default() };

@@ -1,35 +1,54 @@
 //! Congestion control for lossless data: ours, since only the sender
 //! decides its rate and any algorithm interoperates.
 //!
-//! A model-based controller in the spirit of BBR: it measures the rate at
-//! which the receiver acknowledges packets (the bottleneck bandwidth, a
-//! windowed maximum) and the smallest round trip (the path's propagation
-//! delay), paces packets at about that rate and keeps about two
-//! bandwidth-delay products in flight. Random loss therefore does not
-//! collapse the rate as it does for loss-driven windows (TCP Reno reaches
-//! 1.22/sqrt(p) packets per round trip: 0.15 MB/s at 5% loss and 50 ms);
-//! congestion shows up as a rate that stops growing and a queue that the
-//! pacing drains. Heavy loss (a quarter of a round's packets) and
+//! A model-based controller after BBR (Cardwell et al., "BBR:
+//! Congestion-Based Congestion Control", ACM Queue 2016): it measures the
+//! rate at which packets are delivered (the bottleneck bandwidth, a
+//! maximum over the last ten round trips) and the smallest round trip (the
+//! path's propagation delay), paces packets at about that rate and keeps
+//! about two bandwidth-delay products in flight. Random loss therefore does
+//! not collapse the rate as it does for loss-driven windows (TCP Reno
+//! reaches 1.22/sqrt(p) packets per round trip: 0.15 MB/s at 5 % loss and
+//! 50 ms); congestion shows up as a rate that stops growing and a queue
+//! that the pacing drains. Heavy loss (a quarter of a round's packets) and
 //! retransmission timeouts still cut the estimate, so an overloaded path is
 //! backed off from. c-toxcore instead estimates a rate from how fast its
 //! send queue drains every 50 ms, which tops out near 8 MB/s on loopback.
 //!
-//! Phases: *startup* doubles the rate each round trip until the measured
+//! **Delivery rate.** Each packet carries, from when it was sent, how many
+//! packets had been delivered then and when ([`SentState`]). When an
+//! acknowledgement covers it, the packets delivered since over the time
+//! since is one rate sample, taken over the longer of the send and the
+//! acknowledgement intervals, so that neither a burst of sends nor a burst
+//! of acknowledgements (a request packet that covers many packets at once)
+//! reads as more bandwidth than the path has. Samples over less than a
+//! minimum round trip are not taken. A *round* ends when a packet sent
+//! after the previous round ended is acknowledged.
+//!
+//! **Phases.** *Startup* doubles the rate each round until the measured
 //! bandwidth stops growing by a quarter for three rounds; *drain* empties
 //! the queue startup built; *probe* cycles the pacing gain through 1.25,
-//! 0.75 and six rounds of 1.0 to find newly free bandwidth.
+//! 0.75 and six rounds of 1.0 to find newly free bandwidth, the 0.75 phase
+//! lasting until what is in flight fits the bandwidth-delay product, so
+//! that no queue stands at the bottleneck from one cycle to the next; every 10 s without a lower round trip, *probe-RTT* holds the
+//! window at half the bandwidth-delay product for 200 ms and a round, so
+//! that a queue standing at the bottleneck drains and the minimum round
+//! trip is measured afresh (otherwise a standing queue would read as path
+//! delay and the window would grow with it).
 //!
 //! Two things keep the model honest when the sender is not the bottleneck:
-//! a round in which the sender ran out of data (*application-limited*: a
-//! tunnel being set up, an interactive session) measures the application,
-//! not the path, so its sample only counts when it raises the estimate and
-//! it never ends startup; and the receiver acknowledges every
+//! a packet sent while the sender had run out of data (*application-
+//! limited*: a tunnel being set up, an interactive session) measures the
+//! application, not the path, so its sample only counts when it raises the
+//! estimate and it never ends startup; and the receiver acknowledges every
 //! [`ACK_EVERY`](super::session::ACK_EVERY) packets or after a short delay,
 //! so the window always covers that delay and two acknowledgements' worth
 //! of packets on top of the bandwidth-delay product.
 
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
+
+use super::buffers::Acked;
 
 /// Packets in flight before anything is measured.
 pub const INITIAL_WINDOW: f64 = 32.0;
@@ -44,45 +63,105 @@ pub const ACK_DELAY_ALLOWANCE: Duration = Duration::from_millis(4);
 pub const MAX_WINDOW: f64 = 32768.0;
 /// Round-trip estimate before any measurement.
 pub const INITIAL_RTT: Duration = Duration::from_millis(200);
-/// Bandwidth samples kept (round trips).
-const BW_WINDOW: usize = 10;
+/// Rounds the bandwidth estimate remembers its maximum over.
+const BW_WINDOW_ROUNDS: u64 = 10;
 /// Pacing gain in startup (2/ln 2, as BBR).
 const STARTUP_GAIN: f64 = 2.885;
 /// The probe cycle's pacing gains.
 const PROBE_GAINS: [f64; 8] = [1.25, 0.75, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0];
 /// The window holds this many bandwidth-delay products.
 const WINDOW_GAIN: f64 = 2.0;
-/// Loss in one round above this fraction cuts the bandwidth estimate.
+/// Loss in one round above this fraction cuts the bandwidth estimate...
 const HEAVY_LOSS: f64 = 0.25;
-/// Bursts are limited to this many packets beyond the pacing rate.
-pub const MAX_BURST: f64 = 32.0;
+/// ...when at least this many packets were lost in it (a few losses in a
+/// short round say nothing).
+const HEAVY_LOSS_MIN: u64 = 8;
+/// Pacing lets this much of the rate's worth go out at once (the
+/// driver's timers wake about once a millisecond), and at least
+/// [`MIN_BURST`] packets.
+pub const BURST_TIME: Duration = Duration::from_millis(2);
+/// The smallest burst pacing allows.
+pub const MIN_BURST: f64 = 4.0;
+/// A probe for more bandwidth adds at most this much queue at the
+/// bottleneck: its gain is 1.25, or less on paths whose round trip is
+/// longer than four times this.
+const PROBE_QUEUE: Duration = Duration::from_millis(20);
+/// A minimum round trip older than this is measured again (probe-RTT).
+const MIN_RTT_LIFETIME: Duration = Duration::from_secs(10);
+/// The reordering window grows up to this many quarters of the minimum
+/// round trip (and never beyond the smoothed round trip).
+const MAX_REORDER_QUARTERS: u32 = 16;
+/// Rounds without a spurious loss before the reordering window shrinks a step.
+const REORDER_DECAY_ROUNDS: u64 = 16;
+/// How long probe-RTT holds the window down.
+const PROBE_RTT_TIME: Duration = Duration::from_millis(200);
+
+/// What the controller records of a packet when it goes out, and reads
+/// back when the packet is acknowledged (a delivery-rate sample).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SentState {
+    /// When the packet was sent.
+    pub sent: Instant,
+    /// Packets delivered before it was sent.
+    delivered: u64,
+    /// When the last of those was acknowledged.
+    delivered_at: Instant,
+    /// When the packet whose acknowledgement was the last one then was sent.
+    first_sent: Instant,
+    /// The sender had run out of data.
+    app_limited: bool,
+}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Phase {
     Startup,
     Drain,
     Probe(usize),
+    ProbeRtt,
 }
 
 /// The controller's state.
 #[derive(Debug, Clone)]
 pub struct Congestion {
     phase: Phase,
-    /// Bandwidth samples (packets per second), newest last, one per round.
-    bw_samples: VecDeque<f64>,
-    /// The round being measured: when it started and packets delivered then.
-    round_start: Option<Instant>,
-    round_delivered: u64,
-    round_lost: u64,
-    /// The sender ran out of data at some point in this round.
-    round_app_limited: bool,
+    /// The bandwidth maximum filter: (round, packets per second), rounds
+    /// ascending, samples descending.
+    bw_filter: VecDeque<(u64, f64)>,
+    /// Rounds so far, and the delivered count that ends this one.
+    round: u64,
+    next_round_delivered: u64,
+    /// Packets delivered, when the last of them was acknowledged, and when
+    /// that packet had been sent.
     delivered: u64,
+    delivered_at: Option<Instant>,
+    first_sent: Option<Instant>,
+    /// While the sender is short of data: the delivered count at which the
+    /// packets sent since are all acknowledged (0 when not limited).
+    app_limited_until: u64,
+    /// This round's acknowledged and lost packets (the loss fraction).
+    round_acked: u64,
+    round_lost: u64,
     full_bw: f64,
     full_bw_rounds: u32,
+    /// Startup found the bottleneck (and ended).
+    filled_pipe: bool,
     srtt: Option<Duration>,
     rttvar: Duration,
     min_rtt: Option<Duration>,
     min_rtt_at: Option<Instant>,
+    /// When the current probe phase began.
+    cycle_start: Option<Instant>,
+    /// Probe-RTT: when it may end, and whether a round has passed since
+    /// the window came down.
+    probe_rtt_done: Option<Instant>,
+    probe_rtt_round: Option<u64>,
+    /// The sender's packets in flight after the last acknowledgement.
+    in_flight: usize,
+    /// The reordering window in quarters of the minimum round trip: grows
+    /// when a packet taken for lost arrives after all, shrinks after
+    /// [`REORDER_DECAY_ROUNDS`] rounds without that.
+    reorder_quarters: u32,
+    last_spurious_round: u64,
     tokens: f64,
     last_refill: Option<Instant>,
     losses: u64,
@@ -96,18 +175,28 @@ impl Default for Congestion {
     fn default() -> Self {
         Self {
             phase: Phase::Startup,
-            bw_samples: VecDeque::with_capacity(BW_WINDOW),
-            round_start: None,
-            round_delivered: 0,
-            round_lost: 0,
-            round_app_limited: false,
+            bw_filter: VecDeque::new(),
+            round: 0,
+            next_round_delivered: 0,
             delivered: 0,
+            delivered_at: None,
+            first_sent: None,
+            app_limited_until: 0,
+            round_acked: 0,
+            round_lost: 0,
             full_bw: 0.0,
             full_bw_rounds: 0,
+            filled_pipe: false,
             srtt: None,
             rttvar: INITIAL_RTT / 2,
             min_rtt: None,
             min_rtt_at: None,
+            cycle_start: None,
+            probe_rtt_done: None,
+            probe_rtt_round: None,
+            in_flight: 0,
+            reorder_quarters: 1,
+            last_spurious_round: 0,
             tokens: INITIAL_WINDOW,
             last_refill: None,
             losses: 0,
@@ -120,32 +209,72 @@ impl Default for Congestion {
 impl Congestion {
     /// The bottleneck bandwidth estimate, packets per second.
     pub fn bandwidth(&self) -> Option<f64> {
-        let max = self.bw_samples.iter().copied().fold(0.0, f64::max);
+        let max = self.bw_filter.front().map_or(0.0, |&(_, bw)| bw);
         (max > 0.0).then_some(max * self.backoff)
+    }
+
+    /// The bandwidth-delay product in packets, once both are measured.
+    fn bdp(&self) -> Option<f64> {
+        Some(self.bandwidth()? * self.min_rtt?.as_secs_f64())
     }
 
     fn pacing_gain(&self) -> f64 {
         match self.phase {
             Phase::Startup => STARTUP_GAIN,
             Phase::Drain => 1.0 / STARTUP_GAIN,
-            Phase::Probe(i) => PROBE_GAINS[i % PROBE_GAINS.len()],
+            Phase::Probe(i) => self.probe_gain(i),
+            Phase::ProbeRtt => 1.0,
         }
+    }
+
+    /// A one-line summary for diagnostics.
+    pub fn debug_summary(&self) -> String {
+        format!(
+            "{:?} bw {:.0}/s backoff {:.2} min_rtt {:?} srtt {:?} rttvar {:?} window {} reorder {}/4 losses {} round {} lost/acked {}/{}",
+            self.phase,
+            self.bandwidth().unwrap_or(0.0),
+            self.backoff,
+            self.min_rtt,
+            self.srtt,
+            self.rttvar,
+            self.window(),
+            self.reorder_quarters,
+            self.losses,
+            self.round,
+            self.round_lost,
+            self.round_acked,
+        )
+    }
+
+    /// The pacing gain of probe phase `i`: the cycle's, with the probe
+    /// for more bandwidth limited to what adds [`PROBE_QUEUE`] of queue.
+    fn probe_gain(&self, i: usize) -> f64 {
+        let gain = PROBE_GAINS[i % PROBE_GAINS.len()];
+        if gain <= 1.0 {
+            return gain;
+        }
+        let min_rtt = self.min_rtt.unwrap_or(INITIAL_RTT).as_secs_f64();
+        1.0 + (gain - 1.0).min(PROBE_QUEUE.as_secs_f64() / min_rtt)
     }
 
     /// Packets allowed in flight.
     pub fn window(&self) -> usize {
-        let model = match (self.bandwidth(), self.min_rtt) {
-            (Some(bw), Some(rtt)) => {
+        let model = match (self.bandwidth(), self.bdp()) {
+            (Some(bw), Some(bdp)) => {
                 let gain = if self.phase == Phase::Startup { STARTUP_GAIN } else { WINDOW_GAIN };
-                (gain * bw * rtt.as_secs_f64() + bw * ACK_DELAY_ALLOWANCE.as_secs_f64() + MIN_WINDOW).max(MIN_WINDOW)
+                gain * bdp + bw * ACK_DELAY_ALLOWANCE.as_secs_f64() + MIN_WINDOW
             }
             _ => INITIAL_WINDOW,
         };
-        // In startup the window also grows by what is delivered (slow
-        // start), so it never waits on a model it has not measured yet.
-        let window =
-            if self.phase == Phase::Startup { model.max(INITIAL_WINDOW + self.delivered as f64) } else { model };
-        window.min(MAX_WINDOW) as usize
+        let window = match self.phase {
+            Phase::ProbeRtt => self.probe_rtt_window(),
+            _ => model,
+        };
+        window.clamp(MIN_WINDOW, MAX_WINDOW) as usize
+    }
+
+    fn probe_rtt_window(&self) -> f64 {
+        (self.bdp().unwrap_or(0.0) / 2.0).max(MIN_WINDOW)
     }
 
     /// Packets per second to pace at.
@@ -171,20 +300,54 @@ impl Congestion {
         self.losses
     }
 
-    /// How long to wait before resending a packet the receiver reports as
-    /// missing: one round trip plus variance since it was sent, as the
-    /// report may predate its arrival.
-    pub fn resend_after(&self) -> Duration {
+    /// The base of the retransmission timeout: the smoothed round trip
+    /// plus four times its variation (RFC 6298).
+    pub fn rto_base(&self) -> Duration {
         self.rtt() + 4 * self.rttvar
     }
 
-    /// A round-trip sample.
-    pub fn on_rtt_sample(&mut self, now: Instant, sample: Duration) {
-        // The minimum expires after 10 s, so a longer path is learned.
-        let expired = self.min_rtt_at.is_some_and(|t| now >= t + Duration::from_secs(10));
-        if self.min_rtt.is_none_or(|m| sample <= m) || expired {
+    /// How much later than a packet another may have been sent and still
+    /// arrive before it without the first being lost (RACK's reordering
+    /// window): a quarter of the minimum round trip, more on a path seen
+    /// to reorder, at least 1 ms and at most the smoothed round trip.
+    pub fn reorder_window(&self) -> Duration {
+        let quarter = self.min_rtt.unwrap_or(INITIAL_RTT) / 4;
+        (quarter * self.reorder_quarters).min(self.rtt()).max(Duration::from_millis(1))
+    }
+
+    /// A round trip at least this long cannot be a resent packet's own
+    /// acknowledgement mistaken for the first copy's.
+    pub fn plausible_rtt(&self) -> Duration {
+        self.min_rtt.unwrap_or(Duration::ZERO)
+    }
+
+    /// A packet goes out at `now` with `in_flight` packets already in
+    /// flight: what to remember of it.
+    pub fn on_send(&mut self, now: Instant, in_flight: usize) -> SentState {
+        if in_flight == 0 {
+            // Nothing in flight: the delivery clock restarts now, so the
+            // idle time does not count as time delivering.
+            self.first_sent = Some(now);
+            self.delivered_at = Some(now);
+        }
+        SentState {
+            sent: now,
+            delivered: self.delivered,
+            delivered_at: self.delivered_at.unwrap_or(now),
+            first_sent: self.first_sent.unwrap_or(now),
+            app_limited: self.app_limited_until != 0,
+        }
+    }
+
+    fn on_rtt_sample(&mut self, now: Instant, sample: Duration) {
+        let expired = self.min_rtt_at.is_some_and(|t| now >= t + MIN_RTT_LIFETIME);
+        if self.min_rtt.is_none_or(|m| sample <= m) {
             self.min_rtt = Some(sample);
             self.min_rtt_at = Some(now);
+        } else if expired && self.phase != Phase::ProbeRtt {
+            // Measure the minimum afresh: the queue drains in probe-RTT.
+            self.min_rtt = Some(sample);
+            self.enter_probe_rtt();
         }
         match self.srtt {
             None => {
@@ -199,83 +362,186 @@ impl Congestion {
         }
     }
 
-    /// `count` packets were acknowledged at `now`.
-    pub fn on_ack(&mut self, now: Instant, count: usize) {
-        self.delivered += count as u64;
+    fn enter_probe_rtt(&mut self) {
+        if let Some(stalled) = &mut self.stalled {
+            stalled.1 = Phase::ProbeRtt;
+        }
+        self.phase = Phase::ProbeRtt;
+        self.probe_rtt_done = None;
+        self.probe_rtt_round = None;
+    }
+
+    /// An acknowledgement at `now` covered `acked`; `in_flight` packets
+    /// are still in flight after it.
+    pub fn on_ack(&mut self, now: Instant, acked: &Acked, in_flight: usize) {
+        self.in_flight = in_flight;
+        if acked.count == 0 {
+            return;
+        }
         if let Some((backoff, phase)) = self.stalled.take() {
             // The first progress after a stall: a receiver that held its
-            // packets (a slow reader) or a path that came back. The time
-            // without acknowledgements says nothing of the path's rate, so
-            // no sample spans it, and the cuts the timeouts made are undone
-            // (as TCP undoes a spurious timeout): had the path lost the
-            // packets, the receiver's reports now say so, and heavy loss
-            // backs off within a round trip or two.
-            self.round_start = None;
+            // packets (a slow reader) or a path that came back. The cuts
+            // the timeouts made are undone (as TCP undoes a spurious
+            // timeout): had the path lost the packets, the receiver's
+            // reports now say so, and heavy loss backs off within a round
+            // trip or two. No rate sample spans the stall: every packet
+            // sent before it counts as application-limited.
             self.backoff = backoff;
             self.phase = phase;
+            self.app_limited_until = (self.delivered + acked.count as u64 + in_flight as u64).max(1);
+            self.first_sent = Some(now);
+            self.delivered_at = Some(now);
         }
-        let round_len = self.min_rtt.unwrap_or(INITIAL_RTT).max(Duration::from_millis(1));
-        let Some(start) = self.round_start else {
-            self.round_start = Some(now);
-            self.round_delivered = self.delivered - count as u64;
-            return;
-        };
-        if now < start + round_len {
-            return;
+        if let Some(sent) = acked.rtt_sent {
+            self.on_rtt_sample(now, now.saturating_duration_since(sent));
         }
-        // A round ended: one bandwidth sample, unless the sender ran out of
-        // data and the sample would lower the estimate.
-        let elapsed = (now - start).as_secs_f64();
-        let delivered = self.delivered - self.round_delivered;
-        let sample = delivered as f64 / elapsed;
-        let app_limited = std::mem::take(&mut self.round_app_limited);
-        let best = self.bw_samples.iter().copied().fold(0.0, f64::max);
-        if !app_limited || sample > best {
-            if self.bw_samples.len() == BW_WINDOW {
-                self.bw_samples.pop_front();
+        self.delivered += acked.count as u64;
+        self.delivered_at = Some(now);
+        self.round_acked += acked.count as u64;
+        if acked.spurious > 0 {
+            // Reordering, not loss: widen the window (once a round), and
+            // do not count these as this round's losses.
+            self.round_lost = self.round_lost.saturating_sub(acked.spurious as u64);
+            if self.round > self.last_spurious_round || self.reorder_quarters == 1 {
+                self.reorder_quarters = (self.reorder_quarters + 1).min(MAX_REORDER_QUARTERS);
             }
-            self.bw_samples.push_back(sample);
+            self.last_spurious_round = self.round;
         }
-        let lost = self.round_lost as f64;
-        if lost > HEAVY_LOSS * (lost + delivered as f64) {
+        if self.app_limited_until != 0 && self.delivered > self.app_limited_until {
+            self.app_limited_until = 0;
+        }
+        let Some(packet) = acked.newest else { return };
+        self.first_sent = Some(packet.sent);
+        let round_start = packet.delivered >= self.next_round_delivered;
+        if round_start {
+            self.next_round_delivered = self.delivered;
+            self.round += 1;
+        }
+        self.take_rate_sample(now, &packet);
+        if round_start {
+            self.end_round(packet.app_limited);
+        }
+        self.update_phase(now, round_start);
+    }
+
+    fn take_rate_sample(&mut self, now: Instant, packet: &SentState) {
+        let send_elapsed = packet.sent.saturating_duration_since(packet.first_sent);
+        let ack_elapsed = now.saturating_duration_since(packet.delivered_at);
+        let interval = send_elapsed.max(ack_elapsed);
+        if interval.is_zero() || self.min_rtt.is_some_and(|m| interval < m) {
+            return;
+        }
+        let sample = (self.delivered - packet.delivered) as f64 / interval.as_secs_f64();
+        let best = self.bw_filter.front().map_or(0.0, |&(_, bw)| bw);
+        if packet.app_limited && sample < best {
+            return;
+        }
+        // A windowed maximum: drop what the sample beats or what is too old.
+        while self.bw_filter.back().is_some_and(|&(_, bw)| bw <= sample) {
+            self.bw_filter.pop_back();
+        }
+        self.bw_filter.push_back((self.round, sample));
+        while self.bw_filter.front().is_some_and(|&(round, _)| round + BW_WINDOW_ROUNDS <= self.round) {
+            self.bw_filter.pop_front();
+        }
+    }
+
+    /// A round ended: the loss it saw, and whether startup is over.
+    fn end_round(&mut self, app_limited: bool) {
+        let (lost, acked) = (self.round_lost as f64, self.round_acked as f64);
+        if self.round_lost >= HEAVY_LOSS_MIN && lost > HEAVY_LOSS * (lost + acked) {
             // Heavy loss: the path is overloaded; back off for a while.
             self.backoff = (self.backoff * 0.7).max(0.1);
         } else {
             self.backoff = (self.backoff * 1.1).min(1.0);
         }
-        self.round_start = Some(now);
-        self.round_delivered = self.delivered;
         self.round_lost = 0;
-        self.next_phase(app_limited);
-    }
-
-    fn next_phase(&mut self, app_limited: bool) {
-        let bw = self.bandwidth().unwrap_or(0.0);
-        match self.phase {
-            Phase::Startup => {
-                if bw >= self.full_bw * 1.25 {
-                    self.full_bw = bw;
-                    self.full_bw_rounds = 0;
-                } else if !app_limited {
-                    self.full_bw_rounds += 1;
-                    if self.full_bw_rounds >= 3 {
-                        self.phase = Phase::Drain;
-                    }
-                }
+        self.round_acked = 0;
+        if self.reorder_quarters > 1 && self.round >= self.last_spurious_round + REORDER_DECAY_ROUNDS {
+            self.reorder_quarters -= 1;
+            self.last_spurious_round = self.round;
+        }
+        if self.phase == Phase::Startup {
+            let bw = self.bandwidth().unwrap_or(0.0);
+            if bw >= self.full_bw * 1.25 {
+                self.full_bw = bw;
+                self.full_bw_rounds = 0;
+            } else if !app_limited {
+                self.full_bw_rounds += 1;
             }
-            Phase::Drain => self.phase = Phase::Probe(0),
-            Phase::Probe(i) => self.phase = Phase::Probe(i + 1),
         }
     }
 
-    /// The sender has nothing more to send while the window has room: this
-    /// round measures the application, not the path.
-    pub fn on_app_limited(&mut self) {
-        self.round_app_limited = true;
+    fn update_phase(&mut self, now: Instant, round_start: bool) {
+        let bdp = self.bdp().unwrap_or(INITIAL_WINDOW);
+        let min_rtt = self.min_rtt.unwrap_or(INITIAL_RTT);
+        let in_flight = self.in_flight as f64;
+        match self.phase {
+            Phase::Startup if self.full_bw_rounds >= 3 => {
+                self.filled_pipe = true;
+                self.phase = Phase::Drain;
+            }
+            Phase::Startup => {}
+            Phase::Drain if in_flight <= bdp => self.start_probing(now),
+            Phase::Drain => {}
+            Phase::Probe(i) => {
+                let gain = self.probe_gain(i);
+                let elapsed = self.cycle_start.is_none_or(|t| now >= t + min_rtt);
+                let next = if gain > 1.0 {
+                    // Probe until the extra is in flight, or loss says the
+                    // path has no room for it.
+                    elapsed && (in_flight >= gain * bdp || self.round_lost > 0)
+                } else if gain < 1.0 {
+                    // Give back until no queue is left (what the probe
+                    // built, and what an estimate a hair too high has
+                    // built since), or for a few round trips at most.
+                    in_flight <= bdp || self.cycle_start.is_none_or(|t| now >= t + 4 * min_rtt)
+                } else {
+                    elapsed
+                };
+                if next {
+                    self.phase = Phase::Probe((i + 1) % PROBE_GAINS.len());
+                    self.cycle_start = Some(now);
+                }
+            }
+            Phase::ProbeRtt => {
+                if self.probe_rtt_done.is_none() && in_flight <= self.probe_rtt_window() {
+                    self.probe_rtt_done = Some(now + PROBE_RTT_TIME);
+                    self.probe_rtt_round = Some(self.round);
+                } else if let (Some(done), Some(round)) = (self.probe_rtt_done, self.probe_rtt_round)
+                    && now >= done
+                    && self.round > round
+                    && round_start
+                {
+                    self.min_rtt_at = Some(now);
+                    if self.filled_pipe {
+                        self.start_probing(now);
+                    } else {
+                        self.phase = Phase::Startup;
+                    }
+                }
+            }
+        }
     }
 
-    /// The receiver reported `count` packets missing, the newest sent at `sent`.
-    pub fn on_loss(&mut self, _now: Instant, _sent: Instant, count: usize) {
+    /// Enters the probe cycle at a phase other than the one that gives
+    /// bandwidth back (chosen from the round count, as BBR picks one at
+    /// random, so that flows sharing a bottleneck do not probe in step).
+    fn start_probing(&mut self, now: Instant) {
+        let start = [0, 2, 3, 4, 5, 6, 7][(self.round % 7) as usize];
+        self.phase = Phase::Probe(start);
+        self.cycle_start = Some(now);
+    }
+
+    /// The sender has nothing more to send while the window has room:
+    /// what goes out until everything now in flight is acknowledged
+    /// measures the application, not the path.
+    pub fn on_app_limited(&mut self, in_flight: usize) {
+        self.app_limited_until = (self.delivered + in_flight as u64).max(1);
+    }
+
+    /// The receiver's report showed `count` packets lost.
+    pub fn on_loss(&mut self, count: usize) {
         self.losses += 1;
         self.round_lost += count as u64;
     }
@@ -295,7 +561,7 @@ impl Congestion {
         let rate = self.pacing_rate();
         let elapsed = self.last_refill.map_or(Duration::ZERO, |t| now.saturating_duration_since(t));
         self.last_refill = Some(now);
-        self.tokens = (self.tokens + rate * elapsed.as_secs_f64()).min(MAX_BURST.max(rate * 0.001));
+        self.tokens = (self.tokens + rate * elapsed.as_secs_f64()).min(MIN_BURST.max(rate * BURST_TIME.as_secs_f64()));
         let window_room = self.window().saturating_sub(in_flight);
         // A hair under a whole token counts as one: float sums of tiny
         // refills land just below integers.
@@ -322,79 +588,166 @@ impl Congestion {
 mod tests {
     use super::*;
 
-    /// Feeds acknowledgements at `rate` packets per second over `rtt` for
-    /// `secs` seconds.
-    fn feed(cc: &mut Congestion, t: &mut Instant, rate: f64, rtt: Duration, secs: f64) {
-        let step = Duration::from_millis(1);
-        for _ in 0..(secs * 1000.0) as usize {
-            *t += step;
-            cc.on_rtt_sample(*t, rtt);
-            cc.on_ack(*t, (rate / 1000.0) as usize);
+    /// A bottleneck of `rate` packets per second and a round trip `rtt`
+    /// without queueing, acknowledging every packet as it comes back.
+    struct Path {
+        t: Instant,
+        rate: f64,
+        rtt: Duration,
+        busy_until: Instant,
+        in_flight: VecDeque<(Instant, SentState)>,
+        /// The longest a packet waited at the bottleneck.
+        max_queue: Duration,
+    }
+
+    impl Path {
+        fn new(rate: f64, rtt: Duration) -> Self {
+            let t = crate::proto::test_epoch();
+            Self { t, rate, rtt, busy_until: t, in_flight: VecDeque::new(), max_queue: Duration::ZERO }
+        }
+
+        /// Runs the controller for `secs`, always with data to send, in
+        /// steps of 1 ms; acknowledgements come in batches per step.
+        fn run(&mut self, cc: &mut Congestion, secs: f64) {
+            for _ in 0..(secs * 1000.0) as usize {
+                self.t += Duration::from_millis(1);
+                let mut acked = Acked::default();
+                while self.in_flight.front().is_some_and(|(at, _)| *at <= self.t) {
+                    let (_, state) = self.in_flight.pop_front().unwrap();
+                    acked.count += 1;
+                    acked.newest = Some(state);
+                    acked.rtt_sent = Some(state.sent);
+                }
+                cc.on_ack(self.t, &acked, self.in_flight.len());
+                let allowed = cc.allowance(self.t, self.in_flight.len());
+                for _ in 0..allowed {
+                    let state = cc.on_send(self.t, self.in_flight.len());
+                    let start = self.busy_until.max(self.t);
+                    self.max_queue = self.max_queue.max(start - self.t);
+                    self.busy_until = start + Duration::from_secs_f64(1.0 / self.rate);
+                    self.in_flight.push_back((self.busy_until + self.rtt, state));
+                }
+                cc.on_sent(allowed);
+            }
+        }
+
+        fn queue(&self) -> Duration {
+            self.busy_until.saturating_duration_since(self.t)
         }
     }
 
     #[test]
     fn learns_the_bottleneck_and_sizes_the_window() {
-        let mut t = crate::proto::test_epoch();
         let mut cc = Congestion::default();
         assert_eq!(cc.window(), INITIAL_WINDOW as usize);
-        feed(&mut cc, &mut t, 10_000.0, Duration::from_millis(20), 2.0);
+        let mut path = Path::new(10_000.0, Duration::from_millis(20));
+        path.run(&mut cc, 3.0);
         let bw = cc.bandwidth().unwrap();
-        assert!((9_000.0..=11_000.0).contains(&bw), "{bw}");
+        assert!((9_500.0..=10_500.0).contains(&bw), "{bw}");
+        assert!(matches!(cc.phase, Phase::Probe(_)), "startup ended when the rate stopped growing");
         // Two bandwidth-delay products (10,000/s * 20 ms = 200), the
         // acknowledgement delay's worth (40) and two acknowledgements (32).
         let window = cc.window();
-        assert!((450..=495).contains(&window), "{window}");
-        assert!(matches!(cc.phase, Phase::Probe(_)), "startup ended when the rate stopped growing");
+        assert!((430..=495).contains(&window), "{window}");
+        let min_rtt = cc.min_rtt().unwrap();
+        assert!(min_rtt >= Duration::from_millis(20) && min_rtt < Duration::from_millis(22), "{min_rtt:?}");
+    }
+
+    #[test]
+    fn the_queue_it_builds_stays_small() {
+        let mut cc = Congestion::default();
+        let mut path = Path::new(10_000.0, Duration::from_millis(40));
+        path.run(&mut cc, 3.0);
+        // Startup overshoots; from then on pacing at the measured rate
+        // keeps the bottleneck's queue short.
+        path.max_queue = Duration::ZERO;
+        path.run(&mut cc, 20.0);
+        assert!(path.max_queue < Duration::from_millis(20), "{:?}", path.max_queue);
+        assert!(path.queue() < Duration::from_millis(15), "{:?}", path.queue());
+    }
+
+    #[test]
+    fn probe_rtt_measures_the_path_again_after_ten_seconds() {
+        let mut cc = Congestion::default();
+        let mut path = Path::new(10_000.0, Duration::from_millis(20));
+        path.run(&mut cc, 9.0);
+        assert_ne!(cc.phase, Phase::ProbeRtt);
+        // The path gets longer: the old minimum expires, probe-RTT drains
+        // the queue and the new minimum is learned.
+        path.rtt = Duration::from_millis(50);
+        let mut seen_probe = false;
+        for _ in 0..120 {
+            path.run(&mut cc, 0.1);
+            seen_probe |= cc.phase == Phase::ProbeRtt;
+        }
+        assert!(seen_probe, "probe-RTT ran");
+        let min_rtt = cc.min_rtt().unwrap();
+        assert!(min_rtt >= Duration::from_millis(50) && min_rtt < Duration::from_millis(56), "{min_rtt:?}");
+        assert!(matches!(cc.phase, Phase::Probe(_)), "{:?}", cc.phase);
+        path.run(&mut cc, 2.0);
+        let bw = cc.bandwidth().unwrap();
+        assert!(bw > 9_000.0, "{bw}");
     }
 
     #[test]
     fn progress_after_a_stall_undoes_the_timeouts() {
-        let mut t = crate::proto::test_epoch();
         let mut cc = Congestion::default();
-        feed(&mut cc, &mut t, 10_000.0, Duration::from_millis(20), 2.0);
+        let mut path = Path::new(10_000.0, Duration::from_millis(20));
+        path.run(&mut cc, 3.0);
         let (bw, window) = (cc.bandwidth().unwrap(), cc.window());
         // A receiver holds its packets for a while: timeout after timeout.
         for _ in 0..5 {
-            t += Duration::from_millis(400);
             cc.on_timeout();
         }
         assert!(cc.bandwidth().unwrap() < bw / 5.0);
         assert!(cc.window() < window / 3);
-        // It reads again: everything is acknowledged at once.
-        t += Duration::from_millis(400);
-        cc.on_ack(t, 400);
+        // It reads again: what was in flight is acknowledged at once.
+        path.t += Duration::from_secs(2);
+        path.busy_until = path.t;
+        let mut acked = Acked::default();
+        while let Some((_, state)) = path.in_flight.pop_front() {
+            acked.count += 1;
+            acked.newest = Some(state);
+        }
+        cc.on_ack(path.t, &acked, 0);
         assert_eq!(cc.bandwidth().unwrap(), bw);
         assert_eq!(cc.window(), window);
-        // No sample spans the stall (400 packets over 2.4 s would read as
-        // a rate of 170 a second).
-        feed(&mut cc, &mut t, 10_000.0, Duration::from_millis(20), 0.2);
-        assert!(cc.bw_samples.iter().all(|&s| s > 5_000.0), "{:?}", cc.bw_samples);
+        // No sample spans the stall (a few hundred packets over 2 s would
+        // read as a rate of a few hundred a second).
+        path.run(&mut cc, 0.5);
+        let now_bw = cc.bandwidth().unwrap();
+        assert!(now_bw > 9_000.0, "{now_bw}");
         assert_eq!(cc.losses(), 5);
     }
 
     #[test]
     fn rounds_short_of_data_neither_lower_the_estimate_nor_end_startup() {
-        let mut t = crate::proto::test_epoch();
         let mut cc = Congestion::default();
         let rtt = Duration::from_millis(1);
-        // A trickle (a tunnel being set up): the sender runs dry every round.
+        let mut t = crate::proto::test_epoch();
+        // A trickle (a tunnel being set up): one packet a millisecond, the
+        // sender out of data every time.
         for _ in 0..2000 {
-            t += Duration::from_millis(1);
-            cc.on_app_limited();
-            cc.on_rtt_sample(t, rtt);
-            cc.on_ack(t, 1);
+            cc.on_app_limited(0);
+            let state = cc.on_send(t, 0);
+            t += rtt;
+            cc.on_ack(t, &Acked { count: 1, newest: Some(state), rtt_sent: Some(state.sent), spurious: 0 }, 0);
         }
         assert_eq!(cc.phase, Phase::Startup, "still probing for the path's rate");
         // Then bulk data: the estimate climbs to the path's rate.
-        feed(&mut cc, &mut t, 100_000.0, rtt, 1.0);
+        let mut path = Path::new(100_000.0, rtt);
+        path.t = t;
+        path.busy_until = t;
+        path.run(&mut cc, 1.0);
         let bw = cc.bandwidth().unwrap();
         assert!(bw > 90_000.0, "{bw}");
         // Another quiet spell does not drag it down.
+        let mut t = path.t;
         for _ in 0..500 {
-            t += Duration::from_millis(1);
-            cc.on_app_limited();
-            cc.on_ack(t, 1);
+            cc.on_app_limited(0);
+            let state = cc.on_send(t, 0);
+            t += rtt;
+            cc.on_ack(t, &Acked { count: 1, newest: Some(state), rtt_sent: Some(state.sent), spurious: 0 }, 0);
         }
         assert!(cc.bandwidth().unwrap() > 90_000.0, "{:?}", cc.bandwidth());
         assert!(cc.window() as f64 >= 2.0 * 100_000.0 * 0.001, "{}", cc.window());
@@ -402,30 +755,30 @@ mod tests {
 
     #[test]
     fn random_loss_does_not_collapse_but_heavy_loss_backs_off() {
-        let mut t = crate::proto::test_epoch();
         let mut cc = Congestion::default();
-        feed(&mut cc, &mut t, 10_000.0, Duration::from_millis(20), 1.0);
-        // 5% loss: the estimate holds.
+        let mut path = Path::new(10_000.0, Duration::from_millis(20));
+        path.run(&mut cc, 2.0);
+        // 5 % loss: the estimate holds.
         for _ in 0..50 {
-            cc.on_loss(t, t, 10);
-            feed(&mut cc, &mut t, 10_000.0, Duration::from_millis(20), 0.02);
+            cc.on_loss(10);
+            path.run(&mut cc, 0.02);
         }
-        assert!(cc.bandwidth().unwrap() > 8_000.0);
+        assert!(cc.bandwidth().unwrap() > 8_000.0, "{:?}", cc.bandwidth());
         // Half the packets lost, round after round: backs off.
         for _ in 0..10 {
-            cc.on_loss(t, t, 400);
-            feed(&mut cc, &mut t, 10_000.0, Duration::from_millis(20), 0.02);
+            cc.on_loss(400);
+            path.run(&mut cc, 0.02);
         }
         assert!(cc.bandwidth().unwrap() < 2_000.0, "{:?}", cc.bandwidth());
-        cc.on_timeout();
         assert!(cc.losses() > 0);
     }
 
     #[test]
     fn pacing_spreads_packets() {
-        let mut t = crate::proto::test_epoch();
         let mut cc = Congestion::default();
-        feed(&mut cc, &mut t, 1_000.0, Duration::from_millis(50), 2.0);
+        let mut path = Path::new(1_000.0, Duration::from_millis(50));
+        path.run(&mut cc, 3.0);
+        let t = path.t;
         let first = cc.allowance(t, 0);
         cc.on_sent(first);
         assert_eq!(cc.allowance(t, first), 0, "no time passed: no new tokens");

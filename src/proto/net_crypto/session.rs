@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 
-use super::buffers::{Insert, RecvBuffer, SendBuffer};
+use super::buffers::{Insert, LossTiming, RecvBuffer, SendBuffer};
 use super::congestion::Congestion;
 use crate::crypto::{AeadKey, KeyPair, Nonce, PublicKey, SharedKey};
 use crate::wire::aegis_data::{self, AEGIS_DATA_KIND};
@@ -399,8 +399,9 @@ impl Session {
         if self.send.has_pending() {
             let allowed = self.cc.allowance(now, self.send.in_flight());
             let mut sent = 0;
-            while sent < allowed {
-                let Some((number, payload)) = self.send.next_to_send(now) else { break };
+            while sent < allowed && self.send.has_pending() {
+                let state = self.cc.on_send(now, self.send.in_flight());
+                let Some((number, payload)) = self.send.next_to_send(state) else { break };
                 if let Some(packet) = self.seal(number, &payload) {
                     out.push(packet);
                 }
@@ -412,7 +413,7 @@ impl Session {
             }
         }
         if !self.send.has_pending() && self.send.in_flight() < self.cc.window() {
-            self.cc.on_app_limited();
+            self.cc.on_app_limited(self.send.in_flight());
         }
         if self.ack_due(now)
             && let Some(packet) = self.ack_packet(now)
@@ -425,6 +426,12 @@ impl Session {
     /// trips plus the receiver's acknowledgement delay.
     fn probe_timeout(&self) -> Duration {
         (self.cc.rtt() * 2 + Duration::from_millis(4)).max(Duration::from_millis(10))
+    }
+
+    /// The retransmission timeout before any back-off: twice the base,
+    /// at least 100 ms.
+    fn rto(&self) -> Duration {
+        (self.cc.rto_base() * 2).max(Duration::from_millis(100))
     }
 
     /// The path changed (a relay died, another route took over): what was
@@ -466,7 +473,7 @@ impl Session {
             self.stats.retransmissions += 1;
             return;
         }
-        let rto = (self.cc.resend_after() * 2).max(Duration::from_millis(100)) * (1 << self.rto_backoff.min(6));
+        let rto = self.rto() * (1 << self.rto_backoff.min(6));
         if now >= last_progress + rto
             && let Some((oldest, _)) = self.send.oldest_in_flight()
         {
@@ -482,13 +489,13 @@ impl Session {
     /// A one-line summary for diagnostics.
     pub fn debug_line(&self, now: Instant) -> String {
         format!(
-            "{} {} numbers {:?} state {:?} in_flight {} window {} pending {} queued {} recv_since_ack {} last_ack {:?} last_progress {:?} backoff {} next {:?}",
+            "{} {} numbers {:?} state {:?} in_flight {} cc [{}] pending {} queued {} recv_since_ack {} last_ack {:?} last_progress {:?} backoff {} next {:?}",
             self.send.debug_head(),
             self.recv.debug_head(),
             self.send.debug_numbers(),
             self.state,
             self.send.in_flight(),
-            self.cc.window(),
+            self.cc.debug_summary(),
             self.send.has_pending(),
             self.send.len(),
             self.received_since_ack,
@@ -527,8 +534,8 @@ impl Session {
                     consider(self.last_progress.map_or(now, |t| t + self.probe_timeout()));
                 }
                 if self.send.in_flight() > 0 {
-                    let rto = (self.cc.resend_after() * 2).max(Duration::from_millis(100));
-                    consider(self.last_progress.map_or(now, |t| t + rto * (1 << self.rto_backoff.min(6))));
+                    let rto = self.rto() * (1 << self.rto_backoff.min(6));
+                    consider(self.last_progress.map_or(now, |t| t + rto));
                 }
                 consider(self.last_recv + SESSION_TIMEOUT);
             }
@@ -559,7 +566,7 @@ impl Session {
         // ignored (c-toxcore drops such packets whole).
         let fresh = self.send.valid_ack(opened.header.buffer_start);
         if fresh {
-            let acked = self.send.ack_until(opened.header.buffer_start);
+            let acked = self.send.ack_until(opened.header.buffer_start, now, self.cc.plausible_rtt());
             self.on_acked(now, acked);
         }
         if opened.id == packet_id::KILL {
@@ -584,15 +591,19 @@ impl Session {
                 if !fresh {
                     return true;
                 }
-                if let Ok(report) = decode_request(payload, self.send.start(), self.send.end()) {
-                    let resend_before = now.checked_sub(self.cc.resend_after()).unwrap_or(now);
-                    let (acked, lost, lost_sent) =
-                        self.send.on_request(&report.requested, report.walked_until, resend_before);
-                    self.on_acked(now, acked);
-                    if let Some(sent) = lost_sent {
-                        self.cc.on_loss(now, sent, lost);
-                        self.stats.retransmissions += lost as u64;
+                if let Ok(request) = decode_request(payload, self.send.start(), self.send.end()) {
+                    let timing = LossTiming {
+                        reorder: self.cc.reorder_window(),
+                        expired: self.rto(),
+                        min_rtt: self.cc.plausible_rtt(),
+                    };
+                    let truncated = payload.len() >= MAX_CRYPTO_DATA_SIZE;
+                    let report = self.send.on_request(&request.requested, request.walked_until, truncated, now, timing);
+                    if report.lost > 0 {
+                        self.cc.on_loss(report.lost);
+                        self.stats.retransmissions += report.lost as u64;
                     }
+                    self.on_acked(now, report.acked);
                 }
             }
             Some(PayloadKind::Lossless) => {
@@ -656,10 +667,7 @@ impl Session {
         if acked.count == 0 {
             return;
         }
-        if let Some(sent) = acked.sample_sent {
-            self.cc.on_rtt_sample(now, now.saturating_duration_since(sent));
-        }
-        self.cc.on_ack(now, acked.count);
+        self.cc.on_ack(now, &acked, self.send.in_flight());
         self.last_progress = if self.send.in_flight() > 0 { Some(now) } else { None };
         self.rto_backoff = 0;
         self.probed = false;
