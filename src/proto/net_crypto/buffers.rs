@@ -159,6 +159,11 @@ impl SendBuffer {
         self.next_new
     }
 
+    /// Packets queued and never sent.
+    pub fn unsent(&self) -> usize {
+        ahead(self.end(), self.next_new) as usize
+    }
+
     /// Whether packets wait to go out (new or to resend).
     pub fn has_pending(&self) -> bool {
         !self.resend.is_empty() || self.next_new != self.end()

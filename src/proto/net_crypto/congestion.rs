@@ -285,6 +285,11 @@ impl Congestion {
         }
     }
 
+    /// Packets per second the controller sends at now.
+    pub fn send_rate(&self) -> f64 {
+        self.pacing_rate()
+    }
+
     /// The smoothed round trip.
     pub fn rtt(&self) -> Duration {
         self.srtt.unwrap_or(INITIAL_RTT)

@@ -312,10 +312,19 @@ impl NetCrypto {
         self.sessions.get(peer).is_some_and(|s| s.state == State::Established)
     }
 
-    /// Queues a lossless payload (`[id][data]`, id 16-191).
+    /// Queues a lossless payload (`[id][data]`, id 16-191). Refused as
+    /// [`SendError::Full`] while the session holds its limit, or while
+    /// what it holds and has not sent yet would take more than a few
+    /// milliseconds at its sending rate ([`Session::unsent_room`]): a
+    /// sender that always has data waits outside, where a packet of another
+    /// stream (a keystroke behind a download) is not stuck behind a queue
+    /// of seconds.
     pub fn send_lossless(&mut self, now: Instant, peer: &PublicKey, payload: Bytes) -> Result<u32, SendError> {
         let limit = self.send_limit;
         let session = self.sessions.get_mut(peer).ok_or(SendError::NotConnected)?;
+        if session.unsent_room() == 0 {
+            return Err(SendError::Full);
+        }
         let number = session.send_lossless(payload, limit)?;
         self.flush_session(now, peer);
         Ok(number)
@@ -341,9 +350,9 @@ impl NetCrypto {
         Ok(())
     }
 
-    /// Lossless packets that fit before the send buffer is full.
+    /// Lossless packets that fit now (see [`send_lossless`](Self::send_lossless)).
     pub fn send_room(&self, peer: &PublicKey) -> usize {
-        self.sessions.get(peer).map_or(0, |s| self.send_limit.saturating_sub(s.queued()))
+        self.sessions.get(peer).map_or(0, |s| self.send_limit.saturating_sub(s.queued()).min(s.unsent_room()))
     }
 
     /// Closes the session with `peer`, telling it so.
@@ -865,7 +874,9 @@ mod tests {
         assert!(p.a.is_established(&p.b_pk));
         // Some traffic to learn the round trip (10 ms here).
         for i in 0..50u8 {
-            p.a.send_lossless(p.now, &p.b_pk, Bytes::from(vec![160, i])).unwrap();
+            while p.a.send_lossless(p.now, &p.b_pk, Bytes::from(vec![160, i])).is_err() {
+                p.step(Duration::from_millis(1));
+            }
             p.step(Duration::from_millis(1));
         }
         for _ in 0..100 {
@@ -985,6 +996,30 @@ mod tests {
             .collect();
         assert_eq!(lossless.len(), 9, "{lossless:?}");
         assert_eq!(lossless[8], &Bytes::from_static(&[16]));
+    }
+
+    #[test]
+    fn what_waits_unsent_stays_a_few_milliseconds_of_the_rate() {
+        let mut p = Pair::new(12, 0.0);
+        for _ in 0..50 {
+            p.step(Duration::from_millis(5));
+        }
+        let now = p.now;
+        let mut queued = 0;
+        while p.a.send_lossless(now, &p.b_pk, Bytes::from_static(&[160, 1])).is_ok() {
+            queued += 1;
+        }
+        // The window lets some go at once; what waits is MIN_UNSENT at a
+        // rate not measured yet.
+        let session = p.a.session(&p.b_pk).unwrap();
+        assert_eq!(session.queued(), queued);
+        assert!(queued < session::MIN_UNSENT + 64, "{queued} queued");
+        assert_eq!(p.a.send_room(&p.b_pk), 0);
+        // A friend-layer packet still goes in.
+        p.a.send_control(now, &p.b_pk, Bytes::from_static(&[16])).unwrap();
+        // As packets go out, room comes back.
+        p.step(Duration::from_millis(20));
+        assert!(p.a.send_room(&p.b_pk) > 0);
     }
 
     /// Sends `count` numbered lossless packets from a to b and returns what

@@ -25,6 +25,13 @@ pub const UDP_DIRECT_TIMEOUT: Duration = Duration::from_secs(8);
 pub const MAX_ACK_INTERVAL: Duration = Duration::from_secs(1);
 /// Acknowledge after this many packets arrived.
 pub const ACK_EVERY: u32 = 16;
+/// Data queued and not yet sent is kept to about this much of the sending
+/// rate ([`Session::unsent_room`])...
+pub const UNSENT_TIME: Duration = Duration::from_millis(4);
+/// ...but at least this many packets...
+pub const MIN_UNSENT: usize = 8;
+/// ...and at most this many.
+pub const MAX_UNSENT: usize = 2048;
 /// An established session without any packet for this long is dead (the
 /// friend layer's 32 s timeout usually fires first).
 pub const SESSION_TIMEOUT: Duration = Duration::from_secs(40);
@@ -257,6 +264,14 @@ impl Session {
     /// Lossless packets queued or in flight.
     pub fn queued(&self) -> usize {
         self.send.len()
+    }
+
+    /// How many more lossless packets may wait to be sent for the first
+    /// time: enough for [`UNSENT_TIME`] at the sending rate, at least
+    /// [`MIN_UNSENT`], at most [`MAX_UNSENT`].
+    pub fn unsent_room(&self) -> usize {
+        let target = (self.cc.send_rate() * UNSENT_TIME.as_secs_f64()) as usize;
+        target.clamp(MIN_UNSENT, MAX_UNSENT).saturating_sub(self.send.unsent())
     }
 
     /// Whether a UDP packet arrived from the peer recently.
