@@ -385,15 +385,17 @@ fn report(results: &[(Profile, Vec<PathResult>)]) {
         let slower = PathResult::slower;
         let (ours, cubic, bbr) = (&paths[0], &paths[1], &paths[2]);
         let x_link = (profile.mbit > 0.0).then(|| slower(ours) / (profile.mbit / 8.0));
-        let x_cubic = slower(ours) / slower(cubic).max(1e-9);
-        let x_bbr = slower(ours) / slower(bbr).max(1e-9);
+        // No ratio against a reference whose transfer failed.
+        let against = |theirs: &PathResult| (slower(theirs) > 0.0).then(|| slower(ours) / slower(theirs));
+        let (x_cubic, x_bbr) = (against(cubic), against(bbr));
         let excess = percentile(&ours.loaded_ms, 99.0) - profile.rtt_ms;
         let mut verdicts = Vec::new();
         if let Some(x) = x_link.filter(|_| profile.loss == 0.0) {
             verdicts.push(if x >= 0.9 { "rate met" } else { "rate MISSED" });
         }
         if profile.loss > 0.0 || profile.rtt_ms >= 200.0 {
-            verdicts.push(if x_cubic >= 1.0 && x_bbr >= 1.0 { "vs ssh met" } else { "vs ssh MISSED" });
+            let met = [x_cubic, x_bbr].into_iter().flatten().all(|x| x >= 1.0);
+            verdicts.push(if met { "vs ssh met" } else { "vs ssh MISSED" });
         }
         if profile.mbit > 0.0 && profile.queue_bdp >= 4.0 {
             verdicts.push(if excess <= 30.0 { "latency met" } else { "latency MISSED" });
@@ -404,8 +406,8 @@ fn report(results: &[(Profile, Vec<PathResult>)]) {
             profile.describe(),
             format!("{:.2}", slower(ours)),
             x_link.map_or("-".to_owned(), |x| format!("{x:.2}")),
-            format!("{x_cubic:.2}"),
-            format!("{x_bbr:.2}"),
+            x_cubic.map_or("-".to_owned(), |x| format!("{x:.2}")),
+            x_bbr.map_or("-".to_owned(), |x| format!("{x:.2}")),
             format!("{excess:.0}"),
             verdicts.join(", "),
         ]);
