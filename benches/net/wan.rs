@@ -268,6 +268,7 @@ fn measure_path(bed: &WanBed, route: &Route, name: &str, on_failure: &dyn Fn()) 
     assert!(!failed, "{name}: an idle round trip took over {CAP:?}");
     bed.link.reset_peaks();
     let (down_link, up_link) = (bed.link.stats(DOWN), bed.link.stats(UP));
+    let kernel_drops = bed.link.device_drops();
     let downloading = AtomicBool::new(true);
     let (down, (loaded_ms, probe_timed_out)) = thread::scope(|s| {
         let probe = s.spawn(|| tcp::round_trips(&mut echo, usize::MAX, || downloading.load(Ordering::Relaxed)));
@@ -283,7 +284,7 @@ fn measure_path(bed: &WanBed, route: &Route, name: &str, on_failure: &dyn Fn()) 
     let result = PathResult { name: name.to_owned(), down, up, idle_ms, loaded_ms, probe_timed_out };
     eprintln!(
         "{name}: down {}, up {}, round trip idle {:.1} ms, loaded {:.1} / p99 {:.1} ms ({} samples{}); link down: \
-         {}; up: {}",
+         {}; up: {}; dropped by the kernel before the emulator: {:?}",
         rate_cell(&result.down),
         rate_cell(&result.up),
         median(&result.idle_ms),
@@ -293,6 +294,7 @@ fn measure_path(bed: &WanBed, route: &Route, name: &str, on_failure: &dyn Fn()) 
         if probe_timed_out { ", the last timed out" } else { "" },
         link_delta(&down_link, &bed.link.stats(DOWN)),
         link_delta(&up_link, &bed.link.stats(UP)),
+        bed.link.device_drops().iter().zip(kernel_drops).map(|(a, b)| a - b).collect::<Vec<_>>(),
     );
     result
 }
