@@ -36,7 +36,7 @@ use crate::support::deadline::{Deadline, now};
 use crate::support::linkem::{LinkConfig, LinkStats};
 use crate::support::netns::{ChildGuard, Netns};
 use crate::support::tuntox::Tuntox;
-use crate::support::wan::{DOWN, SERVER_ADDR, UP, WanBed};
+use crate::support::wan::{DOWN, SERVER_ADDR, UP, WanBed, status_reports};
 use crate::tcp::{self, Route, SOURCE, Sshd, Transfer, processes_named, serve, try_measured};
 
 /// Bytes down and up per path and profile.
@@ -227,6 +227,12 @@ fn run_profile(bed: &mut WanBed, sshd: &Sshd, profile: &Profile) -> Vec<PathResu
         for (who, log) in [("client", client.log()), ("server", bed.server.log())] {
             let tail = &log[log.len().saturating_sub(20)..];
             eprintln!("tuntox {who}'s last log lines:\n{}", tail.join("\n"));
+        }
+        for (who, netns, pid) in [("client", &bed.client_ns, client_pid), ("server", &bed.server_ns, server_pid)] {
+            let reports = status_reports(netns);
+            let report = reports.iter().find(|r| r["pid"] == pid);
+            let field = |f: &str| report.map_or(Value::Null, |r| r[f].clone());
+            eprintln!("tuntox {who}'s status: tunnels open {}, counters {}", field("tunnels_open"), field("counters"));
         }
     };
     results.push(measure_path(bed, &route, "tuntox -L", &logs));
