@@ -93,6 +93,11 @@ const MIN_RTT_LIFETIME: Duration = Duration::from_secs(10);
 const MAX_REORDER_QUARTERS: u32 = 16;
 /// Rounds without a spurious loss before the reordering window shrinks a step.
 const REORDER_DECAY_ROUNDS: u64 = 16;
+/// Rounds in a row the window must hold a flow back, with every round trip
+/// well above the minimum, before probe-RTT comes early.
+const COMPETITION_ROUNDS: u32 = 10;
+/// The smallest window probe-RTT holds.
+const PROBE_RTT_MIN_WINDOW: f64 = 4.0;
 /// How long probe-RTT holds the window down.
 const PROBE_RTT_TIME: Duration = Duration::from_millis(200);
 
@@ -155,8 +160,15 @@ pub struct Congestion {
     /// the window came down.
     probe_rtt_done: Option<Instant>,
     probe_rtt_round: Option<u64>,
+    /// The smallest round trip seen since the window came down in probe-RTT.
+    probe_rtt_min: Option<Duration>,
     /// The sender's packets in flight after the last acknowledgement.
     in_flight: usize,
+    /// The window, not pacing, held sending back in this round; rounds in
+    /// a row it did so, and the smallest round trip seen in them.
+    round_window_limited: bool,
+    window_limited_rounds: u32,
+    limited_min_rtt: Option<Duration>,
     /// The reordering window in quarters of the minimum round trip: grows
     /// when a packet taken for lost arrives after all, shrinks after
     /// [`REORDER_DECAY_ROUNDS`] rounds without that.
@@ -194,7 +206,11 @@ impl Default for Congestion {
             cycle_start: None,
             probe_rtt_done: None,
             probe_rtt_round: None,
+            probe_rtt_min: None,
             in_flight: 0,
+            round_window_limited: false,
+            window_limited_rounds: 0,
+            limited_min_rtt: None,
             reorder_quarters: 1,
             last_spurious_round: 0,
             tokens: INITIAL_WINDOW,
@@ -270,11 +286,15 @@ impl Congestion {
             Phase::ProbeRtt => self.probe_rtt_window(),
             _ => model,
         };
-        window.clamp(MIN_WINDOW, MAX_WINDOW) as usize
+        let floor = if self.phase == Phase::ProbeRtt { PROBE_RTT_MIN_WINDOW } else { MIN_WINDOW };
+        window.clamp(floor, MAX_WINDOW) as usize
     }
 
     fn probe_rtt_window(&self) -> f64 {
-        (self.bdp().unwrap_or(0.0) / 2.0).max(MIN_WINDOW)
+        // Small enough to drain this flow's queue even where the
+        // bandwidth-delay product is a few dozen packets (the receiver's
+        // delayed acknowledgement answers a handful within 2 ms).
+        (self.bdp().unwrap_or(0.0) / 2.0).max(PROBE_RTT_MIN_WINDOW)
     }
 
     /// Packets per second to pace at.
@@ -345,13 +365,17 @@ impl Congestion {
     }
 
     fn on_rtt_sample(&mut self, now: Instant, sample: Duration) {
+        self.limited_min_rtt = Some(self.limited_min_rtt.map_or(sample, |m| m.min(sample)));
+        if self.phase == Phase::ProbeRtt && self.probe_rtt_done.is_some() {
+            self.probe_rtt_min = Some(self.probe_rtt_min.map_or(sample, |m| m.min(sample)));
+        }
         let expired = self.min_rtt_at.is_some_and(|t| now >= t + MIN_RTT_LIFETIME);
         if self.min_rtt.is_none_or(|m| sample <= m) {
             self.min_rtt = Some(sample);
             self.min_rtt_at = Some(now);
         } else if expired && self.phase != Phase::ProbeRtt {
-            // Measure the minimum afresh: the queue drains in probe-RTT.
-            self.min_rtt = Some(sample);
+            // Measure the minimum afresh: the queue drains in probe-RTT,
+            // and what it measures then becomes the minimum.
             self.enter_probe_rtt();
         }
         match self.srtt {
@@ -367,6 +391,26 @@ impl Congestion {
         }
     }
 
+    /// A queue that stays while the window, sized from the minimum round
+    /// trip, holds this flow back round after round: either this flow's own
+    /// (an estimate a hair too high) or another flow's (a loss-based TCP
+    /// filling a deep buffer, which this flow's window would let squeeze
+    /// it). After [`COMPETITION_ROUNDS`] such rounds, probe-RTT comes early:
+    /// it drains this flow's own queue, and what it still measures belongs
+    /// to others, so it becomes the minimum (see [`Self::update_phase`]),
+    /// as it would when the minimum expires, only sooner.
+    fn check_standing_queue(&mut self) {
+        let (Some(seen), Some(min)) = (self.limited_min_rtt, self.min_rtt) else { return };
+        if matches!(self.phase, Phase::Probe(_))
+            && self.window_limited_rounds >= COMPETITION_ROUNDS
+            && seen >= min + min / 2
+        {
+            self.window_limited_rounds = 0;
+            self.limited_min_rtt = None;
+            self.enter_probe_rtt();
+        }
+    }
+
     fn enter_probe_rtt(&mut self) {
         if let Some(stalled) = &mut self.stalled {
             stalled.1 = Phase::ProbeRtt;
@@ -374,6 +418,7 @@ impl Congestion {
         self.phase = Phase::ProbeRtt;
         self.probe_rtt_done = None;
         self.probe_rtt_round = None;
+        self.probe_rtt_min = None;
     }
 
     /// An acknowledgement at `now` covered `acked`; `in_flight` packets
@@ -425,6 +470,7 @@ impl Congestion {
         self.take_rate_sample(now, &packet);
         if round_start {
             self.end_round(packet.app_limited);
+            self.check_standing_queue();
         }
         self.update_phase(now, round_start);
     }
@@ -462,6 +508,12 @@ impl Congestion {
         }
         self.round_lost = 0;
         self.round_acked = 0;
+        if std::mem::take(&mut self.round_window_limited) {
+            self.window_limited_rounds += 1;
+        } else {
+            self.window_limited_rounds = 0;
+            self.limited_min_rtt = None;
+        }
         if self.reorder_quarters > 1 && self.round >= self.last_spurious_round + REORDER_DECAY_ROUNDS {
             self.reorder_quarters -= 1;
             self.last_spurious_round = self.round;
@@ -499,8 +551,14 @@ impl Congestion {
                 } else if gain < 1.0 {
                     // Give back until no queue is left (what the probe
                     // built, and what an estimate a hair too high has
-                    // built since), or for a few round trips at most.
-                    in_flight <= bdp || self.cycle_start.is_none_or(|t| now >= t + 4 * min_rtt)
+                    // built since), or for a few round trips at most. A
+                    // queue of more than a round trip is another flow's (a
+                    // loss-based TCP filling a deep buffer): giving back for
+                    // longer than the probe took would only hand it this
+                    // flow's share.
+                    let others = self.rtt() > 2 * min_rtt;
+                    let most = if others { min_rtt } else { 4 * min_rtt };
+                    in_flight <= bdp || self.cycle_start.is_none_or(|t| now >= t + most)
                 } else {
                     elapsed
                 };
@@ -519,6 +577,11 @@ impl Congestion {
                     && round_start
                 {
                     self.min_rtt_at = Some(now);
+                    // What probe-RTT measures with this flow's own queue
+                    // gone is the path (and others' queues): the minimum.
+                    if let Some(seen) = self.probe_rtt_min {
+                        self.min_rtt = Some(seen);
+                    }
                     if self.filled_pipe {
                         self.start_probing(now);
                     } else {
@@ -570,7 +633,11 @@ impl Congestion {
         let window_room = self.window().saturating_sub(in_flight);
         // A hair under a whole token counts as one: float sums of tiny
         // refills land just below integers.
-        window_room.min((self.tokens + 1e-6) as usize)
+        let tokens = (self.tokens + 1e-6) as usize;
+        if window_room == 0 {
+            self.round_window_limited = true;
+        }
+        window_room.min(tokens)
     }
 
     /// `count` packets went out.
