@@ -600,7 +600,7 @@ impl Session {
                     let truncated = payload.len() >= MAX_CRYPTO_DATA_SIZE;
                     let report = self.send.on_request(&request.requested, request.walked_until, truncated, now, timing);
                     if report.lost > 0 {
-                        self.cc.on_loss(report.lost);
+                        self.cc.on_loss(now, report.lost);
                         self.stats.retransmissions += report.lost as u64;
                     }
                     self.on_acked(now, report.acked);
