@@ -351,6 +351,15 @@ impl Node {
         Some(self.path_of(&friend.real_pk, now))
     }
 
+    /// How long an online friend's session has been on its current path
+    /// (since it last moved between direct UDP and a relay, or since its
+    /// first packet when it never did).
+    pub fn friend_path_age(&self, real_pk: &PublicKey, now: Instant) -> Option<Duration> {
+        self.friends.get(real_pk).filter(|f| f.status == Status::Online)?;
+        let (_, since) = self.net_crypto.session(real_pk)?.current_path()?;
+        Some(now.saturating_duration_since(since))
+    }
+
     /// The cipher an online friend's data packets are sealed with.
     pub fn friend_cipher(&self, real_pk: &PublicKey) -> Option<DataCipher> {
         self.friends.get(real_pk).filter(|f| f.status == Status::Online)?;
