@@ -51,7 +51,7 @@ pub fn run() {
         let case = format!("{} / {}", client.name(), server.name());
         for _ in 0..ROUNDS {
             let bed = NatBed::new(NatBedConfig::new(client, server));
-            let run = forward_run(&bed, &[], LEN, BUDGET);
+            let run = forward_run(&bed, &[], LEN, None, BUDGET);
             let path = run.path_at_end.as_ref().and_then(|p| p.path.clone()).unwrap_or_else(|| "?".to_owned());
             let note = run.path_at_end.as_ref().and_then(|p| p.direct_note.clone());
             table.row(vec![
