@@ -271,6 +271,23 @@ mod tests {
         BatchSocket::new(udp::bind(&config).unwrap()).unwrap()
     }
 
+    /// A socket just opened sends at once with a TTL of its own, and keeps
+    /// its default TTL for everything else.
+    #[tokio::test]
+    async fn a_fresh_socket_sends_with_a_ttl_and_restores_its_own() {
+        let mut a = BatchSocket::new(udp::bind_ephemeral("127.0.0.1:0".parse().unwrap()).unwrap()).unwrap();
+        let mut b = socket(41501..=41600);
+        let before = socket2::SockRef::from(&a.io).ttl_v4().unwrap();
+        let datagrams = [Outgoing { dst: b.local_addr(), payload: Bytes::from_static(b"opener") }];
+        let report = a.send_with_ttl(&datagrams, 2);
+        assert_eq!((report.sent, report.errors), (1, 0), "not refused for want of readiness");
+        assert_eq!(socket2::SockRef::from(&a.io).ttl_v4().unwrap(), before);
+        let mut got = Vec::new();
+        tokio::time::timeout(Duration::from_secs(5), b.readable()).await.unwrap().unwrap();
+        b.try_recv(8, |from, data| got.push((from, data)));
+        assert_eq!(got, vec![(a.local_addr(), Bytes::from_static(b"opener"))]);
+    }
+
     /// Runs of equal sizes, odd sizes and a shorter last one all arrive
     /// intact and in order (loopback keeps order), in fewer calls than
     /// datagrams where the kernel offloads.

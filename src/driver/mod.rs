@@ -431,6 +431,9 @@ async fn run(
     loop {
         retry_parked(&mut node, &mut parked);
         socket_commands(&mut node, &socket, &mut extras);
+        // Datagrams before relay packets: a hole-punching message through a
+        // relay must not overtake the openers queued with it.
+        send_udp(&mut node, &mut socket, &mut extras, &mut outgoing, &mut stats).await;
         if let Some(relay) = &mut relay {
             relay.flush(&mut node, Instant::now());
         }
@@ -593,6 +596,40 @@ async fn flush(
     events: &mpsc::Sender<VecDeque<NodeEvent>>,
     stats: &mut DriverStats,
 ) -> Result<(), Stopped> {
+    send_udp(node, socket, extras, outgoing, stats).await;
+    let mut batch = VecDeque::new();
+    while let Some(event) = node.poll_event() {
+        batch.push_back(event);
+    }
+    if batch.is_empty() {
+        return Ok(());
+    }
+    match events.try_send(batch) {
+        Ok(()) => Ok(()),
+        Err(mpsc::error::TrySendError::Closed(_)) => Err(Stopped),
+        Err(mpsc::error::TrySendError::Full(mut batch)) => {
+            // The owner is behind. Lossy packets may be dropped (counted);
+            // everything else waits for it: the owner's pace sets ours.
+            let before = batch.len();
+            batch.retain(|e| !matches!(e, NodeEvent::Friend(FriendEvent::Lossy { .. })));
+            stats.lossy_dropped += (before - batch.len()) as u64;
+            if batch.is_empty() {
+                return Ok(());
+            }
+            events.send(batch).await.map_err(|_| Stopped)
+        }
+    }
+}
+
+/// Sends the node's datagrams: the main socket's, then the others in
+/// runs of one socket and TTL.
+async fn send_udp(
+    node: &mut Node,
+    socket: &mut Option<BatchSocket>,
+    extras: &mut Extras,
+    outgoing: &mut Vec<Outgoing>,
+    stats: &mut DriverStats,
+) {
     outgoing.clear();
     while let Some(transmit) = node.poll_transmit() {
         outgoing.push(Outgoing { dst: transmit.dst, payload: transmit.payload });
@@ -637,28 +674,6 @@ async fn flush(
         stats.sent += report.sent;
         stats.send_errors += report.errors;
         stats.send_calls += report.calls;
-    }
-    let mut batch = VecDeque::new();
-    while let Some(event) = node.poll_event() {
-        batch.push_back(event);
-    }
-    if batch.is_empty() {
-        return Ok(());
-    }
-    match events.try_send(batch) {
-        Ok(()) => Ok(()),
-        Err(mpsc::error::TrySendError::Closed(_)) => Err(Stopped),
-        Err(mpsc::error::TrySendError::Full(mut batch)) => {
-            // The owner is behind. Lossy packets may be dropped (counted);
-            // everything else waits for it: the owner's pace sets ours.
-            let before = batch.len();
-            batch.retain(|e| !matches!(e, NodeEvent::Friend(FriendEvent::Lossy { .. })));
-            stats.lossy_dropped += (before - batch.len()) as u64;
-            if batch.is_empty() {
-                return Ok(());
-            }
-            events.send(batch).await.map_err(|_| Stopped)
-        }
     }
 }
 

@@ -70,7 +70,7 @@ pub const OPENER_TTL: u32 = 2;
 /// How often knocks go to the friend's candidates while an attempt lasts.
 pub const KNOCK_INTERVAL: Duration = Duration::from_millis(250);
 /// How long an attempt through one port each may take.
-pub const NARROW_TIMEOUT: Duration = Duration::from_secs(4);
+pub const NARROW_TIMEOUT: Duration = Duration::from_secs(3);
 /// How long a wide attempt may take.
 pub const WIDE_TIMEOUT: Duration = Duration::from_secs(8);
 /// Sockets a side that may map each destination to its own port opens in
@@ -1041,6 +1041,19 @@ mod tests {
         ));
         assert!(p.a.poll_path().is_some());
         assert_eq!((p.a.stats().found, p.b.stats().found), (1, 1));
+        // A late message of the attempt starts nothing.
+        let late = Candidates {
+            attempt: 1,
+            token: knock.token,
+            wide: false,
+            opened: true,
+            mapping: Mapping::Unknown,
+            port: 50001,
+            extra: 0,
+            addrs: vec![addr("198.18.1.2:50001")],
+        };
+        p.b.handle_message(p.now, key(1), PunchMessage::Candidates(late));
+        assert!(!p.b.attempting(&key(1)) && p.b.stats().attempts == 1);
         // The path stays while the session uses it, and goes when it does not.
         p.views[0].direct = true;
         p.views[0].session_addr = Some(addr(&format!("198.18.2.2:{}", 50000 + b_socket.0)));
