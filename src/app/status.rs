@@ -209,7 +209,8 @@ impl Source {
                     .map(|key| {
                         let online = node.friend(key).is_some_and(|f| f.status == FriendState::Online);
                         let path = node.friend_path(key, now);
-                        let note = (path != Some(FriendPath::Udp)).then(|| node.direct_note(key, now)).flatten();
+                        let note =
+                            (online && path != Some(FriendPath::Udp)).then(|| node.direct_note(key, now)).flatten();
                         (*key, online, path, node.friend_cipher(key), note)
                     })
                     .collect();

@@ -634,7 +634,10 @@ impl Puncher {
         let theirs = self.peer_mapping(friend);
         let both_cone = ours == Mapping::EndpointIndependent && theirs == Mapping::EndpointIndependent;
         let per_destination = ours == Mapping::PerDestination || theirs == Mapping::PerDestination;
-        !both_cone && (friend.failures > 0 || per_destination)
+        // Many ports are no use while a side has no public address at all
+        // (its UDP gets nowhere).
+        let addressed = !self.own_reports.is_empty() && !friend.reported.is_empty();
+        addressed && !both_cone && (friend.failures > 0 || per_destination)
     }
 
     fn open_socket(&mut self, peer: PublicKey) -> SocketId {
@@ -663,7 +666,7 @@ impl Puncher {
     fn start_attempt(&mut self, now: Instant, peer: PublicKey, number: u32, token: u64, wide: bool) {
         let primary = self.open_socket(peer);
         // Many sockets only where our NAT may need them, and within the cap.
-        let extras = if wide && self.own_mapping() != Mapping::EndpointIndependent {
+        let extras = if wide && !self.own_reports.is_empty() && self.own_mapping() != Mapping::EndpointIndependent {
             let room = MAX_SOCKETS.saturating_sub(self.sockets.len());
             (0..usize::from(WIDE_SOCKETS).min(room)).map(|_| self.open_socket(peer)).collect()
         } else {
@@ -1116,6 +1119,22 @@ mod tests {
         off.handle_timeout(now, |_| view.clone());
         assert_eq!(off.stats().attempts, 0);
         assert_eq!(off.note(&key(2), now).as_deref(), Some("UDP is off"));
+    }
+
+    #[test]
+    fn without_a_public_address_nothing_goes_wide_and_the_note_says_why() {
+        let mut p = Pair::new();
+        p.a.set_own_reports(Vec::new());
+        p.tick(Duration::from_millis(10));
+        p.tick(NARROW_TIMEOUT);
+        p.tick(RETRY[0]);
+        assert_eq!((p.a.stats().attempts, p.a.stats().wide_attempts), (2, 0), "narrow again");
+        assert_eq!(p.open[0].len(), 1);
+        let note = p.b.note(&key(1), p.now).unwrap();
+        assert!(note.contains("attempt 2"), "{note}");
+        p.tick(NARROW_TIMEOUT);
+        let note = p.a.note(&key(2), p.now).unwrap();
+        assert!(note.starts_with("no DHT node reports our public address"), "{note}");
     }
 
     #[test]
