@@ -54,7 +54,8 @@ fn a_cone_and_a_random_port_router_go_direct_through_many_ports() {
 #[test]
 fn random_port_routers_go_through_the_relay_and_say_why() {
     let bed = NatBed::new(NatBedConfig::new(RouterKind::RandomPort, RouterKind::RandomPort));
-    let run = forward_run(&bed, &[], 1 << 20, None, Duration::from_secs(60));
+    // A short transfer: what is checked here is the path and the first byte.
+    let run = forward_run(&bed, &[], 64 << 10, None, Duration::from_secs(60));
     eprintln!("{run:?}");
     assert!(run.first_byte <= Duration::from_secs(10), "first byte after {:?}", run.first_byte);
     assert_eq!(run.path_at_end.as_ref().and_then(|p| p.path.as_deref()), Some("tcp"), "{run:?}");

@@ -2,7 +2,9 @@
 //! server each behind its own home router, per pair of router kinds: the
 //! path they end on, how long until it is direct (their status says
 //! `udp`), the first byte through `-L`, and [`LEN`] bytes down through the
-//! forward. The same cases with two libtoxcore 0.2.18 peers (the interop
+//! forward, started at once (on whatever path there is then); where the
+//! path went direct, another run whose [`LEN`] bytes start once it is
+//! direct. The same cases with two libtoxcore 0.2.18 peers (the interop
 //! test peer): how long until they are connected, on which path, and
 //! [`LEN`] bytes of lossless custom packets. Each case runs [`ROUNDS`] times
 //! on a fresh bed.
@@ -11,7 +13,7 @@ use std::time::Duration;
 
 use crate::measure::Table;
 use crate::support::deadline::Deadline;
-use crate::support::natbed::{NatBed, NatBedConfig, RouterKind, forward_run};
+use crate::support::natbed::{ForwardRun, NatBed, NatBedConfig, RouterKind, forward_run};
 use crate::support::toxpeer::ToxPeer;
 
 /// Bytes moved per case.
@@ -20,6 +22,8 @@ const LEN: usize = 20 << 20;
 const ROUNDS: usize = 2;
 /// Longest one tuntox run may take.
 const BUDGET: Duration = Duration::from_secs(120);
+/// How long the second run waits for the direct path before its transfer.
+const DIRECT_WAIT: Duration = Duration::from_secs(60);
 /// How long two libtoxcore peers get to connect.
 const PEER_BUDGET: Duration = Duration::from_secs(90);
 /// How long connected libtoxcore peers then get to go direct.
@@ -45,13 +49,44 @@ fn secs(d: Option<Duration>) -> String {
 pub fn run() {
     let mut table = Table::new(
         3,
-        &["client / server", "implementation", "path at end", "direct after", "first byte", "20 MB", "longest gap"],
+        &[
+            "client / server",
+            "implementation",
+            "path at end",
+            "direct after",
+            "first byte",
+            "20 MB",
+            "longest gap",
+            "20 MB once direct",
+        ],
     );
     for (client, server) in cases() {
         let case = format!("{} / {}", client.name(), server.name());
         for _ in 0..ROUNDS {
-            let bed = NatBed::new(NatBedConfig::new(client, server));
-            let run = forward_run(&bed, &[], LEN, None, BUDGET);
+            // A failed run (a stall past the budget, corrupt bytes) is a row
+            // of its own, not the end of the benchmark.
+            let run = match run_or_why(client, server, None) {
+                Ok(run) => run,
+                Err(why) => {
+                    eprintln!("{case}: failed: {why}");
+                    let first_line = why.lines().next().unwrap_or("?").to_owned();
+                    let mut row = vec![case.clone(), "tuntox -L".to_owned(), format!("failed: {first_line}")];
+                    row.resize(8, String::new());
+                    table.row(row);
+                    continue;
+                }
+            };
+            // The same transfer once the path is direct.
+            let direct = match run.direct {
+                Some(_) => match run_or_why(client, server, Some(DIRECT_WAIT)) {
+                    Ok(again) => {
+                        eprintln!("{case}, once direct: {again:?}");
+                        format!("{:.1} MB/s", again.mb_per_s(LEN))
+                    }
+                    Err(why) => format!("failed: {}", why.lines().next().unwrap_or("?")),
+                },
+                None => String::new(),
+            };
             let path = run.path_at_end.as_ref().and_then(|p| p.path.clone()).unwrap_or_else(|| "?".to_owned());
             let note = run.path_at_end.as_ref().and_then(|p| p.direct_note.clone());
             table.row(vec![
@@ -65,6 +100,7 @@ pub fn run() {
                 secs(Some(run.first_byte)),
                 format!("{:.1} MB/s", run.mb_per_s(LEN)),
                 format!("{:.2} s", run.longest_gap.as_secs_f64()),
+                direct,
             ]);
             eprintln!("{case}: {run:?}");
         }
@@ -79,10 +115,28 @@ pub fn run() {
                 secs(connected),
                 rate,
                 String::new(),
+                String::new(),
             ]);
         }
     }
     table.print();
+}
+
+/// One `-L` run on a fresh bed, or why it failed (a stall past the
+/// budget, corrupt bytes, no direct path in time): a row of its own rather
+/// than the end of the benchmark.
+fn run_or_why(client: RouterKind, server: RouterKind, direct_first: Option<Duration>) -> Result<ForwardRun, String> {
+    std::panic::catch_unwind(|| {
+        let bed = NatBed::new(NatBedConfig::new(client, server));
+        forward_run(&bed, &[], LEN, direct_first, BUDGET)
+    })
+    .map_err(|panic| {
+        panic
+            .downcast_ref::<String>()
+            .cloned()
+            .or_else(|| panic.downcast_ref::<&str>().map(|s| (*s).to_owned()))
+            .unwrap_or_else(|| "?".to_owned())
+    })
 }
 
 /// Two libtoxcore peers on the bed: the client peer befriends the server

@@ -87,6 +87,9 @@ pub const PATH_IDLE: Duration = Duration::from_secs(30);
 /// A friend that sent no hello this long after its session came up takes
 /// no part in hole punching.
 pub const HELLO_WAIT: Duration = Duration::from_secs(5);
+/// How long the first attempt waits for DHT nodes to report our address
+/// and the friend's.
+pub const ADDRESS_WAIT: Duration = Duration::from_secs(10);
 /// Sockets all attempts together hold at most.
 pub const MAX_SOCKETS: usize = 600;
 /// Waits before the next attempt after 1, 2, 3 and more failures.
@@ -503,7 +506,14 @@ impl Puncher {
             }
             let Some(hello) = friend.peer else { continue };
             let due = friend.next_try.is_none_or(|t| now >= t);
+            // Both addresses first (DHT nodes report them within seconds of
+            // the start), so that each side has somewhere to open and knock;
+            // after ADDRESS_WAIT, without (a side whose UDP is blocked never
+            // gets one, and the attempt's failure says so).
+            let addressed = !self.own_reports.is_empty() && !friend.reported.is_empty();
+            let waited = friend.established.is_some_and(|t| now >= t + ADDRESS_WAIT);
             if self.udp
+                && (addressed || waited)
                 && hello.udp
                 && view.established
                 && !view.direct
@@ -592,6 +602,12 @@ impl Puncher {
             .map(|t| format!("; next attempt in {} s", (t - now).as_secs().max(1)))
             .unwrap_or_default();
         let why = match friend.outcome {
+            None if self.own_reports.is_empty() => {
+                return Some("hole punching: waiting for DHT nodes to report our public address".to_owned());
+            }
+            None if friend.reported.is_empty() => {
+                return Some("hole punching: waiting for DHT nodes to report the friend's public address".to_owned());
+            }
             None => return Some("hole punching has not started yet".to_owned()),
             Some(Outcome::Found) => return Some("hole punching: waiting for the next attempt".to_owned()),
             Some(Outcome::Failed { .. }) if self.own_reports.is_empty() => {
@@ -1126,6 +1142,11 @@ mod tests {
         let mut p = Pair::new();
         p.a.set_own_reports(Vec::new());
         p.tick(Duration::from_millis(10));
+        assert_eq!(p.a.stats().attempts, 0, "waiting for our address");
+        let note = p.a.note(&key(2), p.now).unwrap();
+        assert!(note.contains("waiting for DHT nodes to report our public address"), "{note}");
+        p.tick(ADDRESS_WAIT);
+        assert_eq!(p.a.stats().attempts, 1, "then without");
         p.tick(NARROW_TIMEOUT);
         p.tick(RETRY[0]);
         assert_eq!((p.a.stats().attempts, p.a.stats().wide_attempts), (2, 0), "narrow again");
