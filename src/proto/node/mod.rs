@@ -1140,6 +1140,32 @@ mod tests {
     }
 
     #[test]
+    fn a_friend_s_address_reached_through_a_punching_socket_keeps_going_through_it() {
+        let (mut n, now) = node(true);
+        let friend = SocketAddr::from(([198, 18, 2, 2], 50001));
+        let other = SocketAddr::from(([198, 18, 3, 3], 33445));
+        let key = *KeyPair::generate(&mut ChaCha20Rng::seed_from_u64(24)).public();
+        n.set_route(friend, SocketId(7));
+        n.dht_mut().ping(now, key, friend);
+        n.dht_mut().ping(now, key, other);
+        let main: Vec<SocketAddr> = std::iter::from_fn(|| n.poll_transmit()).map(|t| t.dst).collect();
+        assert_eq!(main, vec![other]);
+        let routed = n.poll_datagram().expect("routed");
+        assert_eq!((routed.socket, routed.ttl, routed.dst), (SocketId(7), None, friend));
+        assert_eq!(routed.payload[0], 0x00, "a DHT ping");
+        // Closing the socket forgets the route.
+        n.routes.retain(|_, s| *s != SocketId(7));
+        n.dht_mut().ping(now, key, friend);
+        assert_eq!(n.poll_transmit().map(|t| t.dst), Some(friend));
+        // A punching socket takes DHT and net_crypto packets only.
+        let before = n.onion().stats();
+        n.handle_udp_on(now, SocketId(7), other, Bytes::from_static(&[0x84, 1, 2, 3]));
+        assert_eq!(n.onion().stats(), before, "an onion packet on a punching socket is dropped");
+        n.handle_udp(now, other, Bytes::from_static(&[0x84, 1, 2, 3]));
+        assert_eq!(n.onion().stats().dropped, before.dropped + 1, "on the main socket it reaches the onion");
+    }
+
+    #[test]
     fn with_udp_the_same_node_sends_datagrams() {
         let (mut n, now) = node(true);
         n.bootstrap(now, boot());
