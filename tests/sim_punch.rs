@@ -36,6 +36,27 @@ fn cones_whose_main_ports_collided_meet_on_fresh_ports_in_one_attempt() {
     }
 }
 
+/// Candidates travel as lossy packets (so that they never wait behind a
+/// bulk transfer) and are sent again until the attempt ends: half of them
+/// lost, the cones still meet.
+#[test]
+fn cones_meet_when_the_relay_loses_half_the_messages() {
+    let (mut met, mut lost) = (0, 0);
+    for seed in 0..10 {
+        let mut config = PunchBedConfig::new(CONE, CONE);
+        config.relay_loss = 0.5;
+        let mut bed = PunchBed::new(config, seed);
+        bed.run_for(Duration::from_secs(5));
+        bed.establish();
+        if bed.run_until_found(Duration::from_secs(12)).is_some() {
+            assert!(bed.check_paths(), "seed {seed}");
+            met += 1;
+        }
+        lost += bed.lost_messages;
+    }
+    assert!(met >= 9 && lost > 5, "{met} of 10, {lost} messages lost");
+}
+
 #[test]
 fn firewalled_cones_meet_too() {
     for seed in 0..10 {

@@ -69,6 +69,9 @@ use crate::wire::punch::{Candidates, Hello, MAX_ADDRS, Mapping, PunchMessage, St
 pub const OPENER_TTL: u32 = 2;
 /// How often knocks go to the friend's candidates while an attempt lasts.
 pub const KNOCK_INTERVAL: Duration = Duration::from_millis(250);
+/// How often our candidates are sent again while an attempt lasts (they
+/// travel as lossy packets).
+pub const RESEND_INTERVAL: Duration = Duration::from_millis(500);
 /// How long an attempt through one port each may take.
 pub const NARROW_TIMEOUT: Duration = Duration::from_secs(3);
 /// How long a wide attempt may take.
@@ -205,6 +208,8 @@ struct Attempt {
     last_knock: Option<Instant>,
     spray: Vec<SocketAddr>,
     next_spray: Option<Instant>,
+    /// Our latest candidates and when they went.
+    sent: Option<(Instant, Candidates)>,
 }
 
 impl Attempt {
@@ -539,6 +544,9 @@ impl Puncher {
             .filter_map(|f| f.attempt.as_ref())
             .map(|a| {
                 let mut next = a.started + a.timeout();
+                if let Some((at, _)) = &a.sent {
+                    next = next.min(*at + RESEND_INTERVAL);
+                }
                 if a.knocking {
                     next = next.min(a.last_knock.map_or(a.started, |t| t + KNOCK_INTERVAL));
                 }
@@ -713,6 +721,7 @@ impl Puncher {
             last_knock: None,
             spray: Vec::new(),
             next_spray: None,
+            sent: None,
         });
     }
 
@@ -787,9 +796,10 @@ impl Puncher {
         }
         if leads && !attempt.sent_offer {
             let offer = self.our_candidates(attempt, false);
-            self.messages.push_back((*peer, PunchMessage::Candidates(offer)));
+            self.messages.push_back((*peer, PunchMessage::Candidates(offer.clone())));
             if let Some(attempt) = self.friends.get_mut(peer).and_then(|f| f.attempt.as_mut()) {
                 attempt.sent_offer = true;
+                attempt.sent = Some((now, offer));
             }
         }
         let Some(friend) = self.friends.get(peer) else { return };
@@ -821,9 +831,10 @@ impl Puncher {
             }
             self.stats.openers += ((1 + attempt.extras.len()) * targets.len()) as u64;
             let answer = self.our_candidates(attempt, true);
-            self.messages.push_back((*peer, PunchMessage::Candidates(answer)));
+            self.messages.push_back((*peer, PunchMessage::Candidates(answer.clone())));
             if let Some(attempt) = self.friends.get_mut(peer).and_then(|f| f.attempt.as_mut()) {
                 attempt.openers_out = true;
+                attempt.sent = Some((now, answer));
             }
         }
         let own = self.own_mapping();
@@ -862,8 +873,15 @@ impl Puncher {
         }
     }
 
-    /// Knocks and spray batches that are due.
+    /// Our candidates again, knocks and spray batches, where due.
     fn tick_attempt(&mut self, now: Instant, peer: &PublicKey) {
+        let Some(attempt) = self.friends.get_mut(peer).and_then(|f| f.attempt.as_mut()) else { return };
+        if let Some((at, candidates)) = &mut attempt.sent
+            && now >= *at + RESEND_INTERVAL
+        {
+            *at = now;
+            self.messages.push_back((*peer, PunchMessage::Candidates(candidates.clone())));
+        }
         let Some(friend) = self.friends.get(peer) else { return };
         let Some(attempt) = &friend.attempt else { return };
         if !attempt.knocking {

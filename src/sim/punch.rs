@@ -43,6 +43,9 @@ pub struct PunchBedConfig {
     pub udp_delay: Duration,
     /// One-way delay of the relay.
     pub relay_delay: Duration,
+    /// Probability that the relay loses a lossy message (candidates and
+    /// stop travel as lossy packets; the hello is lossless).
+    pub relay_loss: f64,
 }
 
 impl PunchBedConfig {
@@ -54,6 +57,7 @@ impl PunchBedConfig {
             chatter: true,
             udp_delay: Duration::from_millis(10),
             relay_delay: Duration::from_millis(30),
+            relay_loss: 0.0,
         }
     }
 }
@@ -107,6 +111,8 @@ pub struct PunchBed {
     last_chatter: [Option<Instant>; 2],
     /// Datagrams that died of their TTL between the routers.
     pub died: u64,
+    /// Messages the relay lost.
+    pub lost_messages: u64,
 }
 
 impl PunchBed {
@@ -146,6 +152,7 @@ impl PunchBed {
             rng,
             last_chatter: [None; 2],
             died: 0,
+            lost_messages: 0,
         };
         for i in 0..2 {
             let inside = SocketAddr::from((LAN_IP, MAIN_PORT));
@@ -329,6 +336,13 @@ impl PunchBed {
                     }
                 }
                 while let Some((_, message)) = self.sides[i].puncher.poll_message() {
+                    let lost = message.lossy()
+                        && self.config.relay_loss > 0.0
+                        && (self.rng.next_u64() % 1_000_000) as f64 / 1e6 < self.config.relay_loss;
+                    if lost {
+                        self.lost_messages += 1;
+                        continue;
+                    }
                     let at = now + self.config.relay_delay;
                     self.schedule(at, Event::Message { to: 1 - i, message });
                 }

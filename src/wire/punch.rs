@@ -1,6 +1,12 @@
-//! Hole-punching messages (lossless packet id 0x9e): how two tuntox peers,
-//! already connected through a TCP relay, agree on a direct UDP path. Not
-//! part of Tox; the flow is in [`crate::proto::punch`].
+//! Hole-punching messages: how two tuntox peers, already connected through
+//! a TCP relay, agree on a direct UDP path. Not part of Tox; the flow is in
+//! [`crate::proto::punch`].
+//!
+//! The hello is a lossless packet (id 0x9e), sent once per session before
+//! any data. Candidates and stop are lossy packets (id 0xde, the same
+//! layout after the id), resent until they are no longer needed: a
+//! lossless message would wait behind everything the session has queued,
+//! seconds of a bulk transfer through a relay.
 //!
 //! Every message starts with the id and a kind byte.
 //!
@@ -50,8 +56,11 @@ use bytes::{BufMut, Bytes};
 
 use super::{DecodeError, Reader};
 
-/// The packet id.
+/// The packet id of lossless punching messages (the hello).
 pub const PUNCH_ID: u8 = 0x9e;
+/// The packet id of lossy punching messages (candidates, stop): a lossy id
+/// of the custom range, never handed to the application.
+pub const PUNCH_LOSSY_ID: u8 = 0xde;
 /// The protocol version a hello carries.
 pub const VERSION: u8 = 1;
 /// Addresses in one candidates message at most.
@@ -151,11 +160,12 @@ pub enum PunchMessage {
 }
 
 impl PunchMessage {
-    /// Reads a lossless payload that starts with [`PUNCH_ID`]. Bytes after
-    /// the known fields are ignored (later versions may add some).
+    /// Reads a payload that starts with [`PUNCH_ID`] or [`PUNCH_LOSSY_ID`].
+    /// Bytes after the known fields are ignored (later versions may add
+    /// some).
     pub fn decode(payload: Bytes) -> Result<Self, DecodeError> {
         let mut r = Reader::new(payload);
-        if r.u8("punch packet id")? != PUNCH_ID {
+        if !matches!(r.u8("punch packet id")?, PUNCH_ID | PUNCH_LOSSY_ID) {
             return Err(DecodeError::Invalid("punch packet id"));
         }
         match r.u8("punch message kind")? {
@@ -227,9 +237,15 @@ impl PunchMessage {
         }
     }
 
-    /// Writes the lossless payload; at most [`MAX_ADDRS`] addresses go out.
+    /// Whether the message travels as a lossy packet (all but the hello).
+    pub fn lossy(&self) -> bool {
+        !matches!(self, Self::Hello(_))
+    }
+
+    /// Writes the payload, with [`PUNCH_LOSSY_ID`] or [`PUNCH_ID`] as
+    /// [`lossy`](Self::lossy) says; at most [`MAX_ADDRS`] addresses go out.
     pub fn encode(&self, buf: &mut impl BufMut) {
-        buf.put_u8(PUNCH_ID);
+        buf.put_u8(if self.lossy() { PUNCH_LOSSY_ID } else { PUNCH_ID });
         match self {
             Self::Hello(hello) => {
                 buf.put_u8(KIND_HELLO);
@@ -304,14 +320,16 @@ mod tests {
         assert_eq!(
             &bytes[..],
             &[
-                0x9e, 1, 0, 0, 0, 3, 1, 2, 3, 4, 5, 6, 7, 8, 0b0111, 0x9c, 0x41, 1, 0, 2, 4, 198, 18, 1, 2, 0x9c, 0x41,
+                0xde, 1, 0, 0, 0, 3, 1, 2, 3, 4, 5, 6, 7, 8, 0b0111, 0x9c, 0x41, 1, 0, 2, 4, 198, 18, 1, 2, 0x9c, 0x41,
                 6, 0x20, 0x01, 0x0d, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 0, 7
             ]
         );
         assert_eq!(bytes.len(), candidates.encoded_len());
         assert_eq!(PunchMessage::decode(bytes), Ok(candidates));
         let stop = PunchMessage::Stop { attempt: 9, reason: StopReason::GaveUp };
-        assert_eq!(&stop.to_bytes()[..], &[0x9e, 2, 0, 0, 0, 9, 1]);
+        assert_eq!(&stop.to_bytes()[..], &[0xde, 2, 0, 0, 0, 9, 1]);
+        // Either id reads.
+        assert_eq!(PunchMessage::decode(Bytes::from_static(&[0x9e, 2, 0, 0, 0, 9, 1])), Ok(stop));
         // Later versions may append fields and set reserved bits.
         assert_eq!(
             PunchMessage::decode(Bytes::from_static(&[0x9e, 0, 2, 0b1111_1001, 7, 7])),
@@ -338,7 +356,11 @@ mod tests {
     }
 
     #[test]
-    fn the_id_is_lossless_and_clashes_with_nothing() {
+    fn the_ids_are_lossless_and_lossy_and_clash_with_nothing() {
+        assert_eq!(PayloadKind::of(PUNCH_LOSSY_ID), Some(PayloadKind::Lossy));
+        assert!(packet_id::LOSSY_CUSTOM.contains(&PUNCH_LOSSY_ID));
+        // The VPN's data packets.
+        assert_ne!(PUNCH_LOSSY_ID, 0xd8);
         assert_eq!(PayloadKind::of(PUNCH_ID), Some(PayloadKind::Lossless));
         assert!(!packet_id::LOSSLESS_CUSTOM.contains(&PUNCH_ID));
         assert_ne!(PUNCH_ID, CIPHER_OFFER_ID);

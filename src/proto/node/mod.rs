@@ -55,7 +55,7 @@ use crate::wire::crypto_data::packet_id;
 use crate::wire::dht_pk_announce::DHT_PK_KIND;
 use crate::wire::friend_request::{FriendRequest, MessageLenError};
 use crate::wire::packed_node::{PackedNode, Protocol};
-use crate::wire::punch::{PUNCH_ID, PunchMessage};
+use crate::wire::punch::{PUNCH_ID, PUNCH_LOSSY_ID, PunchMessage};
 use crate::wire::tcp::{ServerHandshake, TcpPacket};
 use crate::wire::tox_id::{NoSpam, ToxId};
 
@@ -536,7 +536,11 @@ impl Node {
     /// sessions to the paths it found.
     fn pump_punch(&mut self, now: Instant) {
         while let Some((peer, message)) = self.punch.poll_message() {
-            let _ = self.net_crypto.send_control(now, &peer, message.to_bytes());
+            let _ = if message.lossy() {
+                self.net_crypto.send_lossy(now, &peer, message.to_bytes())
+            } else {
+                self.net_crypto.send_control(now, &peer, message.to_bytes()).map(|_| ())
+            };
         }
         while let Some(found) = self.punch.poll_path() {
             self.set_route(found.addr, found.socket);
@@ -893,7 +897,11 @@ impl Node {
             NetCryptoEvent::Lossy(peer, data) => {
                 let Some(friend) = self.friends.get_mut(&peer) else { return };
                 friend.last_heard = Some(now);
-                if friend.status == Status::Online
+                if data.first() == Some(&PUNCH_LOSSY_ID) {
+                    if let Ok(message) = PunchMessage::decode(data) {
+                        self.punch.handle_message(now, peer, message);
+                    }
+                } else if friend.status == Status::Online
                     && data.first().is_some_and(|id| packet_id::LOSSY_CUSTOM.contains(id))
                 {
                     self.events.push_back(NodeEvent::Friend(FriendEvent::Lossy { real_pk: peer, data }));
