@@ -7,7 +7,8 @@
 //! direct. The same cases with two libtoxcore 0.2.18 peers (the interop
 //! test peer): how long until they are connected, on which path, and
 //! [`LEN`] bytes of lossless custom packets. Each case runs [`ROUNDS`] times
-//! on a fresh bed.
+//! on a fresh bed. `NAT_BENCH=tuntox` (or `libtoxcore`) runs one
+//! implementation's rows only.
 
 use std::time::Duration;
 
@@ -60,9 +61,13 @@ pub fn run() {
             "20 MB once direct",
         ],
     );
+    // NAT_BENCH=tuntox or NAT_BENCH=libtoxcore runs one implementation's rows.
+    let only = std::env::var("NAT_BENCH").ok();
+    let tuntox_rows = only.as_deref().is_none_or(|o| o == "tuntox");
+    let peer_rows = only.as_deref().is_none_or(|o| o == "libtoxcore");
     for (client, server) in cases() {
         let case = format!("{} / {}", client.name(), server.name());
-        for _ in 0..ROUNDS {
+        for _ in 0..if tuntox_rows { ROUNDS } else { 0 } {
             // A failed run (a stall past the budget, corrupt bytes) is a row
             // of its own, not the end of the benchmark.
             let run = match run_or_why(client, server, None) {
@@ -104,7 +109,7 @@ pub fn run() {
             ]);
             eprintln!("{case}: {run:?}");
         }
-        for _ in 0..ROUNDS {
+        for _ in 0..if peer_rows { ROUNDS } else { 0 } {
             let bed = NatBed::new(NatBedConfig::new(client, server));
             let (path, connected, direct, rate) = peers(&bed);
             table.row(vec![
