@@ -37,8 +37,8 @@ fn cones_whose_main_ports_collided_meet_on_fresh_ports_in_one_attempt() {
 }
 
 /// Candidates travel as lossy packets (so that they never wait behind a
-/// bulk transfer) and are sent again until the attempt ends: half of them
-/// lost, the cones still meet.
+/// bulk transfer) and are sent again until the other side has them: half
+/// of them lost, the cones still meet.
 #[test]
 fn cones_meet_when_the_relay_loses_half_the_messages() {
     let (mut met, mut lost) = (0, 0);
@@ -55,6 +55,29 @@ fn cones_meet_when_the_relay_loses_half_the_messages() {
         lost += bed.lost_messages;
     }
     assert!(met >= 9 && lost > 5, "{met} of 10, {lost} messages lost");
+}
+
+/// The leader (side 0) behind a random-port router: only the other side's
+/// spray finds it, and that side sprays only once it has the leader's
+/// `opened`, which nothing acknowledges; the leader keeps sending it, so
+/// half the messages lost still leave most attempts a path.
+#[test]
+fn a_random_port_leader_is_sprayed_when_the_relay_loses_half_the_messages() {
+    let (mut found, mut lost) = (0, 0);
+    for seed in 0..10 {
+        let mut config = PunchBedConfig::new(RANDOM, CONE);
+        config.relay_loss = 0.5;
+        let mut bed = PunchBed::new(config, seed);
+        bed.run_for(Duration::from_secs(5));
+        bed.establish();
+        if bed.run_until_found(Duration::from_secs(15)).is_some() {
+            assert!(bed.check_paths(), "seed {seed}");
+            found += 1;
+        }
+        lost += bed.lost_messages;
+        assert!(bed.stats()[1].sprayed > 0, "seed {seed}: the cone side sprayed: {:?}", bed.stats());
+    }
+    assert!(found >= 8 && lost > 5, "{found} of 10, {lost} messages lost");
 }
 
 #[test]

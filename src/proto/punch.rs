@@ -69,8 +69,10 @@ use crate::wire::punch::{Candidates, Hello, MAX_ADDRS, Mapping, PunchMessage, St
 pub const OPENER_TTL: u32 = 2;
 /// How often knocks go to the friend's candidates while an attempt lasts.
 pub const KNOCK_INTERVAL: Duration = Duration::from_millis(250);
-/// How often our candidates are sent again while an attempt lasts (they
-/// travel as lossy packets).
+/// How often our candidates are sent again (they travel as lossy
+/// packets): by the answering side until the leader's `opened` arrives
+/// (which shows that ours did), by the leader while the attempt lasts
+/// (nothing acknowledges its `opened`).
 pub const RESEND_INTERVAL: Duration = Duration::from_millis(500);
 /// How long an attempt through one port each may take.
 pub const NARROW_TIMEOUT: Duration = Duration::from_secs(3);
@@ -189,6 +191,8 @@ enum Outcome {
 #[derive(Debug)]
 struct Attempt {
     number: u32,
+    /// We lead it (the smaller key).
+    leads: bool,
     token: u64,
     wide: bool,
     started: Instant,
@@ -215,6 +219,16 @@ struct Attempt {
 impl Attempt {
     fn ready(&self) -> bool {
         self.primary_port.is_some() && self.extras_reported == self.extras.len()
+    }
+
+    /// Whether our candidates still go again: the answering side's until
+    /// the leader's `opened` arrives (the leader sends it only after
+    /// reading ours), the leader's while the attempt lasts, since nothing
+    /// acknowledges its `opened` and, lost, it would keep the other side
+    /// from knocking and spraying (needed when the leader's NAT maps per
+    /// destination).
+    fn resends(&self) -> bool {
+        self.leads || !self.peer_opened
     }
 
     fn timeout(&self) -> Duration {
@@ -544,7 +558,9 @@ impl Puncher {
             .filter_map(|f| f.attempt.as_ref())
             .map(|a| {
                 let mut next = a.started + a.timeout();
-                if let Some((at, _)) = &a.sent {
+                if let Some((at, _)) = &a.sent
+                    && a.resends()
+                {
                     next = next.min(*at + RESEND_INTERVAL);
                 }
                 if a.knocking {
@@ -688,6 +704,7 @@ impl Puncher {
     }
 
     fn start_attempt(&mut self, now: Instant, peer: PublicKey, number: u32, token: u64, wide: bool) {
+        let leads = self.leads(&peer);
         let primary = self.open_socket(peer);
         // Many sockets only where our NAT may need them, and within the cap.
         let extras = if wide && !self.own_reports.is_empty() && self.own_mapping() != Mapping::EndpointIndependent {
@@ -704,6 +721,7 @@ impl Puncher {
         let Some(friend) = self.friends.get_mut(&peer) else { return };
         friend.attempt = Some(Attempt {
             number,
+            leads,
             token,
             wide,
             started: now,
@@ -876,7 +894,9 @@ impl Puncher {
     /// Our candidates again, knocks and spray batches, where due.
     fn tick_attempt(&mut self, now: Instant, peer: &PublicKey) {
         let Some(attempt) = self.friends.get_mut(peer).and_then(|f| f.attempt.as_mut()) else { return };
+        let resends = attempt.resends();
         if let Some((at, candidates)) = &mut attempt.sent
+            && resends
             && now >= *at + RESEND_INTERVAL
         {
             *at = now;
