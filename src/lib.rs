@@ -7,6 +7,8 @@
 //! - [`wire`]: Tox byte formats, one per file, decode and encode, no state;
 //! - [`proto`]: the Tox protocol as sans-IO state machines, composed into a
 //!   [`proto::Node`];
+//! - [`portmap`]: the router port-mapping protocols' formats (PCP, NAT-PMP,
+//!   UPnP IGD), sans-IO;
 //! - [`sim`]: a deterministic network simulator for those nodes;
 //! - [`driver`]: runs a node on a real UDP socket and clock (tokio);
 //! - [`app`]: identity storage and the wiring of Tox friends to the tunnel
@@ -18,6 +20,7 @@ pub mod app;
 pub mod cli;
 pub mod crypto;
 pub mod driver;
+pub mod portmap;
 pub mod proto;
 pub mod sim;
 pub mod wire;

@@ -85,14 +85,16 @@ fn client_flags_that_do_not_fit_are_usage_errors() {
     let boot = format!("127.0.0.1:1:{}", &id[..64]);
     let vpn_up = |extra: &[&'static str]| -> Vec<String> {
         let mut args: Vec<String> =
-            ["vpn", "up", "--peer", id, "--no-lan", "--connect-timeout", "1", "--bootstrap"].map(String::from).to_vec();
+            ["vpn", "up", "--peer", id, "--no-lan", "--no-portmap", "--connect-timeout", "1", "--bootstrap"]
+                .map(String::from)
+                .to_vec();
         args.push(boot.clone());
         args.extend(extra.iter().map(|s| (*s).to_owned()));
         args
     };
     let own = |a: &[&str]| -> Vec<String> {
         let mut args: Vec<String> = a.iter().map(|s| (*s).to_owned()).collect();
-        args.extend(["--no-lan".to_owned(), "--bootstrap".to_owned(), boot.clone()]);
+        args.extend(["--no-lan".to_owned(), "--no-portmap".to_owned(), "--bootstrap".to_owned(), boot.clone()]);
         args
     };
     // Each is refused before any socket exists.
@@ -185,14 +187,18 @@ fn relay_print_key_makes_the_key_once() {
 #[test]
 fn the_test_guard_refuses_the_public_network() {
     // TUNTOX_PRIVATE_NETWORK_ONLY is set by tuntox() above: no node starts
-    // with the built-in bootstrap list or with LAN discovery.
+    // with the built-in bootstrap list, with LAN discovery, or (here, in the
+    // host's network namespace) with router port mapping.
     let dir = tempfile::tempdir().unwrap();
     let conf = dir.path().to_str().unwrap();
     let key = "C8FECA81BE196CDF2CADEABF13C4903D7632DCE4955AA68B6E5D9ADEF54E2616";
+    let id = format!("{key}123456786FC2");
     let boot = format!("127.0.0.1:1:{key}");
     for (args, what) in [
         (vec!["-C", conf, "-s", "secret"], "built-in list"),
         (vec!["-C", conf, "--bootstrap", &boot], "LAN discovery"),
+        (vec!["-C", conf, "--bootstrap", &boot, "--no-lan"], "router port mapping"),
+        (vec!["vpn", "up", "--peer", &id, "--bootstrap", &boot, "--no-lan"], "router port mapping"),
         (vec!["relay", "-C", conf, "--port", "1", "--tcp-port", "1"], "LAN discovery"),
     ] {
         let out = tuntox(&args);

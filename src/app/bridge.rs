@@ -15,6 +15,7 @@
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use tokio::sync::mpsc;
@@ -30,8 +31,48 @@ use crate::driver::tox::ToxSender;
 pub const FEED_HIGH: usize = 1024;
 /// Frames queued below which a paused friend is resumed.
 pub const FEED_LOW: usize = 256;
-/// Frames handed to the node at once at most.
+/// Frames handed to the node at once at most...
 pub const SEND_BATCH: usize = 64;
+/// ...and at least; in between, about [`BATCH_TIME`] of what the friend's
+/// session has been taking: a batch waits whole in the node until the
+/// session has room for it, and anything another tunnel sends meanwhile
+/// (a keystroke behind a download) waits behind it.
+pub const MIN_SEND_BATCH: usize = 4;
+/// How much sending time a batch holds.
+pub const BATCH_TIME: Duration = Duration::from_millis(2);
+
+/// How many frames a friend's session takes per second, measured by the
+/// bridge over spans of [`RATE_SPAN`] while it keeps the session busy.
+#[derive(Debug, Default)]
+struct SendRate {
+    span_start: Option<Instant>,
+    frames: usize,
+    per_second: Option<f64>,
+}
+
+/// The span over which [`SendRate`] counts.
+const RATE_SPAN: Duration = Duration::from_millis(50);
+
+impl SendRate {
+    /// `frames` went into the session, the last of them by `now`.
+    fn sent(&mut self, frames: usize, now: Instant) {
+        let start = *self.span_start.get_or_insert(now);
+        self.frames += frames;
+        let span = now.saturating_duration_since(start);
+        if span >= RATE_SPAN {
+            self.per_second = Some(self.frames as f64 / span.as_secs_f64());
+            self.span_start = Some(now);
+            self.frames = 0;
+        }
+    }
+
+    /// Frames for the next batch: [`BATCH_TIME`] of the rate.
+    fn batch(&self) -> usize {
+        self.per_second
+            .map_or(SEND_BATCH, |rate| (rate * BATCH_TIME.as_secs_f64()) as usize)
+            .clamp(MIN_SEND_BATCH, SEND_BATCH)
+    }
+}
 
 /// The queue of frames from one friend toward the engine.
 #[derive(Debug)]
@@ -88,17 +129,23 @@ impl Bridge {
         self.tasks.spawn(async move {
             // Take what the engine has ready (up to a batch) and hand it to
             // the node in one go.
+            let mut rate = SendRate::default();
             while let Some(frame) = link.recv().await {
+                let limit = rate.batch();
                 let mut batch = VecDeque::from([frame]);
-                while batch.len() < SEND_BATCH {
-                    match link.outgoing.try_recv() {
-                        Ok(frame) => batch.push_back(frame),
-                        Err(_) => break,
+                while batch.len() < limit {
+                    match link.try_recv() {
+                        Some(frame) => batch.push_back(frame),
+                        None => break,
                     }
                 }
+                let frames = batch.len();
                 if tox.send_lossless_batch(key, batch).await.is_err() {
                     break;
                 }
+                #[allow(clippy::disallowed_methods)]
+                let now = Instant::now();
+                rate.sent(frames, now);
             }
         });
         let (feed, mut frames) = mpsc::unbounded_channel::<Bytes>();

@@ -1,12 +1,14 @@
 //! The application layer: our identity, the shared secret, and the wiring
 //! of Tox friends to the tunnel engine ([`bridge`]) and the VPN ([`vpn`]),
 //! both numbering friends in one [`peers::PeerNumbers`]; the server, the
-//! forward client, the VPN client ([`vpn_client`]) and the relay.
+//! forward client, the VPN client ([`vpn_client`]), the relay, and
+//! `tuntox netcheck` ([`netcheck`]).
 
 pub mod bootstrap;
 pub mod bridge;
 pub mod client;
 pub mod identity;
+pub mod netcheck;
 pub mod peers;
 pub mod relay;
 pub mod secret;

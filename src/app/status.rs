@@ -89,6 +89,10 @@ pub struct Status {
     /// Our TCP relay server's listening addresses.
     #[serde(default)]
     pub tcp_listen: Vec<String>,
+    /// The public address a router port mapping leads to our UDP port,
+    /// announced to friends (none: no mapping, or `--no-portmap`).
+    #[serde(default)]
+    pub port_mapping: Option<String>,
     /// Good nodes in the DHT's close list.
     #[serde(default)]
     pub dht_nodes: u64,
@@ -120,6 +124,10 @@ pub struct FriendStatus {
     /// `udp` or `tcp` (through a TCP relay), when online.
     #[serde(default)]
     pub path: Option<String>,
+    /// Seconds since the path last changed (between direct UDP and a
+    /// relay), or since the session's first packet when it never did.
+    #[serde(default)]
+    pub path_since_secs: Option<u64>,
     /// The cipher of the data packets we send it (`xsalsa20-poly1305`,
     /// Tox's; `aegis-256` with a tuntox peer), when online.
     #[serde(default)]
@@ -169,8 +177,12 @@ pub struct Source {
     pub started: Instant,
 }
 
-/// One friend as the node sees it: key, online, path, cipher, why not direct.
-type FriendView = (PublicKey, bool, Option<FriendPath>, Option<DataCipher>, Option<String>);
+/// A friend's path, and how long it has been on it.
+type PathSince = (FriendPath, Option<Duration>);
+
+/// One friend as the node sees it: key, online, path and how long it has
+/// been on it, cipher, why not direct.
+type FriendView = (PublicKey, bool, Option<PathSince>, Option<DataCipher>, Option<String>);
 
 /// What the node tells, in one visit to its task.
 #[derive(Debug, Default)]
@@ -178,6 +190,7 @@ struct NodeView {
     friends: Vec<FriendView>,
     punch: crate::proto::punch::PunchStats,
     dht_nodes: usize,
+    external: Option<SocketAddr>,
     tcp_relays: usize,
     relay_client: RelayClientStats,
     relay_server: Option<(usize, RelayServerStats)>,
@@ -211,6 +224,7 @@ impl Source {
                         let path = node.friend_path(key, now);
                         let note =
                             (online && path != Some(FriendPath::Udp)).then(|| node.direct_note(key, now)).flatten();
+                        let path = path.map(|p| (p, node.friend_path_age(key, now)));
                         (*key, online, path, node.friend_cipher(key), note)
                     })
                     .collect();
@@ -218,6 +232,7 @@ impl Source {
                 NodeView {
                     friends,
                     dht_nodes: node.dht().close_list().iter().filter(|c| c.is_good(now)).count(),
+                    external: node.onion().external_addr(),
                     tcp_relays: node.tcp_relays().connected(usize::MAX).len(),
                     relay_client: node.tcp_relays().stats(),
                     relay_server: node.tcp_server().map(|s| (s.clients(), s.stats())),
@@ -236,6 +251,7 @@ impl Source {
             udp: self.udp.map(|a| a.to_string()),
             tcp_listen: self.tcp_listen.iter().map(ToString::to_string).collect(),
             dht_nodes: view.dht_nodes as u64,
+            port_mapping: view.external.map(|a| a.to_string()),
             tcp_relays: view.tcp_relays as u64,
             friends: view
                 .friends
@@ -243,10 +259,11 @@ impl Source {
                 .map(|(key, online, path, cipher, note)| FriendStatus {
                     public_key: key.to_string(),
                     online: *online,
-                    path: path.map(|p| match p {
+                    path: path.map(|(p, _)| match p {
                         FriendPath::Udp => "udp".to_owned(),
                         FriendPath::Tcp => "tcp".to_owned(),
                     }),
+                    path_since_secs: path.and_then(|(_, age)| age).map(|a| a.as_secs()),
                     cipher: cipher.map(|c| c.name().to_owned()),
                     vpn_addresses: Vec::new(),
                     direct_note: note.clone(),
@@ -430,6 +447,9 @@ pub fn render(status: &Status) -> String {
     if let Some(udp) = &status.udp {
         line("UDP", udp);
     }
+    if let Some(mapped) = &status.port_mapping {
+        line("Port mapping", &format!("{mapped} (router)"));
+    }
     if !status.tcp_listen.is_empty() {
         line("TCP relay on", &status.tcp_listen.join(", "));
     }
@@ -445,6 +465,10 @@ pub fn render(status: &Status) -> String {
             (true, Some("tcp")) => "online, through a TCP relay".to_owned(),
             (true, Some(other)) => format!("online, {other}"),
             (true, None) => "online".to_owned(),
+        };
+        let state = match (friend.online, friend.path_since_secs) {
+            (true, Some(secs)) => format!("{state} for {}", duration(secs)),
+            _ => state,
         };
         let state = match (&friend.cipher, friend.online) {
             (Some(cipher), true) => format!("{state}, {cipher}"),
@@ -782,6 +806,7 @@ mod tests {
             uptime_secs: 3725,
             tox_id: Some("AB".repeat(38)),
             udp: Some("0.0.0.0:33445".into()),
+            port_mapping: Some("203.0.113.7:33445".into()),
             dht_nodes: 8,
             tcp_relays: 1,
             friends: vec![
@@ -789,6 +814,7 @@ mod tests {
                     public_key: key(1),
                     online: true,
                     path: Some("udp".into()),
+                    path_since_secs: None,
                     cipher: Some("aegis-256".into()),
                     vpn_addresses: vec!["10.77.0.2/32".into(), "fd00::2/128".into()],
                     direct_note: None,
@@ -797,6 +823,7 @@ mod tests {
                     public_key: key(2),
                     online: true,
                     path: Some("tcp".into()),
+                    path_since_secs: Some(75),
                     cipher: None,
                     vpn_addresses: vec![],
                     direct_note: Some("the friend's router maps each destination to a new port".into()),
@@ -825,10 +852,11 @@ mod tests {
             "tuntox:       server, pid 4242, up 1h 02m 05s\n\
              Tox ID:       {}\n\
              UDP:          0.0.0.0:33445\n\
+             Port mapping: 203.0.113.7:33445 (router)\n\
              DHT:          8 good nodes, 1 TCP relays connected\n\
              Friends:      2 of 3 online\n\
              \x20 {} online, direct UDP, aegis-256; VPN 10.77.0.2/32, fd00::2/128\n\
-             \x20 {} online, through a TCP relay (no direct path: the friend's router maps each destination to a new port)\n\
+             \x20 {} online, through a TCP relay for 1m 15s (no direct path: the friend's router maps each destination to a new port)\n\
              \x20 {} offline\n\
              Tunnels open: 2\n\
              VPN:          tuntox-srv0 10.77.0.1/24, fd00::1/64\n\

@@ -64,13 +64,31 @@ pub enum Command {
     /// public key (`--print-key`).
     Relay(RelayArgs),
     /// Show the state of the running tuntox processes: Tox ID, friends
-    /// online and how they are reached, tunnels, VPN addresses, counters.
+    /// online, how they are reached and since when, tunnels, VPN addresses,
+    /// counters.
     ///
     /// Exits 1 when no running tuntox is found (a socket left by one that
     /// was killed is named as stale).
     Status(StatusArgs),
     /// Measure the round trip to a tuntox server over Tox.
     Ping(PingArgs),
+    /// Check what this network lets Tox do, without a peer.
+    ///
+    /// Asks the bootstrap nodes over UDP where they see us (from a fresh
+    /// port): whether UDP works, our external address, and whether the NAT
+    /// keeps one mapping for every destination ("endpoint-independent
+    /// mapping") or gives each its own port ("port per destination"); it
+    /// takes two DHT nodes on different addresses to tell, and nodes the
+    /// bootstrap nodes name are asked too. Asks the default gateway which
+    /// port mapping protocols it answers (PCP, NAT-PMP, UPnP IGD) and the
+    /// external address each reports, and times each bootstrap node (UDP)
+    /// and TCP relay (connect and relay handshake). Never announces itself
+    /// on the LAN.
+    ///
+    /// Exit status: 0 when Tox can work from here (UDP or a TCP relay
+    /// answered), 1 when nothing answered or the check could not run, 2 for
+    /// a usage error.
+    Netcheck(NetcheckArgs),
 }
 
 /// Options every mode shares.
@@ -231,6 +249,13 @@ pub struct NetArgs {
     /// relays only (--relay, the bootstrap nodes' TCP ports).
     #[arg(long)]
     pub no_udp: bool,
+
+    /// Do not ask the router to forward our UDP port. Without this flag
+    /// tuntox asks the default gateway for a UDP port mapping (PCP, then
+    /// NAT-PMP, then UPnP IGD), renews it and removes it on exit, and tells
+    /// friends the mapped address, so that they can reach us directly.
+    #[arg(long)]
+    pub no_portmap: bool,
 
     /// Seal data with Tox's XSalsa20-Poly1305 only. Without this flag two
     /// tuntox peers whose CPUs have AES instructions agree on AEGIS-256,
@@ -435,6 +460,39 @@ pub struct PingArgs {
     #[command(flatten)]
     #[allow(missing_docs)]
     pub net: NetArgs,
+
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub common: CommonArgs,
+}
+
+/// `tuntox netcheck`.
+#[derive(Debug, Args)]
+pub struct NetcheckArgs {
+    /// Bootstrap nodes from FILE in nodes.tox.chat JSON format, instead of
+    /// the built-in list.
+    #[arg(short = 'b', value_name = "FILE")]
+    pub nodes_file: Option<PathBuf>,
+
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub join: JoinArgs,
+
+    /// Also time this Tox TCP relay; repeatable. IPv6 hosts in brackets.
+    #[arg(long = "relay", value_name = "HOST:PORT:KEY")]
+    pub relays: Vec<BootstrapSpec>,
+
+    /// Do not ask the default gateway about port mapping.
+    #[arg(long)]
+    pub no_portmap: bool,
+
+    /// How long the DHT nodes have to say where they see us.
+    #[arg(long, value_name = "SECS", default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=120))]
+    pub timeout: u64,
+
+    /// Print JSON instead of text (one object).
+    #[arg(long)]
+    pub json: bool,
 
     #[command(flatten)]
     #[allow(missing_docs)]

@@ -34,8 +34,8 @@ use clap::Parser;
 use tokio_util::sync::CancellationToken;
 
 use self::args::{
-    Cli, Command, CommonArgs, ForwardArgs, JoinArgs, NetArgs, PeerId, PingArgs, ProcessArgs, RelayArgs, StatusArgs,
-    StatusSocketArgs, VpnCommand, VpnUpArgs,
+    Cli, Command, CommonArgs, ForwardArgs, JoinArgs, NetArgs, NetcheckArgs, PeerId, PingArgs, ProcessArgs, RelayArgs,
+    StatusArgs, StatusSocketArgs, VpnCommand, VpnUpArgs,
 };
 use self::daemon::{Forked, Readiness};
 use self::logging::DefaultLevel;
@@ -145,6 +145,7 @@ fn dispatch(cli: Cli) -> Result<(), CliError> {
         Some(Command::Relay(args)) => run_relay(args),
         Some(Command::Status(args)) => run_status(&args),
         Some(Command::Ping(args)) => run_ping(args),
+        Some(Command::Netcheck(args)) => run_netcheck(&args),
         None => run_forward(cli.forward),
     }
 }
@@ -409,6 +410,66 @@ fn run_ping(args: PingArgs) -> Result<(), CliError> {
     run_async(Threads::One, |cancel, _| client::run(config, cancel), &mut None)
 }
 
+/// `tuntox netcheck`: the report on standard output; status 1 when
+/// nothing answered.
+fn run_netcheck(args: &NetcheckArgs) -> Result<(), CliError> {
+    start(&args.common, DefaultLevel::Warn, false)?;
+    let mut bootstrap = bootstrap_nodes(&args.join)?;
+    if let Some(path) = &args.nodes_file {
+        bootstrap.extend(read_nodes_file(path).map_err(|e| CliError::Other(e.into()))?);
+    }
+    if bootstrap.is_empty() {
+        private_network_only("the built-in list of public bootstrap nodes (pass --bootstrap or -b)")?;
+        bootstrap = builtin_nodes();
+    }
+    let mut relays = Vec::new();
+    for spec in &args.relays {
+        let node = spec.resolve().map_err(|e| usage(&format!("--relay {spec}: cannot resolve the host: {e}")))?;
+        relays.extend(node.udp.iter().map(|addr| PackedNode::tcp(*addr, node.public_key)));
+    }
+    let portmap = !args.no_portmap && {
+        if !in_named_namespace() {
+            private_network_only(
+                "asking the router about port mapping outside a network namespace of `ip netns` (pass --no-portmap)",
+            )?;
+        }
+        true
+    };
+    let config =
+        crate::app::netcheck::NetcheckConfig { bootstrap, relays, portmap, timeout: Duration::from_secs(args.timeout) };
+    let mut report = None;
+    let slot = &mut report;
+    run_async(
+        Threads::One,
+        |cancel, _| async move {
+            tokio::select! {
+                done = crate::app::netcheck::run(&config) => *slot = Some(done?),
+                () = cancel.cancelled() => {}
+            }
+            Ok(())
+        },
+        &mut None,
+    )?;
+    let Some(report) = report else { return Err(anyhow::anyhow!("netcheck was interrupted").into()) };
+    let text = if args.json {
+        let mut json = serde_json::to_string(&report).map_err(|e| CliError::Other(e.into()))?;
+        json.push('\n');
+        json
+    } else {
+        crate::app::netcheck::render(&report)
+    };
+    let mut stdout = std::io::stdout().lock();
+    stdout
+        .write_all(text.as_bytes())
+        .and_then(|()| stdout.flush())
+        .map_err(|e| CliError::Other(anyhow::Error::new(e).context("cannot write to standard output")))?;
+    if report.usable() {
+        Ok(())
+    } else {
+        Err(anyhow::anyhow!("neither UDP nor any TCP relay answered: Tox cannot work from here").into())
+    }
+}
+
 /// `tuntox relay`: a bootstrap node and TCP relay, or `--print-key`.
 fn run_relay(args: RelayArgs) -> Result<(), CliError> {
     let dir = args.common.config_dir();
@@ -547,8 +608,35 @@ fn lan_discovery(join: &JoinArgs) -> Result<bool, CliError> {
     Ok(!join.no_lan)
 }
 
-/// The Tox settings from -u, -b, --bootstrap, --no-lan, --relay, --no-udp
-/// and --no-aegis.
+/// Whether to map our UDP port on the router: not with `--no-portmap` or
+/// `--no-udp`. When [`PRIVATE_NETWORK_ONLY`] is set, refused unless we
+/// run in a network namespace made with `ip netns` (as the tests' are),
+/// whose only gateway is one the test built: elsewhere the gateway may be
+/// a real router.
+fn portmap(net: &NetArgs) -> Result<bool, CliError> {
+    if net.no_portmap || net.no_udp {
+        return Ok(false);
+    }
+    if !in_named_namespace() {
+        private_network_only("router port mapping outside a network namespace of `ip netns` (pass --no-portmap)")?;
+    }
+    Ok(true)
+}
+
+/// Whether our network namespace is one of those `ip netns` names in
+/// /run/netns.
+fn in_named_namespace() -> bool {
+    use std::os::unix::fs::MetadataExt;
+    let Ok(ours) = std::fs::metadata("/proc/thread-self/ns/net") else { return false };
+    let Ok(named) = std::fs::read_dir("/run/netns") else { return false };
+    named
+        .flatten()
+        .filter_map(|entry| std::fs::metadata(entry.path()).ok())
+        .any(|ns| ns.dev() == ours.dev() && ns.ino() == ours.ino())
+}
+
+/// The Tox settings from -u, -b, --bootstrap, --no-lan, --relay, --no-udp,
+/// --no-portmap and --no-aegis.
 fn tox_config(net: &NetArgs) -> Result<ToxConfig, CliError> {
     let mut bootstrap = bootstrap_nodes(&net.join)?;
     if let Some(path) = &net.nodes_file {
@@ -559,6 +647,7 @@ fn tox_config(net: &NetArgs) -> Result<ToxConfig, CliError> {
         bootstrap = builtin_nodes();
     }
     let lan_discovery = lan_discovery(&net.join)?;
+    let portmap = portmap(net)?;
     let mut tcp_relays = Vec::new();
     for spec in &net.relays {
         let node = spec.resolve().map_err(|e| usage(&format!("--relay {spec}: cannot resolve the host: {e}")))?;
@@ -579,6 +668,7 @@ fn tox_config(net: &NetArgs) -> Result<ToxConfig, CliError> {
         tcp_relays,
         tcp_server_ports: Vec::new(),
         aegis: !net.no_aegis && crate::crypto::aes_hardware(),
+        portmap,
     })
 }
 

@@ -27,6 +27,7 @@
 #![allow(clippy::disallowed_methods)]
 
 pub mod batch;
+pub mod portmap;
 pub mod relay;
 pub mod relay_client;
 mod relay_conn;

@@ -17,12 +17,15 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
+use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
+use super::portmap::{Mapper, MapperConfig};
 use super::udp::{self, UdpConfig};
 use super::{NodeHandle, NodeSender, Stopped};
 use crate::app::bootstrap::BootstrapNode;
 use crate::crypto::{KeyPair, PublicKey, SodiumRng, fill_random};
+use crate::portmap::Mapping;
 use crate::proto::dht::DhtConfig;
 use crate::proto::net_crypto::session::SendError;
 use crate::proto::node::friends::{FriendEvent, Path};
@@ -57,6 +60,9 @@ pub struct ToxConfig {
     pub tcp_server_ports: Vec<u16>,
     /// Offer AEGIS-256 data packets to friends ([`NodeConfig::aegis`]).
     pub aegis: bool,
+    /// Ask the router for a mapping of our UDP port (PCP, NAT-PMP, UPnP
+    /// IGD; see [`super::portmap`]) and announce it to friends.
+    pub portmap: bool,
 }
 
 /// What happens to us and our friends.
@@ -104,6 +110,7 @@ pub enum ToxEvent {
 pub struct Tox {
     handle: NodeHandle,
     tox_id: ToxId,
+    mapper: Option<Mapper>,
 }
 
 impl Tox {
@@ -178,12 +185,28 @@ impl Tox {
         let tox_id = node.tox_id();
         let relay_pk = *relay_keys.public();
         let relay_keys = (!listeners.is_empty()).then_some(relay_keys);
-        let handle = super::spawn_full(node, socket, listeners, relay_keys, cancel)?;
+        let handle = super::spawn_full(node, socket, listeners, relay_keys, cancel.clone())?;
         for addr in handle.tcp_addrs() {
             // Clients name a relay by address and key: this run's DHT key.
             tracing::info!(%addr, key = %relay_pk, "TCP relay server running");
         }
-        Ok(Self { handle, tox_id })
+        let mapper = (config.portmap && config.udp_enabled).then(|| {
+            let mapper = Mapper::spawn(MapperConfig::new(handle.local_addr().port()), cancel.child_token());
+            announce_mapping(mapper.watch(), handle.sender());
+            mapper
+        });
+        Ok(Self { handle, tox_id, mapper })
+    }
+
+    /// The router's port mapping of our UDP port, while one is held.
+    pub fn port_mapping(&self) -> Option<Mapping> {
+        self.mapper.as_ref().and_then(|m| *m.watch().borrow())
+    }
+
+    /// The port mapper's state, for the status report (`None` when port
+    /// mapping is off).
+    pub fn port_mapping_watch(&self) -> Option<watch::Receiver<Option<Mapping>>> {
+        self.mapper.as_ref().map(Mapper::watch)
     }
 
     /// Our Tox ID.
@@ -274,10 +297,28 @@ impl Tox {
         }
     }
 
-    /// Stops the node.
+    /// Stops the node, after removing the router's port mapping.
     pub async fn shutdown(self) {
+        if let Some(mapper) = self.mapper {
+            mapper.stop().await;
+        }
         self.handle.shutdown().await;
     }
+}
+
+/// Tells the node each mapping the mapper gets (or loses), until the
+/// mapper or the node stops. Only public addresses are announced.
+fn announce_mapping(mut state: watch::Receiver<Option<Mapping>>, node: NodeSender) {
+    tokio::spawn(async move {
+        loop {
+            let external = state.borrow_and_update().map(|m| m.external).filter(|a| crate::portmap::announceable(*a));
+            if node.with(move |node, _| node.set_external_addr(external)).await.is_err()
+                || state.changed().await.is_err()
+            {
+                break;
+            }
+        }
+    });
 }
 
 /// A cloneable handle for sending from other tasks.

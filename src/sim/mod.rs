@@ -23,6 +23,7 @@ pub mod conntrack;
 pub mod link;
 pub mod nat;
 pub mod punch;
+pub mod relay;
 pub mod transport;
 
 use std::cmp::Reverse;

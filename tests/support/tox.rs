@@ -36,6 +36,7 @@ pub fn config(bootstrapd: &Bootstrapd, ports: RangeInclusive<u16>) -> ToxConfig 
         tcp_relays: Vec::new(),
         tcp_server_ports: Vec::new(),
         aegis: tuntox::crypto::aes_hardware(),
+        portmap: false,
     }
 }
 

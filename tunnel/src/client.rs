@@ -368,7 +368,7 @@ pub(crate) async fn on_ack(
         let _ = ctx.send_frame(&frame).await;
         return Err(Discard::Unexpected);
     };
-    let route = Route::new(ctx, tunnel, inner.recv_window(), ours, theirs);
+    let route = Route::new(inner, ctx, tunnel, ours, theirs);
     let guard = inner.register(route.clone(), false);
     let opened = Opened { route, guard, ctx: ctx.clone() };
     if let Err(Answer::Ack(opened)) = pending.tx.send(Answer::Ack(opened)) {

@@ -10,7 +10,7 @@
 use std::collections::HashMap;
 use std::collections::hash_map::{Entry, RandomState};
 use std::hash::{BuildHasher, Hasher};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -24,6 +24,7 @@ use tracing::{Instrument, debug, info_span, trace, warn};
 use crate::cancel::unless_cancelled;
 use crate::frame::{DecodeError, DenyReason, Extension, Frame, MAX_PAYLOAD};
 use crate::inbound::Inbound;
+use crate::outq::{Ended, OutQueue};
 use crate::rules::Rules;
 use crate::stats::{Counters, Stats};
 use crate::{client, exit};
@@ -71,11 +72,19 @@ pub struct Config {
     /// Client or exit.
     pub role: Role,
     /// Per-tunnel receive buffer in bytes: the credit window we grant peers
-    /// that speak our extension, and the buffer bound for peers that do not.
-    /// At least 1365.
+    /// that speak our extension at first, and the buffer bound for peers
+    /// that do not. At least 1365.
     pub recv_window: u32,
-    /// Frames queued per peer, each way (`incoming` waits beyond this; the
-    /// outgoing queue makes senders wait).
+    /// The most a tunnel's credit window grows to while the round trip,
+    /// not the local reader, holds its sender back (as TCP's receive
+    /// autotuning does). At least `recv_window`.
+    pub max_recv_window: u32,
+    /// What all tunnels' windows together may grow beyond `recv_window`
+    /// each, in bytes: the memory a stalled reader could leave queued.
+    pub window_growth_budget: usize,
+    /// Frames from a peer queued for its actor (`incoming` waits beyond
+    /// this). Frames toward a peer wait in lanes, one per tunnel, taken in
+    /// turn (see the crate's documentation).
     pub peer_queue: usize,
     /// Tunnels at once: the exit side denies beyond it; the client's
     /// listeners stop accepting until one closes.
@@ -99,6 +108,8 @@ impl Config {
         Self {
             role: Role::Client,
             recv_window: 1 << 20,
+            max_recv_window: 32 << 20,
+            window_growth_budget: 256 << 20,
             peer_queue: 128,
             max_tunnels: 1024,
             request_timeout: Duration::from_secs(20),
@@ -121,14 +132,20 @@ impl Config {
 pub struct PeerLink {
     /// The peer.
     pub peer: PeerId,
-    /// Frames to send to the peer (each ≤ 1373 bytes, first byte 0xA2).
-    pub outgoing: mpsc::Receiver<Bytes>,
+    /// Frames to send to the peer (each ≤ 1373 bytes, first byte 0xA2):
+    /// control frames first, then the tunnels' in turn.
+    outgoing: Arc<OutQueue>,
 }
 
 impl PeerLink {
-    /// The next frame to send.
+    /// The next frame to send, waiting for one.
     pub async fn recv(&mut self) -> Option<Bytes> {
-        self.outgoing.recv().await
+        self.outgoing.pop().await
+    }
+
+    /// The next frame to send, if one is ready.
+    pub fn try_recv(&mut self) -> Option<Bytes> {
+        self.outgoing.try_pop()
     }
 }
 
@@ -165,6 +182,8 @@ pub(crate) struct Inner {
     pub(crate) slots: Arc<Semaphore>,
     /// Bumped on every peer connect or loss.
     peer_events: watch::Sender<u64>,
+    /// What the tunnels' receive windows grew by, in all.
+    pub(crate) window_growth: Arc<AtomicUsize>,
 }
 
 #[derive(Debug, Default)]
@@ -195,7 +214,7 @@ struct PeerEntry {
 #[derive(Debug, Clone)]
 pub(crate) struct PeerCtx {
     pub(crate) peer: PeerId,
-    pub(crate) out: mpsc::Sender<Bytes>,
+    pub(crate) out: Arc<OutQueue>,
     /// Cancelled when the session ends.
     pub(crate) cancel: CancellationToken,
     pub(crate) stats: Arc<Counters>,
@@ -211,12 +230,12 @@ impl PeerCtx {
         if self.cancel.is_cancelled() {
             return Err(Gone);
         }
-        match unless_cancelled(&self.cancel, self.out.send(frame)).await {
-            Some(Ok(())) => {
+        match self.out.push(frame).await {
+            Ok(()) => {
                 Counters::inc(&self.stats.frames_out);
                 Ok(())
             }
-            Some(Err(_)) | None => Err(Gone),
+            Err(Ended) => Err(Gone),
         }
     }
 
@@ -236,15 +255,69 @@ impl PeerCtx {
 /// The receive side of a tunnel's flow control: the credit we granted.
 #[derive(Debug)]
 pub(crate) struct RecvWindow {
-    pub(crate) window: usize,
+    /// The window now: it only grows ([`RecvWindow::grow`]).
+    pub(crate) window: AtomicUsize,
     /// Bytes received and not yet written to the local socket.
     pub(crate) unconsumed: AtomicUsize,
+    /// Stream bytes received in all.
+    pub(crate) received: AtomicU64,
+    /// The most the window grows to.
+    max: usize,
+    /// What all windows of the engine grew by, shared, and its limit.
+    budget: Arc<AtomicUsize>,
+    budget_limit: usize,
+    /// What this window grew by (given back to the budget on drop).
+    grown: AtomicUsize,
 }
 
 impl RecvWindow {
+    fn new(window: usize, inner: &Inner) -> Self {
+        Self {
+            window: AtomicUsize::new(window),
+            unconsumed: AtomicUsize::new(0),
+            received: AtomicU64::new(0),
+            max: inner.max_recv_window(),
+            budget: Arc::clone(&inner.window_growth),
+            budget_limit: inner.config.window_growth_budget,
+            grown: AtomicUsize::new(0),
+        }
+    }
+
+    /// The window now.
+    pub(crate) fn window(&self) -> usize {
+        self.window.load(Ordering::Acquire)
+    }
+
     /// Credit is returned in WINDOW frames of at least this much.
     pub(crate) fn threshold(&self) -> usize {
-        (self.window / 4).max(1)
+        (self.window() / 4).max(1)
+    }
+
+    /// Doubles the window, up to [`Config::max_recv_window`] and within
+    /// the engine's [`Config::window_growth_budget`]; returns by how much it
+    /// grew (credit to grant on top).
+    pub(crate) fn grow(&self) -> usize {
+        let window = self.window();
+        let growth = window.min(self.max.saturating_sub(window));
+        if growth == 0 {
+            return 0;
+        }
+        let limit = self.budget_limit;
+        let taken = self.budget.fetch_update(Ordering::AcqRel, Ordering::Acquire, |used| {
+            (used + growth <= limit).then_some(used + growth)
+        });
+        if taken.is_err() {
+            return 0;
+        }
+        self.grown.fetch_add(growth, Ordering::AcqRel);
+        self.window.fetch_add(growth, Ordering::AcqRel);
+        growth
+    }
+}
+
+impl Drop for RecvWindow {
+    fn drop(&mut self) {
+        self.budget.fetch_sub(*self.grown.get_mut(), Ordering::AcqRel);
     }
 }
 
@@ -270,22 +343,27 @@ pub(crate) struct Route {
 }
 
 impl Route {
-    /// A route whose incoming queue holds `buffer` bytes. `ours` and
-    /// `theirs` are the extension blocks each side announced for this
-    /// tunnel.
+    /// A route of `inner`'s. `ours` and `theirs` are the extension blocks
+    /// each side announced for this tunnel. Its incoming queue holds the
+    /// engine's receive window, or with flow control the most that window
+    /// may grow to (the peer never sends beyond the credit we grant).
     pub(crate) fn new(
+        inner: &Inner,
         ctx: &PeerCtx,
         connid: u16,
-        buffer: usize,
         ours: Option<Extension>,
         theirs: Option<Extension>,
     ) -> Arc<Self> {
         let flow = Extension::both(ours, theirs, Extension::FLOW);
+        let mut buffer = inner.recv_window();
         let (recv_window, send_credit) = match (flow, ours, theirs) {
-            (true, Some(ours), Some(theirs)) => (
-                Some(RecvWindow { window: ours.window as usize, unconsumed: AtomicUsize::new(0) }),
-                Some(Semaphore::new((theirs.window as usize).min(MAX_CREDIT))),
-            ),
+            (true, Some(ours), Some(theirs)) => {
+                buffer = buffer.max(inner.max_recv_window());
+                (
+                    Some(RecvWindow::new(ours.window as usize, inner)),
+                    Some(Semaphore::new((theirs.window as usize).min(MAX_CREDIT))),
+                )
+            }
             _ => (None, None),
         };
         let route = Self {
@@ -378,6 +456,11 @@ impl Inner {
 
     pub(crate) fn recv_window(&self) -> usize {
         (self.config.recv_window as usize).max(MAX_PAYLOAD)
+    }
+
+    /// The most a tunnel's window grows to.
+    pub(crate) fn max_recv_window(&self) -> usize {
+        (self.config.max_recv_window as usize).max(self.recv_window())
     }
 
     /// Adds a route to the table; a stale route with the same key is aborted.
@@ -482,6 +565,7 @@ impl Engine {
             stats: Arc::default(),
             state: Mutex::new(state),
             peer_events: watch::Sender::new(0),
+            window_growth: Arc::new(AtomicUsize::new(0)),
         };
         Self { inner: Arc::new(inner) }
     }
@@ -496,11 +580,10 @@ impl Engine {
     /// session ends first (its tunnels close).
     pub fn peer_connected(&self, peer: PeerId) -> PeerLink {
         self.peer_lost(peer);
-        let queue = self.inner.config.peer_queue.max(1);
-        let (inbox_tx, inbox_rx) = mpsc::channel(queue);
-        let (out_tx, out_rx) = mpsc::channel(queue);
-        let ctx =
-            PeerCtx { peer, out: out_tx, cancel: self.inner.cancel.child_token(), stats: self.inner.stats.clone() };
+        let (inbox_tx, inbox_rx) = mpsc::channel(self.inner.config.peer_queue.max(1));
+        let cancel = self.inner.cancel.child_token();
+        let out = Arc::new(OutQueue::new(cancel.clone()));
+        let ctx = PeerCtx { peer, out: Arc::clone(&out), cancel, stats: self.inner.stats.clone() };
         let session = {
             let mut state = self.inner.lock();
             state.next_session += 1;
@@ -513,7 +596,7 @@ impl Engine {
         let inner = self.inner.clone();
         self.inner.tasks.spawn(peer_actor(inner, ctx, session, inbox_rx).instrument(info_span!("peer", %peer)));
         self.inner.peer_events.send_modify(|n| *n += 1);
-        PeerLink { peer, outgoing: out_rx }
+        PeerLink { peer, outgoing: out }
     }
 
     /// A peer went offline: its tunnels close, its pending requests fail,
@@ -703,11 +786,12 @@ async fn on_data(inner: &Arc<Inner>, ctx: &PeerCtx, tunnel: u16, data: Bytes) ->
         return Ok(());
     }
     if let Some(window) = &route.recv_window {
+        window.received.fetch_add(data.len() as u64, Ordering::AcqRel);
         let after = window.unconsumed.fetch_add(data.len(), Ordering::AcqRel) + data.len();
-        if after > window.window {
+        if after > window.window() {
             Counters::inc(&inner.stats.window_exceeded);
             Counters::inc(&inner.stats.tunnels_reset);
-            warn!(tunnel, after, window = window.window, "peer exceeded the window; resetting the tunnel");
+            warn!(tunnel, after, window = window.window(), "peer exceeded the window; resetting the tunnel");
             route.abort.cancel();
             let _ = ctx.send_frame(&route.abort_frame()).await;
             return Ok(());

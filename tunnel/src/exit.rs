@@ -94,7 +94,7 @@ async fn serve(
     // Answer with our extension only to clients that announced theirs: a C
     // tuntox client must see exactly the 4-byte ACK it knows.
     let ours = theirs.and(inner.our_ext());
-    let route = Route::new(&ctx, id, inner.recv_window(), ours, theirs);
+    let route = Route::new(&inner, &ctx, id, ours, theirs);
     let guard = inner.register(route.clone(), true);
     info!(peer = %ctx.peer, host = %shown, port, tunnel = id, "tunnel open");
     if ctx.send_frame(&Frame::AckTunnel { tunnel: id, forward_id, ext: ours }).await.is_err() {

@@ -24,7 +24,7 @@
 //!
 //! // The Tox side: when the friend comes online...
 //! let mut link = engine.peer_connected(server);
-//! // ...carry `link.outgoing` to it, taking a frame only when the Tox link
+//! // ...carry its frames to it, taking a frame only when the Tox link
 //! // has room (so a slow link slows the tunnels instead of dropping bytes)...
 //! tokio::spawn(async move {
 //!     while let Some(frame) = link.recv().await {
@@ -51,7 +51,7 @@
 //!
 //! - [`Engine`] (cheap to clone) owns everything. Peers come and go with
 //!   [`Engine::peer_connected`] (which returns the [`PeerLink`] whose
-//!   bounded `outgoing` channel the caller drains) and
+//!   bounded outgoing queue the caller drains) and
 //!   [`Engine::peer_lost`]. Frames from peers go in through
 //!   [`Engine::incoming`] (waits when that peer's bounded queue is full) or
 //!   [`Engine::try_incoming`].
@@ -67,15 +67,21 @@
 //! # Flow control and fairness
 //!
 //! Between two tuntox-rs peers every tunnel has a credit window per
-//! direction ([`Config::recv_window`], 1 MiB by default): a sender never has
+//! direction ([`Config::recv_window`], 1 MiB at first): a sender never has
 //! more unacknowledged bytes in flight than the receiver granted, so a slow
 //! local reader stops only its own tunnel and nothing is dropped or buffered
-//! beyond the window. A C tuntox peer knows nothing of this; its tunnels get
-//! a buffer of the same size, and when one is full the engine stops taking
-//! that peer's frames until the local reader catches up (head-of-line
-//! blocking for that peer only, never for others). Tunnels of one peer share
-//! its outgoing queue first come, first served, one frame per tunnel at a
-//! time, so a busy tunnel cannot starve a quiet one.
+//! beyond the window. The receiver doubles a window while the round trip,
+//! not its local reader, holds the sender back (it returns credit more often
+//! than every half round trip), up to [`Config::max_recv_window`] and
+//! within [`Config::window_growth_budget`] for the whole engine, so a long
+//! fast path is filled as TCP's receive autotuning fills it. A C tuntox
+//! peer knows nothing of this; its tunnels get a buffer of the first
+//! window's size, and when one is full the engine stops taking that peer's
+//! frames until the local reader catches up (head-of-line blocking for that
+//! peer only, never for others). Toward a peer, each tunnel's frames wait
+//! in a lane of their own and the lanes take turns, after the control
+//! frames (credit, pings, tunnel requests and answers): a quiet tunnel
+//! waits behind one frame of each busy one, not behind their backlog.
 
 mod cancel;
 mod client;
@@ -83,6 +89,7 @@ mod engine;
 mod exit;
 pub mod frame;
 mod inbound;
+mod outq;
 mod pump;
 pub mod rules;
 mod socks;

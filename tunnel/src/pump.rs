@@ -3,12 +3,13 @@
 //! Two halves run in the tunnel's task:
 //! - *upstream* reads the local stream into TCP frames (at most 1365 bytes,
 //!   and never more than the send credit when the peer grants one), queues
-//!   them on the peer's outgoing channel, and sends TCP_FIN at EOF;
+//!   them in the tunnel's lane of the peer's outgoing queue, and sends
+//!   TCP_FIN at EOF;
 //! - *downstream* writes the bytes the actor queued for the tunnel
 //!   ([`Inbound`](crate::inbound::Inbound)) to the local stream, all that is
 //!   queued at once in vectored writes, and, with flow control, returns the
 //!   credit in WINDOW frames once a quarter of the window has been written
-//!   out.
+//!   out, doubling the window while the round trip limits the peer.
 //!
 //! Closing (PROTOCOL.md §7 and §8): with half-close negotiated, a
 //! TCP_FIN ends one direction (we shut down the local write side) and the
@@ -16,10 +17,10 @@
 //! tuntox peer a TCP_FIN is a full close either way: after our FIN we only
 //! flush what the peer had already sent; after theirs we stop reading.
 //!
-//! Fairness: each tunnel has at most one frame waiting for room in the
-//! peer's outgoing channel, and tokio's bounded channel serves waiting
-//! senders first come, first served, so busy tunnels take turns frame by
-//! frame with quiet ones.
+//! Fairness: each tunnel queues in a lane of its own in the peer's
+//! outgoing queue ([`OutQueue`](crate::outq::OutQueue)), and the lanes are
+//! served in turn, so a quiet tunnel's frame waits behind one frame of each
+//! busy tunnel, not behind their backlog.
 
 use std::collections::VecDeque;
 use std::io::{self, IoSlice};
@@ -30,6 +31,7 @@ use std::time::Duration;
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::Semaphore;
+use tokio::time::Instant;
 use tracing::{Instrument, debug, info_span};
 
 use crate::engine::{Gone, Opened, PeerCtx, Route};
@@ -199,10 +201,13 @@ async fn take_credit(credit: &Semaphore) -> Result<usize, Failure> {
 }
 
 /// The tunnel's queued bytes → local stream; shuts the local write side at
-/// the end.
+/// the end. Credit goes back to the peer as the local stream takes the
+/// bytes, and the window grows while the round trip limits the peer
+/// ([`Autotune`]).
 async fn downstream<W: AsyncWrite + Unpin>(route: &Arc<Route>, ctx: &PeerCtx, mut writer: W) -> Result<(), Failure> {
     let mut chunks = VecDeque::new();
     let mut to_credit = 0;
+    let mut tune = route.recv_window.as_ref().map(|w| Autotune::new(w.window() as u64));
     loop {
         if !route.inbound.take(&mut chunks).await {
             debug!("peer finished sending; shutting down the local write side");
@@ -211,16 +216,90 @@ async fn downstream<W: AsyncWrite + Unpin>(route: &Arc<Route>, ctx: &PeerCtx, mu
         }
         let n = write_chunks(&mut writer, &mut chunks).await.map_err(Failure::LocalWrite)?;
         route.inbound.consumed(n);
-        if let Some(window) = &route.recv_window {
+        if let (Some(window), Some(tune)) = (&route.recv_window, &mut tune) {
             window.unconsumed.fetch_sub(n, Ordering::AcqRel);
             to_credit += n;
+            let now = Instant::now();
+            tune.received(window.received.load(Ordering::Acquire), now);
             // Once the peer has finished sending, credit is of no use.
             if to_credit >= window.threshold() && !route.fin_received.load(Ordering::Relaxed) {
+                if tune.window_limits(now) {
+                    let grown = window.grow();
+                    if grown > 0 {
+                        Counters::inc(&ctx.stats.windows_grown);
+                        debug!(
+                            tunnel = route.connid,
+                            window = window.window(),
+                            "the round trip limits the peer; window grown"
+                        );
+                    }
+                    to_credit += grown;
+                }
                 let increment = u32::try_from(to_credit).unwrap_or(u32::MAX);
                 ctx.send_frame(&Frame::Window { tunnel: route.connid, increment }).await?;
                 to_credit -= increment as usize;
+                tune.granted(u64::from(increment), now);
             }
         }
+    }
+}
+
+/// Receive-window autotuning, from the receiver's side alone. Each WINDOW
+/// frame extends the credit to a new limit; the first byte beyond the old
+/// limit cannot leave the peer before that frame arrives, so the time from
+/// sending the frame to receiving that byte is at least a round trip, and
+/// about one when the peer was waiting for credit: the smallest such
+/// sample is the round trip. Credit goes back every quarter window; when it
+/// does so more often than every half round trip, the peer sends a whole
+/// window in less than two round trips, so the window, not the path or the
+/// local reader, limits it, and the window doubles. A slow local reader
+/// returns credit slowly and never grows it.
+#[derive(Debug)]
+struct Autotune {
+    /// Credit granted in all (the first window and every increment).
+    granted: u64,
+    /// Limits granted before a WINDOW frame and when it went, oldest first.
+    pending: VecDeque<(u64, Instant)>,
+    rtt: Option<Duration>,
+    last_credit: Option<Instant>,
+}
+
+/// WINDOW frames remembered for round-trip samples at most.
+const RTT_SAMPLES_PENDING: usize = 64;
+
+impl Autotune {
+    fn new(window: u64) -> Self {
+        Self { granted: window, pending: VecDeque::new(), rtt: None, last_credit: None }
+    }
+
+    /// `received` stream bytes have arrived by `now`.
+    fn received(&mut self, received: u64, now: Instant) {
+        while let Some(&(limit, sent)) = self.pending.front() {
+            if received <= limit {
+                break;
+            }
+            self.pending.pop_front();
+            let sample = now.saturating_duration_since(sent);
+            self.rtt = Some(self.rtt.map_or(sample, |r| r.min(sample)));
+        }
+    }
+
+    /// Whether the credit about to go back at `now` follows the last
+    /// quicker than half a round trip.
+    fn window_limits(&self, now: Instant) -> bool {
+        match (self.rtt, self.last_credit) {
+            (Some(rtt), Some(last)) => now.saturating_duration_since(last) < rtt / 2,
+            _ => false,
+        }
+    }
+
+    /// `increment` more credit went out at `now`.
+    fn granted(&mut self, increment: u64, now: Instant) {
+        if self.pending.len() < RTT_SAMPLES_PENDING {
+            self.pending.push_back((self.granted, now));
+        }
+        self.granted += increment;
+        self.last_credit = Some(now);
     }
 }
 

@@ -77,6 +77,9 @@ pub struct Stats {
     /// WINDOW frames for tunnels that had just closed (credit racing the
     /// close; harmless, so not counted as dropped).
     pub stale_windows: u64,
+    /// Times a tunnel's receive window doubled because the round trip
+    /// limited its sender.
+    pub windows_grown: u64,
     /// Frames dropped, by reason.
     pub dropped: Dropped,
 }
@@ -102,7 +105,7 @@ macro_rules! counters {
 
 counters!(
     frames_in, frames_out, bytes_to_peers, bytes_from_peers, tunnels_open, tunnels_opened, tunnels_denied,
-    requests_failed, tunnels_reset, stale_windows;
+    requests_failed, tunnels_reset, stale_windows, windows_grown;
     too_short, version1, bad_magic, truncated, too_long, unknown_type, malformed, unknown_tunnel, wrong_peer,
     unexpected, unknown_peer, window_exceeded
 );

@@ -120,7 +120,7 @@ impl Raw {
 
     async fn assert_silent(&mut self) {
         tokio::time::sleep(Duration::from_millis(200)).await;
-        if let Ok(frame) = self.link.outgoing.try_recv() {
+        if let Some(frame) = self.link.try_recv() {
             panic!("unexpected frame {:?}", Frame::decode(&frame));
         }
     }

@@ -103,6 +103,68 @@ async fn twenty_megabytes_each_way_intact() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_window_the_round_trip_limits_grows() {
+    const LEN: usize = 24 << 20;
+    // 256 KiB windows over 40 ms of round trip: at most about 6 MB/s
+    // unless they grow.
+    let mut client = Config::client();
+    client.recv_window = 256 * 1024;
+    let mut exit = Config::exit(ExitConfig::default());
+    exit.recv_window = 256 * 1024;
+    let pair = Pair::delayed(client, exit, Duration::from_millis(20));
+    let (source, mut results) = dual_server(LEN, 41, 0, 0).await;
+    let listen = pair.client.listen(SERVER, &forward(source)).await.unwrap();
+    let start = Instant::now();
+    let s = TcpStream::connect(listen).await.unwrap();
+    let (r, mut w) = s.into_split();
+    bounded("download", check_pattern(r, 41, LEN)).await.unwrap();
+    w.shutdown().await.unwrap();
+    bounded("source verdict", results.recv()).await.unwrap().unwrap();
+    let took = start.elapsed();
+    let grown = pair.client.stats().windows_grown;
+    eprintln!("24 MB over a 40 ms round trip in {took:?}; the window doubled {grown} times");
+    assert!(grown >= 2, "the receiving side's window never grew: {:?}", pair.client.stats());
+    assert_eq!(pair.exit.stats().windows_grown, 0, "nothing flowed toward the exit");
+    assert_eq!(pair.client.stats().dropped.total() + pair.exit.stats().dropped.total(), 0);
+    pair.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_window_a_slow_reader_limits_does_not_grow() {
+    const LEN: usize = 2 << 20;
+    let mut client = Config::client();
+    client.recv_window = 256 * 1024;
+    let pair = Pair::delayed(client, Config::exit(ExitConfig::default()), Duration::from_millis(20));
+    let (source, mut results) = dual_server(LEN, 42, 0, 0).await;
+    // A -W stream over an in-memory pipe of 16 KiB (no socket buffers in
+    // between), read at 64 KiB every 50 ms (about 1.3 MB/s): the reader,
+    // not the 40 ms round trip, holds the sender back.
+    let (ours, theirs) = tokio::io::duplex(16 * 1024);
+    let task = tokio::spawn({
+        let client = pair.client.clone();
+        async move { client.forward_stream(SERVER, &target(source), ours).await }
+    });
+    let (mut r, mut w) = tokio::io::split(theirs);
+    let mut all = Vec::with_capacity(LEN);
+    let mut buf = vec![0; 64 * 1024];
+    bounded("slow download", async {
+        while all.len() < LEN {
+            let want = buf.len().min(LEN - all.len());
+            r.read_exact(&mut buf[..want]).await.unwrap();
+            all.extend_from_slice(&buf[..want]);
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await;
+    check_pattern(&all[..], 42, LEN).await.unwrap();
+    w.shutdown().await.unwrap();
+    bounded("source verdict", results.recv()).await.unwrap().unwrap();
+    bounded("-W returns", task).await.unwrap().unwrap();
+    assert_eq!(pair.client.stats().windows_grown, 0, "{:?}", pair.client.stats());
+    pair.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn slow_reader_does_not_stall_another_tunnel() {
     const BIG: usize = 32 << 20;
     let mut client = Config::client();

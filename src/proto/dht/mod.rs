@@ -37,6 +37,7 @@ pub mod client;
 pub mod lists;
 pub mod nat;
 pub mod pending;
+pub mod probe;
 
 use std::collections::VecDeque;
 use std::net::{IpAddr, SocketAddr};

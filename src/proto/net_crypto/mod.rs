@@ -25,20 +25,26 @@
 //! acknowledgement) say they were lost; lossy packets go once. The send rate
 //! is ours ([`congestion`]). Every data packet uses the next nonce.
 //!
-//! Paths (c-toxcore's `send_packet_to`): every packet of a session goes
-//! over direct UDP while a UDP packet from the peer arrived within the last
-//! 8 s, or when the peer has no TCP relay route; otherwise over the TCP
-//! relays the node shares with the peer ([`TcpTransmit`]: routed data, or
-//! out-of-band while the peer has not routed us yet). While on TCP,
-//! handshake packets and one small packet every 4 s are also tried over
-//! UDP, so a direct path that starts working is found and taken. The
-//! session's numbering and nonces do not depend on the path, so switching
-//! loses and duplicates nothing: what was in flight on the old path is
-//! resent from the send buffer like any lost packet, and a copy that
-//! arrives twice is dropped by the receive buffer.
+//! Paths ([`path`], after c-toxcore's `send_packet_to`): every packet of a
+//! session goes over direct UDP while a UDP packet from the peer arrived
+//! within the last 8 s, or when the peer has no TCP relay route; otherwise
+//! over the TCP relays the node shares with the peer ([`TcpTransmit`]:
+//! routed data, or out-of-band while the peer has not routed us yet).
+//! While on TCP, handshake packets are also tried over UDP, and a probe
+//! goes over UDP once a second, so a direct path that starts working is
+//! taken within a second or two. A direct path that goes silent while
+//! packets are in flight, or whose peer keeps using the relay, is left
+//! for the relay and not retried at once (a path that works one way only
+//! must not swallow everything). The session's numbering and nonces do not
+//! depend on the path, so switching loses and duplicates nothing: what was
+//! in flight on a direct path that failed is resent through the relay at
+//! once, what the relay still carries when the session goes direct arrives
+//! later (a copy that arrives twice is dropped by the receive buffer), and
+//! the congestion control starts afresh on the new path.
 
 pub mod buffers;
 pub mod congestion;
+pub mod path;
 pub mod session;
 
 use std::collections::VecDeque;
@@ -51,6 +57,7 @@ use bytes::{Bytes, BytesMut};
 use rand_chacha::ChaCha20Rng;
 use rand_core::{Rng, SeedableRng};
 
+use self::path::PathKind;
 use self::session::{Received, SendError, Session, SessionStats, State};
 use super::dht::Transmit;
 use super::key_cache::KeyCache;
@@ -64,11 +71,6 @@ use crate::wire::dht_packet::{DhtPacket, DhtPacketKind};
 
 /// Lossless packets a session holds at most before senders must wait.
 pub const DEFAULT_SEND_LIMIT: usize = 16384;
-/// While on TCP, a small packet is also tried over UDP this often, to find
-/// a direct path again (`UDP_DIRECT_TIMEOUT / 2`).
-pub const UDP_PROBE_INTERVAL: std::time::Duration = std::time::Duration::from_secs(4);
-/// Packets shorter than this may serve as UDP probes (c-toxcore's 96).
-pub const UDP_PROBE_MAX_LEN: usize = 96;
 
 /// How a packet reached us over a TCP relay.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -102,7 +104,6 @@ enum Origin {
 #[derive(Debug, Clone, Copy, Default)]
 struct PathState {
     tcp: bool,
-    last_udp_probe: Option<Instant>,
 }
 
 /// Why a session ended.
@@ -300,13 +301,13 @@ impl NetCrypto {
         self.by_addr.get(addr).copied()
     }
 
-    /// Sends `peer` an acknowledgement over UDP now, whatever the path: a
-    /// direct path just found is tried at once rather than at the next
-    /// probe, 4 s later.
-    pub fn probe_udp(&mut self, now: Instant, peer: &PublicKey) {
+    /// Sends `peer` a probe (a fresh acknowledgement) over UDP now,
+    /// whatever the path: a direct path just found is tried at once rather
+    /// than at the next probe.
+    pub fn probe_udp(&mut self, peer: &PublicKey) {
         let Some(session) = self.sessions.get_mut(peer) else { return };
         let Some(addr) = session.addr else { return };
-        if let Some(payload) = session.probe_packet(now) {
+        if let Some(payload) = session.probe_packet() {
             self.transmits.push_back(Transmit { dst: addr, payload });
         }
     }
@@ -331,7 +332,7 @@ impl NetCrypto {
     /// retransmission timer's back-off and sends what is due.
     pub fn tcp_routes_changed(&mut self, now: Instant, peer: &PublicKey) {
         let Some(session) = self.sessions.get_mut(peer) else { return };
-        if session.direct(now) {
+        if session.current_path().is_some_and(|(p, _)| p == PathKind::Udp) {
             return;
         }
         session.path_changed(now);
@@ -348,10 +349,19 @@ impl NetCrypto {
         self.sessions.get(peer).is_some_and(|s| s.state == State::Established)
     }
 
-    /// Queues a lossless payload (`[id][data]`, id 16-191).
+    /// Queues a lossless payload (`[id][data]`, id 16-191). Refused as
+    /// [`SendError::Full`] while the session holds its limit, or while
+    /// what it holds and has not sent yet would take more than a few
+    /// milliseconds at its sending rate ([`Session::unsent_room`]): a
+    /// sender that always has data waits outside, where a packet of another
+    /// stream (a keystroke behind a download) is not stuck behind a queue
+    /// of seconds.
     pub fn send_lossless(&mut self, now: Instant, peer: &PublicKey, payload: Bytes) -> Result<u32, SendError> {
         let limit = self.send_limit;
         let session = self.sessions.get_mut(peer).ok_or(SendError::NotConnected)?;
+        if session.unsent_room() == 0 {
+            return Err(SendError::Full);
+        }
         let number = session.send_lossless(payload, limit)?;
         self.flush_session(now, peer);
         Ok(number)
@@ -377,9 +387,9 @@ impl NetCrypto {
         Ok(())
     }
 
-    /// Lossless packets that fit before the send buffer is full.
+    /// Lossless packets that fit now (see [`send_lossless`](Self::send_lossless)).
     pub fn send_room(&self, peer: &PublicKey) -> usize {
-        self.sessions.get(peer).map_or(0, |s| self.send_limit.saturating_sub(s.queued()))
+        self.sessions.get(peer).map_or(0, |s| self.send_limit.saturating_sub(s.queued()).min(s.unsent_room()))
     }
 
     /// Closes the session with `peer`, telling it so.
@@ -388,9 +398,8 @@ impl NetCrypto {
             if session.state == State::Established
                 && let Some(packet) = session.kill_packet()
             {
-                let now = self.last_now;
-                let direct = now.is_some_and(|now| session.direct(now));
                 let tcp = self.tcp_available(peer);
+                let direct = session.current_path().is_none_or(|(p, _)| p == PathKind::Udp);
                 match session.addr {
                     Some(addr) if direct || !tcp => self.transmits.push_back(Transmit { dst: addr, payload: packet }),
                     _ if tcp => {
@@ -617,8 +626,9 @@ impl NetCrypto {
         if !session.handle_data(now, &mut packet, &mut delivered) {
             return None;
         }
-        if let Origin::Udp(addr) = from {
-            session.heard_udp(now, addr);
+        match from {
+            Origin::Udp(addr) => session.heard_udp(now, addr),
+            Origin::Tcp(..) => session.heard_tcp(now),
         }
         if self.deliver(peer, delivered) {
             self.flush_session(now, &peer);
@@ -679,23 +689,24 @@ impl NetCrypto {
         }
     }
 
-    /// Sends whatever one session has due, each packet on its path.
+    /// Sends whatever one session has due, each packet on its path
+    /// ([`path`]): direct UDP, or the relays with handshakes also tried over
+    /// UDP and a probe over UDP once a second.
     fn flush_session(&mut self, now: Instant, peer: &PublicKey) {
         let Some(session) = self.sessions.get_mut(peer) else { return };
-        let path = self.paths.get(peer).copied().unwrap_or_default();
-        let tcp = path.tcp;
+        let tcp = self.paths.get(peer).is_some_and(|p| p.tcp);
         let addr = session.addr;
         if addr.is_none() && !tcp {
             return;
         }
-        let direct = session.direct(now);
+        let udp = session.choose_path(now, tcp) == PathKind::Udp;
         let dht_pk = session.dht_pk;
         let mut out = std::mem::take(&mut self.scratch);
         if let Some(temp) = session.temp_due(now) {
             out.push(temp);
         }
         session.flush(now, &mut out);
-        if direct || !tcp {
+        if udp {
             if let Some(addr) = addr {
                 for payload in out.drain(..) {
                     self.transmits.push_back(Transmit { dst: addr, payload });
@@ -705,25 +716,20 @@ impl NetCrypto {
             self.scratch = out;
             return;
         }
-        let mut probe_due = path.last_udp_probe.is_none_or(|t| now >= t + UDP_PROBE_INTERVAL);
-        let mut probed = false;
+        if let Some(addr) = addr
+            && session.probe_due(now)
+            && let Some(probe) = session.probe_packet()
+        {
+            self.transmits.push_back(Transmit { dst: addr, payload: probe });
+        }
         for payload in out.drain(..) {
-            if let Some(addr) = addr {
-                let handshake = matches!(payload.first(), Some(0x18 | 0x1a));
-                let probe = probe_due && payload.len() < UDP_PROBE_MAX_LEN;
-                if handshake || probe {
-                    self.transmits.push_back(Transmit { dst: addr, payload: payload.clone() });
-                    if probe {
-                        probe_due = false;
-                        probed = true;
-                    }
-                }
+            if let Some(addr) = addr
+                && matches!(payload.first(), Some(0x18 | 0x1a))
+            {
+                self.transmits.push_back(Transmit { dst: addr, payload: payload.clone() });
             }
             self.stats.tcp_sent += 1;
             self.tcp_transmits.push_back(TcpTransmit { dht_pk, payload, via: None });
-        }
-        if probed && let Some(path) = self.paths.get_mut(peer) {
-            path.last_udp_probe = Some(now);
         }
         self.scratch = out;
     }
@@ -929,7 +935,9 @@ mod tests {
         assert!(p.a.is_established(&p.b_pk));
         // Some traffic to learn the round trip (10 ms here).
         for i in 0..50u8 {
-            p.a.send_lossless(p.now, &p.b_pk, Bytes::from(vec![160, i])).unwrap();
+            while p.a.send_lossless(p.now, &p.b_pk, Bytes::from(vec![160, i])).is_err() {
+                p.step(Duration::from_millis(1));
+            }
             p.step(Duration::from_millis(1));
         }
         for _ in 0..100 {
@@ -1049,6 +1057,30 @@ mod tests {
             .collect();
         assert_eq!(lossless.len(), 9, "{lossless:?}");
         assert_eq!(lossless[8], &Bytes::from_static(&[16]));
+    }
+
+    #[test]
+    fn what_waits_unsent_stays_a_few_milliseconds_of_the_rate() {
+        let mut p = Pair::new(12, 0.0);
+        for _ in 0..50 {
+            p.step(Duration::from_millis(5));
+        }
+        let now = p.now;
+        let mut queued = 0;
+        while p.a.send_lossless(now, &p.b_pk, Bytes::from_static(&[160, 1])).is_ok() {
+            queued += 1;
+        }
+        // The window lets some go at once; what waits is MIN_UNSENT at a
+        // rate not measured yet.
+        let session = p.a.session(&p.b_pk).unwrap();
+        assert_eq!(session.queued(), queued);
+        assert!(queued < session::MIN_UNSENT + 64, "{queued} queued");
+        assert_eq!(p.a.send_room(&p.b_pk), 0);
+        // A friend-layer packet still goes in.
+        p.a.send_control(now, &p.b_pk, Bytes::from_static(&[16])).unwrap();
+        // As packets go out, room comes back.
+        p.step(Duration::from_millis(20));
+        assert!(p.a.send_room(&p.b_pk) > 0);
     }
 
     /// Sends `count` numbered lossless packets from a to b and returns what
@@ -1223,9 +1255,8 @@ mod tests {
         p.b.handle_udp(p.now, "203.0.113.10:1".parse().unwrap(), Bytes::from(vec![0x1b; 80]));
         assert_eq!(p.b.stats().dropped, before + 1);
         // A probe goes to the new address at once.
-        let now = p.now;
         while p.b.poll_transmit().is_some() {}
-        p.b.probe_udp(now, &p.a_pk);
+        p.b.probe_udp(&p.a_pk);
         assert_eq!(p.b.poll_transmit().map(|t| t.dst), Some(moved));
     }
 

@@ -40,6 +40,7 @@ use rand_core::{Rng, SeedableRng};
 
 use self::friends::{Friend, FriendEvent, Path, PendingRequest, Status};
 use super::dht::{Dht, DhtConfig, DhtEvent, Transmit};
+use super::net_crypto::path::PathKind;
 use super::net_crypto::session::{DataCipher, SendError};
 use super::net_crypto::{NetCrypto, NetCryptoEvent, TcpSource};
 use super::onion::announce::AnnounceStore;
@@ -286,6 +287,13 @@ impl Node {
         self.pump_relays(now);
     }
 
+    /// Where a router port mapping makes our UDP port reachable (`None`
+    /// when none is held): announced to friends in our DHT-PK packets (see
+    /// [`OnionClient::set_external_addr`]).
+    pub fn set_external_addr(&mut self, addr: Option<SocketAddr>) {
+        self.onion.set_external_addr(addr);
+    }
+
     /// The relay connections (state and counters).
     pub fn tcp_relays(&self) -> &RelayConnections {
         &self.relays
@@ -415,6 +423,15 @@ impl Node {
         self.punch.set_mapped(addr);
     }
 
+    /// How long an online friend's session has been on its current path
+    /// (since it last moved between direct UDP and a relay, or since its
+    /// first packet when it never did).
+    pub fn friend_path_age(&self, real_pk: &PublicKey, now: Instant) -> Option<Duration> {
+        self.friends.get(real_pk).filter(|f| f.status == Status::Online)?;
+        let (_, since) = self.net_crypto.session(real_pk)?.current_path()?;
+        Some(now.saturating_duration_since(since))
+    }
+
     /// The cipher an online friend's data packets are sealed with.
     pub fn friend_cipher(&self, real_pk: &PublicKey) -> Option<DataCipher> {
         self.friends.get(real_pk).filter(|f| f.status == Status::Online)?;
@@ -424,7 +441,14 @@ impl Node {
     /// The path a session's packets take now: UDP while a UDP packet came
     /// recently or no relay reaches the friend.
     fn path_of(&self, real_pk: &PublicKey, now: Instant) -> Path {
-        let direct = self.net_crypto.session(real_pk).is_some_and(|s| s.direct(now));
+        let session = self.net_crypto.session(real_pk);
+        if let Some((path, _)) = session.and_then(|s| s.current_path()) {
+            return match path {
+                PathKind::Udp => Path::Udp,
+                PathKind::Tcp => Path::Tcp,
+            };
+        }
+        let direct = session.is_some_and(|s| s.direct(now));
         if direct || !self.net_crypto.tcp_available(real_pk) { Path::Udp } else { Path::Tcp }
     }
 
@@ -545,7 +569,7 @@ impl Node {
         while let Some(found) = self.punch.poll_path() {
             self.set_route(found.addr, found.socket);
             self.net_crypto.set_addr(&found.peer, found.addr);
-            self.net_crypto.probe_udp(now, &found.peer);
+            self.net_crypto.probe_udp(&found.peer);
         }
         while let Some(probe) = self.punch.poll_probe() {
             tracing::trace!(socket = ?probe.socket, dst = %probe.dst, ttl = ?probe.ttl, "hole punching: probe");

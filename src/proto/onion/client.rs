@@ -187,6 +187,8 @@ struct Friend {
     last_populated: Option<Instant>,
     last_dhtpk_onion: Option<Instant>,
     last_dhtpk_dht: Option<Instant>,
+    /// The external address our last DHT-PK to this friend carried.
+    told_external: Option<SocketAddr>,
     recently_pinged: VecDeque<(PublicKey, Instant)>,
 }
 
@@ -217,6 +219,9 @@ pub struct OnionClient {
     tcp_relays: Vec<PackedNode>,
     use_tcp: bool,
     tcp_transmits: VecDeque<(PublicKey, TcpOnionRequest)>,
+    /// Where the router maps our UDP port (a port mapping), announced in
+    /// our DHT-PK packets.
+    external: Option<SocketAddr>,
     events: VecDeque<OnionEvent>,
     stats: OnionClientStats,
 }
@@ -252,9 +257,32 @@ impl OnionClient {
             tcp_relays: Vec::new(),
             use_tcp: false,
             tcp_transmits: VecDeque::new(),
+            external: None,
             events: VecDeque::new(),
             stats: OnionClientStats::default(),
         }
+    }
+
+    /// Where a router port mapping makes our UDP port reachable (`None`:
+    /// nowhere known). It goes into our DHT-PK announcements as a DHT node
+    /// with our own DHT key: a friend (tuntox or c-toxcore) asks that node
+    /// for nodes, our answer puts us in its DHT lists, and it tries the
+    /// address for a direct session. On a change, friends not online get a
+    /// fresh announcement at the next tick, online ones one through the DHT.
+    pub fn set_external_addr(&mut self, addr: Option<SocketAddr>) {
+        if self.external == addr {
+            return;
+        }
+        self.external = addr;
+        for friend in &mut self.friends {
+            friend.last_dhtpk_onion = None;
+            friend.last_dhtpk_dht = None;
+        }
+    }
+
+    /// The address set by [`set_external_addr`](Self::set_external_addr).
+    pub fn external_addr(&self) -> Option<SocketAddr> {
+        self.external
     }
 
     /// The TCP relays we are connected to, and whether paths should start
@@ -309,6 +337,7 @@ impl OnionClient {
             last_populated: None,
             last_dhtpk_onion: None,
             last_dhtpk_dht: None,
+            told_external: None,
             recently_pinged: VecDeque::new(),
         });
     }
@@ -479,11 +508,14 @@ impl OnionClient {
         self.send_data(now, friend_pk, &plain)
     }
 
-    /// Our DHT-PK announcement: our DHT key, up to 2 TCP relays and DHT
-    /// nodes close to us, 4 in all.
+    /// Our DHT-PK announcement: our DHT key, up to 2 TCP relays, our
+    /// mapped address when a router maps our port, and DHT nodes close to
+    /// us, 4 in all.
     fn dht_pk_announce(&self, unix_secs: u64, dht: &Dht, relays: &[PackedNode], now: Instant) -> Option<DhtPkAnnounce> {
         let mut nodes: Vec<PackedNode> = relays.iter().take(2).copied().collect();
         let own = *dht.public_key();
+        // Ourselves at the router's mapped address, before the DHT nodes.
+        nodes.extend(self.external.map(|addr| PackedNode::udp(addr, own)));
         nodes.extend(dht.closest_nodes(&own, 4 - nodes.len(), false, now));
         DhtPkAnnounce::new(unix_secs, own, nodes).ok()
     }
@@ -720,6 +752,34 @@ impl OnionClient {
         }
     }
 
+    /// Sends friend `index` our DHT-PK through the DHT (when its DHT key is
+    /// known); true if a copy went out.
+    fn send_dhtpk_dht(
+        &mut self,
+        now: Instant,
+        index: usize,
+        unix_secs: u64,
+        dht: &mut Dht,
+        relays: &[PackedNode],
+    ) -> bool {
+        let real_pk = self.friends[index].real_pk;
+        let Some(dht_pk) = self.friends[index].dht_pk else { return false };
+        let Some(announce) = self.dht_pk_announce(unix_secs, dht, relays, now) else { return false };
+        let nonce = Nonce::random(&mut self.rng);
+        let Ok(key) = self.key_cache.get(&real_pk, self.real_keys.secret()) else { return false };
+        let envelope = DhtPkEnvelope::seal(*self.real_keys.public(), key, nonce, &announce);
+        let mut data = BytesMut::with_capacity(envelope.encoded_len());
+        envelope.encode(&mut data);
+        let payload = DhtRequestPayload::Other { kind: crate::wire::dht_pk_announce::DHT_PK_KIND, data: data.freeze() };
+        if dht.send_request_to(now, dht_pk, &payload) > 0 {
+            let friend = &mut self.friends[index];
+            friend.last_dhtpk_dht = Some(now);
+            friend.told_external = self.external;
+            return true;
+        }
+        false
+    }
+
     fn populate_path_nodes(&mut self, dht: &Dht, now: Instant) {
         // A few random good DHT nodes each tick, like c-toxcore's
         // `populate_path_nodes` from its DHT friends' lists.
@@ -811,6 +871,15 @@ impl OnionClient {
     fn do_friend(&mut self, now: Instant, index: usize, unix_secs: u64, dht: &mut Dht, relays: &[PackedNode]) {
         let friend = &self.friends[index];
         if friend.online {
+            // A friend reached through a TCP relay learns of a new mapped
+            // address, so that it can try the direct path.
+            if self.external.is_some()
+                && friend.told_external != self.external
+                && friend.last_dhtpk_dht.is_none_or(|t| now >= t + DHTPK_ONION_INTERVAL_NEW)
+                && self.send_dhtpk_dht(now, index, unix_secs, dht, relays)
+            {
+                self.friends[index].told_external = self.external;
+            }
             return;
         }
         let real_pk = friend.real_pk;
@@ -837,21 +906,8 @@ impl OnionClient {
                 self.friends[index].last_dhtpk_onion = Some(now);
             }
         }
-        if let Some(dht_pk) = self.friends[index].dht_pk
-            && self.friends[index].last_dhtpk_dht.is_none_or(|t| now >= t + DHTPK_DHT_INTERVAL)
-            && let Some(announce) = self.dht_pk_announce(unix_secs, dht, relays, now)
-        {
-            let nonce = Nonce::random(&mut self.rng);
-            if let Ok(key) = self.key_cache.get(&real_pk, self.real_keys.secret()) {
-                let envelope = DhtPkEnvelope::seal(*self.real_keys.public(), key, nonce, &announce);
-                let mut data = BytesMut::with_capacity(envelope.encoded_len());
-                envelope.encode(&mut data);
-                let payload =
-                    DhtRequestPayload::Other { kind: crate::wire::dht_pk_announce::DHT_PK_KIND, data: data.freeze() };
-                if dht.send_request_to(now, dht_pk, &payload) > 0 {
-                    self.friends[index].last_dhtpk_dht = Some(now);
-                }
-            }
+        if self.friends[index].last_dhtpk_dht.is_none_or(|t| now >= t + DHTPK_DHT_INTERVAL) {
+            self.send_dhtpk_dht(now, index, unix_secs, dht, relays);
         }
 
         // Search: ask the friend's nodes again, spaced out.

@@ -49,6 +49,27 @@ pub fn carry(mut link: PeerLink, to: Engine, as_peer: PeerId, tap: Option<Tap>) 
     })
 }
 
+/// Forwards `link`'s outgoing frames into `to` as coming from `as_peer`,
+/// each `delay` after it left (in order: a long link without a rate limit).
+pub fn carry_delayed(mut link: PeerLink, to: Engine, as_peer: PeerId, delay: Duration) -> JoinHandle<()> {
+    let (line, mut arrivals) = tokio::sync::mpsc::unbounded_channel::<(tokio::time::Instant, Bytes)>();
+    tokio::spawn(async move {
+        while let Some((at, frame)) = arrivals.recv().await {
+            tokio::time::sleep_until(at).await;
+            if to.incoming(as_peer, frame).await.is_err() {
+                break;
+            }
+        }
+    });
+    tokio::spawn(async move {
+        while let Some(frame) = link.recv().await {
+            if line.send((tokio::time::Instant::now() + delay, frame)).is_err() {
+                break;
+            }
+        }
+    })
+}
+
 /// A client engine and an exit engine joined in memory.
 pub struct Pair {
     pub client: Engine,
@@ -74,6 +95,19 @@ impl Pair {
     pub fn join(client: Engine, exit: Engine) -> Self {
         let mut pair = Self { client, exit, to_exit: Tap::default(), to_client: Tap::default(), carriers: Vec::new() };
         pair.connect();
+        pair
+    }
+
+    /// Default engines joined by a link that delays each frame by `delay`
+    /// each way.
+    pub fn delayed(client: Config, exit: Config, delay: Duration) -> Self {
+        let client = Engine::new(client, CancellationToken::new());
+        let exit = Engine::new(exit, CancellationToken::new());
+        let mut pair = Self { client, exit, to_exit: Tap::default(), to_client: Tap::default(), carriers: Vec::new() };
+        let to_exit = pair.client.peer_connected(SERVER);
+        let to_client = pair.exit.peer_connected(CLIENT);
+        pair.carriers.push(carry_delayed(to_exit, pair.exit.clone(), CLIENT, delay));
+        pair.carriers.push(carry_delayed(to_client, pair.client.clone(), SERVER, delay));
         pair
     }
 
