@@ -76,6 +76,55 @@ fn udp_blocked_passes_tcp_only_and_a_port_forward_admits_strangers() {
     assert_eq!((data.as_slice(), from), (&b"forwarded"[..], SocketAddr::from((PUBLIC_HOST, 5002))));
 }
 
+/// Hole punching's openers: a datagram with IP TTL 2 (the puncher's
+/// `OPENER_TTL`) from a LAN host passes its router, which maps it, and
+/// dies at the next hop, before any host beyond; with TTL 3 it arrives.
+/// The same from a dual-stack socket to an IPv4 address, as the node's
+/// socket may be (the driver sets both the TTL and the hop limit).
+#[test]
+fn a_datagram_with_ttl_2_is_mapped_by_the_router_and_dies_at_the_next_hop() {
+    let bed = NatBed::new(NatBedConfig::new(RouterKind::Cone, RouterKind::Cone));
+    let public = udp(&bed.public, PUBLIC_HOST, 5000);
+    for (i, dual_stack) in [false, true].into_iter().enumerate() {
+        let port = 41000 + i as u16;
+        let socket = bed.client.run_in(move || {
+            if dual_stack {
+                let s = socket2::Socket::new(socket2::Domain::IPV6, socket2::Type::DGRAM, None).unwrap();
+                s.set_only_v6(false).unwrap();
+                s.bind(&SocketAddr::from((std::net::Ipv6Addr::UNSPECIFIED, port)).into()).unwrap();
+                UdpSocket::from(s)
+            } else {
+                UdpSocket::bind((LAN_HOST, port)).unwrap()
+            }
+        });
+        let dst: SocketAddr = if dual_stack {
+            SocketAddr::from((PUBLIC_HOST.to_ipv6_mapped(), 5000))
+        } else {
+            SocketAddr::from((PUBLIC_HOST, 5000))
+        };
+        let sock = socket2::SockRef::from(&socket);
+        for ttl in [2, 3] {
+            sock.set_ttl_v4(ttl).expect("IP_TTL");
+            if dual_stack {
+                sock.set_unicast_hops_v6(ttl).expect("IPV6_UNICAST_HOPS");
+            }
+            socket.send_to(&[ttl as u8], dst).unwrap();
+            let got = recv_from(&public);
+            if ttl == 2 {
+                assert_eq!(got, None, "dual stack {dual_stack}: TTL 2 went past the public router");
+                let table = bed.client_router.conntrack();
+                assert!(
+                    table.lines().any(|l| l.contains(&format!("dst={PUBLIC_HOST} sport={port} dport=5000"))),
+                    "dual stack {dual_stack}: the router mapped nothing:\n{table}"
+                );
+            } else {
+                let (data, from) = got.unwrap_or_else(|| panic!("dual stack {dual_stack}: TTL 3 got lost"));
+                assert_eq!((data, from), (vec![3], SocketAddr::from((CLIENT_PUBLIC, port))), "dual stack {dual_stack}");
+            }
+        }
+    }
+}
+
 /// The failure of plain hole punching between two cone routers: the
 /// client's first datagram reaches the server's router before the server
 /// sent anything, leaves an UNREPLIED entry there, and the server's own

@@ -1,17 +1,20 @@
 //! `nat`: the NAT test bed (tests/support/natbed.rs): a tuntox client and
 //! server each behind its own home router, per pair of router kinds: the
-//! path they end on, how long until it is direct (their status says
-//! `udp`), the first byte through `-L`, and [`LEN`] bytes down through the
-//! forward. The same cases with two libtoxcore 0.2.18 peers (the interop
+//! path they end on, the first byte through `-L`, and [`LEN`] bytes down
+//! through the forward, started at once (on whatever path there is then);
+//! then, on a fresh bed, how long until the path is direct (their status
+//! says `udp`; waited for up to [`DIRECT_WAIT`]) and [`LEN`] bytes started
+//! once it is. The same cases with two libtoxcore 0.2.18 peers (the interop
 //! test peer): how long until they are connected, on which path, and
 //! [`LEN`] bytes of lossless custom packets. Each case runs [`ROUNDS`] times
-//! on a fresh bed.
+//! on a fresh bed. `NAT_BENCH=tuntox` (or `libtoxcore`) runs one
+//! implementation's rows only.
 
 use std::time::Duration;
 
 use crate::measure::Table;
 use crate::support::deadline::Deadline;
-use crate::support::natbed::{NatBed, NatBedConfig, RouterKind, forward_run};
+use crate::support::natbed::{ForwardRun, NatBed, NatBedConfig, RouterKind, forward_run};
 use crate::support::toxpeer::ToxPeer;
 
 /// Bytes moved per case.
@@ -20,6 +23,10 @@ const LEN: usize = 20 << 20;
 const ROUNDS: usize = 2;
 /// Longest one tuntox run may take.
 const BUDGET: Duration = Duration::from_secs(120);
+/// How long the second run waits for the direct path before its transfer
+/// (hole punching's first two attempts take about 10 s after the session
+/// came up; the third comes 15 s later).
+const DIRECT_WAIT: Duration = Duration::from_secs(30);
 /// How long two libtoxcore peers get to connect.
 const PEER_BUDGET: Duration = Duration::from_secs(90);
 /// How long connected libtoxcore peers then get to go direct.
@@ -45,13 +52,50 @@ fn secs(d: Option<Duration>) -> String {
 pub fn run() {
     let mut table = Table::new(
         3,
-        &["client / server", "implementation", "path at end", "direct after", "first byte", "20 MB", "longest gap"],
+        &[
+            "client / server",
+            "implementation",
+            "path at end",
+            "direct after",
+            "first byte",
+            "20 MB",
+            "longest gap",
+            "20 MB once direct",
+        ],
     );
+    // NAT_BENCH=tuntox or NAT_BENCH=libtoxcore runs one implementation's rows.
+    let only = std::env::var("NAT_BENCH").ok();
+    let tuntox_rows = only.as_deref().is_none_or(|o| o == "tuntox");
+    let peer_rows = only.as_deref().is_none_or(|o| o == "libtoxcore");
     for (client, server) in cases() {
         let case = format!("{} / {}", client.name(), server.name());
-        for _ in 0..ROUNDS {
-            let bed = NatBed::new(NatBedConfig::new(client, server));
-            let run = forward_run(&bed, &[], LEN, BUDGET);
+        for _ in 0..if tuntox_rows { ROUNDS } else { 0 } {
+            // A failed run (a stall past the budget, corrupt bytes) is a row
+            // of its own, not the end of the benchmark.
+            let run = match run_or_why(client, server, None) {
+                Ok(run) => run,
+                Err(why) => {
+                    eprintln!("{case}: failed: {why}");
+                    let first_line = why.lines().next().unwrap_or("?").to_owned();
+                    let mut row = vec![case.clone(), "tuntox -L".to_owned(), format!("failed: {first_line}")];
+                    row.resize(8, String::new());
+                    table.row(row);
+                    continue;
+                }
+            };
+            // How long until the path is direct, and the same transfer
+            // once it is, on a fresh bed. (The first run may end before
+            // the path is direct, or before the status is first read.)
+            let (direct_after, direct) = match run_or_why(client, server, Some(DIRECT_WAIT)) {
+                Ok(again) => {
+                    eprintln!("{case}, once direct: {again:?}");
+                    (secs(again.direct), format!("{:.1} MB/s", again.mb_per_s(LEN)))
+                }
+                Err(why) if why.starts_with("no direct path within") => {
+                    (format!("not in {} s", DIRECT_WAIT.as_secs()), String::new())
+                }
+                Err(why) => (String::new(), format!("failed: {}", why.lines().next().unwrap_or("?"))),
+            };
             let path = run.path_at_end.as_ref().and_then(|p| p.path.clone()).unwrap_or_else(|| "?".to_owned());
             let note = run.path_at_end.as_ref().and_then(|p| p.direct_note.clone());
             table.row(vec![
@@ -61,14 +105,15 @@ pub fn run() {
                     Some(note) if path != "udp" => format!("{path} ({note})"),
                     _ => path,
                 },
-                secs(run.direct),
+                direct_after,
                 secs(Some(run.first_byte)),
                 format!("{:.1} MB/s", run.mb_per_s(LEN)),
                 format!("{:.2} s", run.longest_gap.as_secs_f64()),
+                direct,
             ]);
             eprintln!("{case}: {run:?}");
         }
-        for _ in 0..ROUNDS {
+        for _ in 0..if peer_rows { ROUNDS } else { 0 } {
             let bed = NatBed::new(NatBedConfig::new(client, server));
             let (path, connected, direct, rate) = peers(&bed);
             table.row(vec![
@@ -79,10 +124,28 @@ pub fn run() {
                 secs(connected),
                 rate,
                 String::new(),
+                String::new(),
             ]);
         }
     }
     table.print();
+}
+
+/// One `-L` run on a fresh bed, or why it failed (a stall past the
+/// budget, corrupt bytes, no direct path in time): a row of its own rather
+/// than the end of the benchmark.
+fn run_or_why(client: RouterKind, server: RouterKind, direct_first: Option<Duration>) -> Result<ForwardRun, String> {
+    std::panic::catch_unwind(|| {
+        let bed = NatBed::new(NatBedConfig::new(client, server));
+        forward_run(&bed, &[], LEN, direct_first, BUDGET)
+    })
+    .map_err(|panic| {
+        panic
+            .downcast_ref::<String>()
+            .cloned()
+            .or_else(|| panic.downcast_ref::<&str>().map(|s| (*s).to_owned()))
+            .unwrap_or_else(|| "?".to_owned())
+    })
 }
 
 /// Two libtoxcore peers on the bed: the client peer befriends the server

@@ -136,6 +136,11 @@ pub struct FriendStatus {
     /// server's.
     #[serde(default)]
     pub vpn_addresses: Vec<String>,
+    /// Why there is no direct UDP path, when it is not `udp`: where hole
+    /// punching stands, or what rules it out (a router that maps each
+    /// destination to a new port, UDP off, a friend that is no tuntox...).
+    #[serde(default)]
+    pub direct_note: Option<String>,
 }
 
 /// The VPN device.
@@ -175,10 +180,15 @@ pub struct Source {
 /// A friend's path, and how long it has been on it.
 type PathSince = (FriendPath, Option<Duration>);
 
+/// One friend as the node sees it: key, online, path and how long it has
+/// been on it, cipher, why not direct.
+type FriendView = (PublicKey, bool, Option<PathSince>, Option<DataCipher>, Option<String>);
+
 /// What the node tells, in one visit to its task.
 #[derive(Debug, Default)]
 struct NodeView {
-    friends: Vec<(PublicKey, bool, Option<PathSince>, Option<DataCipher>)>,
+    friends: Vec<FriendView>,
+    punch: crate::proto::punch::PunchStats,
     dht_nodes: usize,
     external: Option<SocketAddr>,
     tcp_relays: usize,
@@ -211,8 +221,11 @@ impl Source {
                     .friend_keys()
                     .map(|key| {
                         let online = node.friend(key).is_some_and(|f| f.status == FriendState::Online);
-                        let path = node.friend_path(key, now).map(|p| (p, node.friend_path_age(key, now)));
-                        (*key, online, path, node.friend_cipher(key))
+                        let path = node.friend_path(key, now);
+                        let note =
+                            (online && path != Some(FriendPath::Udp)).then(|| node.direct_note(key, now)).flatten();
+                        let path = path.map(|p| (p, node.friend_path_age(key, now)));
+                        (*key, online, path, node.friend_cipher(key), note)
                     })
                     .collect();
                 friends.sort_by_key(|(key, ..)| *key.as_bytes());
@@ -223,6 +236,7 @@ impl Source {
                     tcp_relays: node.tcp_relays().connected(usize::MAX).len(),
                     relay_client: node.tcp_relays().stats(),
                     relay_server: node.tcp_server().map(|s| (s.clients(), s.stats())),
+                    punch: node.punch_stats(),
                 }
             })
             .await
@@ -242,7 +256,7 @@ impl Source {
             friends: view
                 .friends
                 .iter()
-                .map(|(key, online, path, cipher)| FriendStatus {
+                .map(|(key, online, path, cipher, note)| FriendStatus {
                     public_key: key.to_string(),
                     online: *online,
                     path: path.map(|(p, _)| match p {
@@ -252,12 +266,14 @@ impl Source {
                     path_since_secs: path.and_then(|(_, age)| age).map(|a| a.as_secs()),
                     cipher: cipher.map(|c| c.name().to_owned()),
                     vpn_addresses: Vec::new(),
+                    direct_note: note.clone(),
                 })
                 .collect(),
             ..Status::default()
         };
         if self.mode != "relay" {
             status.counters.insert("tcp_relay_client".into(), relay_client_counters(&view.relay_client));
+            status.counters.insert("hole_punching".into(), punch_counters(&view.punch));
         }
         if let Some((clients, stats)) = &view.relay_server {
             status.counters.insert("relay".into(), relay_server_counters(*clients, stats));
@@ -376,6 +392,19 @@ fn relay_client_counters(s: &RelayClientStats) -> BTreeMap<String, u64> {
     ])
 }
 
+fn punch_counters(s: &crate::proto::punch::PunchStats) -> BTreeMap<String, u64> {
+    counters([
+        ("attempts", s.attempts),
+        ("wide_attempts", s.wide_attempts),
+        ("found", s.found),
+        ("failed", s.failed),
+        ("openers", s.openers),
+        ("knocks", s.knocks),
+        ("sprayed", s.sprayed),
+        ("sockets_opened", s.sockets_opened),
+    ])
+}
+
 fn relay_server_counters(clients: usize, s: &RelayServerStats) -> BTreeMap<String, u64> {
     counters([
         ("clients", clients as u64),
@@ -443,6 +472,10 @@ pub fn render(status: &Status) -> String {
         };
         let state = match (&friend.cipher, friend.online) {
             (Some(cipher), true) => format!("{state}, {cipher}"),
+            _ => state,
+        };
+        let state = match (&friend.direct_note, friend.online) {
+            (Some(note), true) => format!("{state} (no direct path: {note})"),
             _ => state,
         };
         let vpn = if friend.vpn_addresses.is_empty() {
@@ -784,6 +817,7 @@ mod tests {
                     path_since_secs: None,
                     cipher: Some("aegis-256".into()),
                     vpn_addresses: vec!["10.77.0.2/32".into(), "fd00::2/128".into()],
+                    direct_note: None,
                 },
                 FriendStatus {
                     public_key: key(2),
@@ -792,15 +826,9 @@ mod tests {
                     path_since_secs: Some(75),
                     cipher: None,
                     vpn_addresses: vec![],
+                    direct_note: Some("the friend's router maps each destination to a new port".into()),
                 },
-                FriendStatus {
-                    public_key: key(3),
-                    online: false,
-                    path: None,
-                    path_since_secs: None,
-                    cipher: None,
-                    vpn_addresses: vec![],
-                },
+                FriendStatus { public_key: key(3), online: false, ..FriendStatus::default() },
             ],
             tunnels_open: Some(2),
             vpn: Some(VpnStatus {
@@ -828,7 +856,7 @@ mod tests {
              DHT:          8 good nodes, 1 TCP relays connected\n\
              Friends:      2 of 3 online\n\
              \x20 {} online, direct UDP, aegis-256; VPN 10.77.0.2/32, fd00::2/128\n\
-             \x20 {} online, through a TCP relay for 1m 15s\n\
+             \x20 {} online, through a TCP relay for 1m 15s (no direct path: the friend's router maps each destination to a new port)\n\
              \x20 {} offline\n\
              Tunnels open: 2\n\
              VPN:          tuntox-srv0 10.77.0.1/24, fd00::1/64\n\

@@ -44,7 +44,10 @@ pub struct BatchSocket {
     state: UdpSocketState,
     local: SocketAddr,
     scratch: Vec<u8>,
+    /// Receive buffers, allocated at the first read (hole punching opens
+    /// hundreds of sockets that mostly never receive).
     bufs: Vec<Vec<u8>>,
+    buf_len: usize,
     metas: Vec<RecvMeta>,
 }
 
@@ -72,8 +75,9 @@ impl BatchSocket {
             io,
             state,
             local,
-            scratch: Vec::with_capacity(MAX_SEGMENTS * super::MAX_DATAGRAM),
-            bufs: (0..RECV_BUFFERS).map(|_| vec![0u8; len]).collect(),
+            scratch: Vec::new(),
+            bufs: Vec::new(),
+            buf_len: len,
             metas: vec![RecvMeta::default(); RECV_BUFFERS],
         })
     }
@@ -88,9 +92,17 @@ impl BatchSocket {
         self.io.readable().await
     }
 
+    /// Polls for a datagram to read (several sockets waited on at once).
+    pub fn poll_readable(&self, cx: &mut std::task::Context<'_>) -> std::task::Poll<io::Result<()>> {
+        self.io.poll_recv_ready(cx)
+    }
+
     /// Reads what is queued without waiting (up to about `max` datagrams),
     /// handing each datagram to `each`. Returns how many there were.
     pub fn try_recv(&mut self, max: usize, mut each: impl FnMut(SocketAddr, Bytes)) -> usize {
+        if self.bufs.is_empty() {
+            self.bufs = (0..RECV_BUFFERS).map(|_| vec![0u8; self.buf_len]).collect();
+        }
         let mut count = 0;
         while count < max {
             let mut iovs: Vec<IoSliceMut<'_>> = self.bufs.iter_mut().map(|b| IoSliceMut::new(b)).collect();
@@ -110,6 +122,43 @@ impl BatchSocket {
             }
         }
         count
+    }
+
+    /// Sends each datagram with the IP TTL (IPv6 hop limit) `ttl`, one call
+    /// each, and puts the socket's own back afterwards: hole punching's
+    /// openers, meant to die between our router and the friend's. Only the
+    /// node's task sends on the socket, so nothing else leaves with the low
+    /// TTL. A datagram the kernel refuses counts as an error.
+    pub fn send_with_ttl(&mut self, datagrams: &[Outgoing], ttl: u32) -> SendReport {
+        let mut report = SendReport::default();
+        if datagrams.is_empty() {
+            return report;
+        }
+        let socket = socket2::SockRef::from(&self.io);
+        let v6 = self.local.is_ipv6();
+        // IPv4 destinations of a dual-stack socket take the IPv4 TTL.
+        let old_v4 = socket.ttl_v4().ok();
+        let old_v6 = if v6 { socket.unicast_hops_v6().ok() } else { None };
+        let set_v4 = socket.set_ttl_v4(ttl).is_ok();
+        let set_v6 = v6 && socket.set_unicast_hops_v6(ttl).is_ok();
+        for datagram in datagrams {
+            report.calls += 1;
+            // Straight to the socket: tokio's `try_send_to` refuses a socket
+            // whose writability its reactor has not seen yet, as with one
+            // just opened.
+            let dst = socket2::SockAddr::from(send_addr(self.local, datagram.dst));
+            match socket.send_to(&datagram.payload, &dst) {
+                Ok(_) => report.sent += 1,
+                Err(_) => report.errors += 1,
+            }
+        }
+        if let (true, Some(old)) = (set_v4, old_v4) {
+            let _ = socket.set_ttl_v4(old);
+        }
+        if let (true, Some(old)) = (set_v6, old_v6) {
+            let _ = socket.set_unicast_hops_v6(old);
+        }
+        report
     }
 
     /// Sends every datagram, batching runs to one address.
@@ -220,6 +269,23 @@ mod tests {
     fn socket(ports: std::ops::RangeInclusive<u16>) -> BatchSocket {
         let config = UdpConfig { ports, bind_ip: Some(IpAddr::V4(Ipv4Addr::LOCALHOST)), ..UdpConfig::default() };
         BatchSocket::new(udp::bind(&config).unwrap()).unwrap()
+    }
+
+    /// A socket just opened sends at once with a TTL of its own, and keeps
+    /// its default TTL for everything else.
+    #[tokio::test]
+    async fn a_fresh_socket_sends_with_a_ttl_and_restores_its_own() {
+        let mut a = BatchSocket::new(udp::bind_ephemeral("127.0.0.1:0".parse().unwrap()).unwrap()).unwrap();
+        let mut b = socket(41501..=41600);
+        let before = socket2::SockRef::from(&a.io).ttl_v4().unwrap();
+        let datagrams = [Outgoing { dst: b.local_addr(), payload: Bytes::from_static(b"opener") }];
+        let report = a.send_with_ttl(&datagrams, 2);
+        assert_eq!((report.sent, report.errors), (1, 0), "not refused for want of readiness");
+        assert_eq!(socket2::SockRef::from(&a.io).ttl_v4().unwrap(), before);
+        let mut got = Vec::new();
+        tokio::time::timeout(Duration::from_secs(5), b.readable()).await.unwrap().unwrap();
+        b.try_recv(8, |from, data| got.push((from, data)));
+        assert_eq!(got, vec![(a.local_addr(), Bytes::from_static(b"opener"))]);
     }
 
     /// Runs of equal sizes, odd sizes and a shorter last one all arrive

@@ -16,6 +16,12 @@
 //! Per-packet costs are amortised: events cross to the owner in one batch
 //! per wake-up, and a lossless send may carry many packets for one friend
 //! with a single reply.
+//!
+//! Hole punching's sockets: the node asks for more UDP sockets
+//! ([`Node::poll_socket_command`]); the task binds them next to the main
+//! one (an ephemeral port), reads them all, and sends each of the node's
+//! [`Datagram`](crate::proto::node::Datagram)s from the socket it names,
+//! with the IP TTL it names.
 
 // The driver is where real time enters.
 #![allow(clippy::disallowed_methods)]
@@ -41,6 +47,7 @@ use self::batch::{BatchSocket, Outgoing};
 use crate::crypto::PublicKey;
 use crate::proto::net_crypto::session::SendError;
 use crate::proto::node::friends::FriendEvent;
+use crate::proto::punch::{SocketCommand, SocketId};
 use crate::proto::{Node, NodeEvent};
 
 /// Datagrams read per wake-up at most, before the node's output is flushed.
@@ -340,6 +347,50 @@ async fn readable(socket: &Option<BatchSocket>) -> io::Result<()> {
     }
 }
 
+/// Hole punching's sockets, by the node's ids.
+type Extras = Vec<(SocketId, BatchSocket)>;
+
+/// The index of a punching socket with a datagram to read; never ready
+/// without one.
+async fn readable_extra(extras: &Extras) -> usize {
+    std::future::poll_fn(|cx| {
+        for (i, (_, socket)) in extras.iter().enumerate() {
+            if socket.poll_readable(cx).is_ready() {
+                return std::task::Poll::Ready(i);
+            }
+        }
+        std::task::Poll::Pending
+    })
+    .await
+}
+
+/// Opens and closes the sockets the node asks for.
+fn socket_commands(node: &mut Node, main: &Option<BatchSocket>, extras: &mut Extras) {
+    while let Some(command) = node.poll_socket_command() {
+        match command {
+            SocketCommand::Open(id) => {
+                let opened = match main {
+                    Some(main) => udp::bind_ephemeral(main.local_addr()).and_then(BatchSocket::new),
+                    None => Err(io::Error::other("no UDP")),
+                };
+                let now = Instant::now();
+                match opened {
+                    Ok(socket) => {
+                        let local = socket.local_addr();
+                        extras.push((id, socket));
+                        node.socket_opened(now, id, Some(local));
+                    }
+                    Err(e) => {
+                        tracing::debug!(error = %e, "cannot open a hole-punching socket");
+                        node.socket_opened(now, id, None);
+                    }
+                }
+            }
+            SocketCommand::Close(id) => extras.retain(|(i, _)| *i != id),
+        }
+    }
+}
+
 async fn relay_input(relay: &mut Option<relay::RelaySide>) -> Option<relay::RelayInput> {
     match relay {
         Some(relay) => relay.recv().await,
@@ -376,14 +427,19 @@ async fn run(
     let mut parked: VecDeque<Parked> = VecDeque::new();
     let mut outgoing: Vec<Outgoing> = Vec::new();
     let mut relays = relay_client::RelayClientSide::new(cancel.child_token(), runtime);
+    let mut extras: Extras = Vec::new();
     node.handle_timeout(Instant::now());
     loop {
         retry_parked(&mut node, &mut parked);
+        socket_commands(&mut node, &socket, &mut extras);
+        // Datagrams before relay packets: a hole-punching message through a
+        // relay must not overtake the openers queued with it.
+        send_udp(&mut node, &mut socket, &mut extras, &mut outgoing, &mut stats).await;
         if let Some(relay) = &mut relay {
             relay.flush(&mut node, Instant::now());
         }
         relays.flush(&mut node, Instant::now());
-        if flush(&mut node, &mut socket, &mut outgoing, &events, &mut stats).await.is_err() {
+        if flush(&mut node, &mut socket, &mut extras, &mut outgoing, &events, &mut stats).await.is_err() {
             break;
         }
         let timer = node.poll_timeout().map(tokio::time::Instant::from_std);
@@ -395,6 +451,13 @@ async fn run(
                     let got = socket.try_recv(RECV_BATCH, |from, datagram| node.handle_udp(now, from, datagram));
                     stats.received += got as u64;
                 }
+            }
+            i = readable_extra(&extras) => {
+                let now = Instant::now();
+                let (id, extra) = &mut extras[i];
+                let id = *id;
+                let got = extra.try_recv(RECV_BATCH, |from, datagram| node.handle_udp_on(now, id, from, datagram));
+                stats.received += got as u64;
             }
             input = relays.recv() => {
                 let now = Instant::now();
@@ -529,22 +592,12 @@ async fn sleep_until(deadline: Option<tokio::time::Instant>) {
 async fn flush(
     node: &mut Node,
     socket: &mut Option<BatchSocket>,
+    extras: &mut Extras,
     outgoing: &mut Vec<Outgoing>,
     events: &mpsc::Sender<VecDeque<NodeEvent>>,
     stats: &mut DriverStats,
 ) -> Result<(), Stopped> {
-    outgoing.clear();
-    while let Some(transmit) = node.poll_transmit() {
-        outgoing.push(Outgoing { dst: transmit.dst, payload: transmit.payload });
-    }
-    if !outgoing.is_empty()
-        && let Some(socket) = socket
-    {
-        let report = socket.send_all(outgoing).await;
-        stats.sent += report.sent;
-        stats.send_errors += report.errors;
-        stats.send_calls += report.calls;
-    }
+    send_udp(node, socket, extras, outgoing, stats).await;
     let mut batch = VecDeque::new();
     while let Some(event) = node.poll_event() {
         batch.push_back(event);
@@ -566,6 +619,62 @@ async fn flush(
             }
             events.send(batch).await.map_err(|_| Stopped)
         }
+    }
+}
+
+/// Sends the node's datagrams: the main socket's, then the others in
+/// runs of one socket and TTL.
+async fn send_udp(
+    node: &mut Node,
+    socket: &mut Option<BatchSocket>,
+    extras: &mut Extras,
+    outgoing: &mut Vec<Outgoing>,
+    stats: &mut DriverStats,
+) {
+    outgoing.clear();
+    while let Some(transmit) = node.poll_transmit() {
+        outgoing.push(Outgoing { dst: transmit.dst, payload: transmit.payload });
+    }
+    if !outgoing.is_empty()
+        && let Some(socket) = socket
+    {
+        let report = socket.send_all(outgoing).await;
+        stats.sent += report.sent;
+        stats.send_errors += report.errors;
+        stats.send_calls += report.calls;
+    }
+    // Datagrams for other sockets or with a TTL of their own, in runs of
+    // one socket and TTL.
+    let mut pending = node.poll_datagram();
+    while let Some(first) = pending.take() {
+        let (id, ttl) = (first.socket, first.ttl);
+        outgoing.clear();
+        outgoing.push(Outgoing { dst: first.dst, payload: first.payload });
+        while let Some(next) = node.poll_datagram() {
+            if next.socket == id && next.ttl == ttl {
+                outgoing.push(Outgoing { dst: next.dst, payload: next.payload });
+            } else {
+                pending = Some(next);
+                break;
+            }
+        }
+        let target = if id == SocketId::MAIN {
+            socket.as_mut()
+        } else {
+            extras.iter_mut().find(|(i, _)| *i == id).map(|(_, s)| s)
+        };
+        let Some(target) = target else {
+            // Closed meanwhile.
+            stats.send_errors += outgoing.len() as u64;
+            continue;
+        };
+        let report = match ttl {
+            Some(ttl) => target.send_with_ttl(outgoing, ttl),
+            None => target.send_all(outgoing).await,
+        };
+        stats.sent += report.sent;
+        stats.send_errors += report.errors;
+        stats.send_calls += report.calls;
     }
 }
 

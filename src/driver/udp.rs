@@ -65,6 +65,13 @@ pub fn bind(config: &UdpConfig) -> io::Result<std::net::UdpSocket> {
     ))
 }
 
+/// A socket on a free port chosen by the kernel, on the same address as
+/// `like` (the main socket's: the same family, dual-stack if it is):
+/// hole punching's sockets.
+pub fn bind_ephemeral(like: SocketAddr) -> io::Result<std::net::UdpSocket> {
+    bind_one(SocketAddr::new(like.ip(), 0), false)
+}
+
 fn bind_one(addr: SocketAddr, broadcast: bool) -> io::Result<std::net::UdpSocket> {
     let socket = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))?;
     if addr.is_ipv6() && addr.ip().is_unspecified() {

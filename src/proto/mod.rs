@@ -12,6 +12,7 @@ pub mod key_cache;
 pub mod net_crypto;
 pub mod node;
 pub mod onion;
+pub mod punch;
 pub mod relay;
 
 pub use dht::Transmit;

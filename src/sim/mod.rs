@@ -12,9 +12,17 @@
 //! Nodes may sit behind [`nat::Nat`]s: their datagrams leave with the NAT's
 //! public address, and datagrams to that address reach them only as the
 //! NAT's filtering allows, checked when they arrive.
+//!
+//! The sockets a node asks for (hole punching's) get the node's IP and
+//! ports from 50000 up. A datagram with an IP TTL of 2 or less goes no
+//! further than its sender's NAT (it opens the mapping there), or nowhere
+//! without one. [`punch`] runs hole punching itself against Linux-like
+//! routers ([`conntrack`]).
 
+pub mod conntrack;
 pub mod link;
 pub mod nat;
+pub mod punch;
 pub mod relay;
 pub mod transport;
 
@@ -28,6 +36,7 @@ use bytes::Bytes;
 use rand_chacha::ChaCha8Rng;
 use rand_core::{Rng, SeedableRng};
 
+use crate::proto::punch::{SocketCommand, SocketId};
 use crate::proto::{Node, NodeEvent};
 
 /// How the virtual network treats datagrams.
@@ -58,6 +67,8 @@ pub struct NetStats {
     pub lost: u64,
     /// Datagrams to addresses where no node lives, or that a NAT filtered.
     pub unroutable: u64,
+    /// Datagrams whose IP TTL ran out on the way.
+    pub ttl_expired: u64,
 }
 
 #[derive(Debug, PartialEq, Eq, PartialOrd, Ord)]
@@ -74,6 +85,9 @@ struct InFlight {
     data: Bytes,
 }
 
+/// A socket a node asked for: its owner and id.
+type ExtraSocket = (usize, SocketId);
+
 /// The virtual network and its nodes.
 #[derive(Debug)]
 pub struct Sim {
@@ -86,6 +100,9 @@ pub struct Sim {
     nodes: Vec<Node>,
     online: Vec<bool>,
     by_addr: HashMap<SocketAddr, usize>,
+    /// Sockets nodes asked for, by their (inside) address.
+    extra: HashMap<SocketAddr, ExtraSocket>,
+    next_port: u16,
     queue: BinaryHeap<Reverse<(Instant, Wakeup)>>,
     in_flight: HashMap<u64, InFlight>,
     next_seq: u64,
@@ -112,6 +129,8 @@ impl Sim {
             nodes: Vec::new(),
             online: Vec::new(),
             by_addr: HashMap::new(),
+            extra: HashMap::new(),
+            next_port: 50000,
             queue: BinaryHeap::new(),
             in_flight: HashMap::new(),
             next_seq: 0,
@@ -213,30 +232,74 @@ impl Sim {
     /// Sends what node `index` has queued and re-arms its timer: call after
     /// acting on a node directly.
     pub fn flush(&mut self, index: usize) {
-        while let Some(transmit) = self.nodes[index].poll_transmit() {
-            self.stats.sent += 1;
-            if !self.online[index] || self.chance(self.net.loss) {
-                self.stats.lost += 1;
-                continue;
+        while let Some(command) = self.nodes[index].poll_socket_command() {
+            match command {
+                SocketCommand::Open(id) => {
+                    let addr = SocketAddr::new(self.addrs[index].ip(), self.next_port);
+                    self.next_port = self.next_port.wrapping_add(1).max(50000);
+                    self.extra.insert(addr, (index, id));
+                    if self.behind[index].is_none() {
+                        self.by_addr.insert(addr, index);
+                    }
+                    let now = self.now;
+                    self.nodes[index].socket_opened(now, id, Some(addr));
+                }
+                SocketCommand::Close(id) => {
+                    let gone: Vec<SocketAddr> =
+                        self.extra.iter().filter(|(_, e)| **e == (index, id)).map(|(a, _)| *a).collect();
+                    for addr in gone {
+                        self.extra.remove(&addr);
+                        self.by_addr.remove(&addr);
+                    }
+                }
             }
-            let from = match self.behind[index] {
-                Some(nat) => self.nats[nat].outbound(self.addrs[index], transmit.dst),
-                None => self.addrs[index],
+        }
+        while let Some(transmit) = self.nodes[index].poll_transmit() {
+            let inside = self.addrs[index];
+            self.send(index, inside, None, transmit.dst, transmit.payload);
+        }
+        while let Some(datagram) = self.nodes[index].poll_datagram() {
+            let inside = if datagram.socket == SocketId::MAIN {
+                Some(self.addrs[index])
+            } else {
+                self.extra.iter().find(|(_, e)| **e == (index, datagram.socket)).map(|(a, _)| *a)
             };
-            let copies = if self.chance(self.net.duplicate) { 2 } else { 1 };
-            for _ in 0..copies {
-                let delay = self.random_delay();
-                let seq = self.next_seq;
-                self.next_seq += 1;
-                let datagram = InFlight { from, to: transmit.dst, data: transmit.payload.clone() };
-                self.in_flight.insert(seq, datagram);
-                self.queue.push(Reverse((self.now + delay, Wakeup::Deliver { seq })));
+            if let Some(inside) = inside {
+                self.send(index, inside, datagram.ttl, datagram.dst, datagram.payload);
             }
         }
         while let Some(event) = self.nodes[index].poll_event() {
             self.events.push((index, event));
         }
         self.schedule_timer(index);
+    }
+
+    /// Puts one datagram of node `index` from its socket at `inside` on the
+    /// network.
+    fn send(&mut self, index: usize, inside: SocketAddr, ttl: Option<u32>, dst: SocketAddr, payload: Bytes) {
+        self.stats.sent += 1;
+        if !self.online[index] || self.chance(self.net.loss) {
+            self.stats.lost += 1;
+            return;
+        }
+        let from = match self.behind[index] {
+            Some(nat) => self.nats[nat].outbound(inside, dst),
+            None => inside,
+        };
+        // A low TTL opens the sender's NAT and goes no further.
+        if ttl.is_some_and(|t| t <= 2) {
+            self.stats.ttl_expired += 1;
+            return;
+        }
+        let copies = if self.chance(self.net.duplicate) { 2 } else { 1 };
+        for _ in 0..copies {
+            let delay = self.random_delay();
+            let seq = self.next_seq;
+            self.next_seq += 1;
+            let datagram = InFlight { from, to: dst, data: payload.clone() };
+            self.in_flight.insert(seq, datagram);
+            self.queue.push(Reverse((self.now + delay, Wakeup::Deliver { seq })));
+        }
     }
 
     fn chance(&mut self, probability: f64) -> bool {
@@ -258,15 +321,28 @@ impl Sim {
         }
     }
 
-    /// The node a datagram from `from` to `to` reaches: through a NAT whose
-    /// public IP `to` has (if its filtering lets `from` in), or directly.
-    fn resolve(&self, from: SocketAddr, to: SocketAddr) -> Option<usize> {
-        if let Some(nat) = self.nats.iter().position(|n| n.public_ip() == to.ip()) {
-            let inside = self.nats[nat].inbound(from, to.port())?;
-            return (0..self.nodes.len()).find(|&i| self.behind[i] == Some(nat) && self.addrs[i] == inside);
+    /// The node and socket a datagram from `from` to `to` reaches: through
+    /// a NAT whose public IP `to` has (if its filtering lets `from` in), or
+    /// directly.
+    fn resolve(&self, from: SocketAddr, to: SocketAddr) -> Option<(usize, SocketId)> {
+        let (inside, nat) = match self.nats.iter().position(|n| n.public_ip() == to.ip()) {
+            Some(nat) => (self.nats[nat].inbound(from, to.port())?, Some(nat)),
+            None => (to, None),
+        };
+        if let Some(&(index, socket)) = self.extra.get(&inside)
+            && self.behind[index] == nat
+        {
+            return Some((index, socket));
         }
-        let index = *self.by_addr.get(&to)?;
-        self.behind[index].is_none().then_some(index)
+        match nat {
+            Some(nat) => (0..self.nodes.len())
+                .find(|&i| self.behind[i] == Some(nat) && self.addrs[i] == inside)
+                .map(|i| (i, SocketId::MAIN)),
+            None => {
+                let index = *self.by_addr.get(&to)?;
+                (self.behind[index].is_none() && self.addrs[index] == to).then_some((index, SocketId::MAIN))
+            }
+        }
     }
 
     /// Runs until virtual time `deadline`.
@@ -280,7 +356,7 @@ impl Sim {
             match wakeup {
                 Wakeup::Deliver { seq } => {
                     let Some(InFlight { from, to, data }) = self.in_flight.remove(&seq) else { continue };
-                    let Some(to) = self.resolve(from, to) else {
+                    let Some((to, socket)) = self.resolve(from, to) else {
                         self.stats.unroutable += 1;
                         continue;
                     };
@@ -290,7 +366,7 @@ impl Sim {
                     }
                     self.stats.delivered += 1;
                     let now = self.now;
-                    self.nodes[to].handle_udp(now, from, data);
+                    self.nodes[to].handle_udp_on(now, socket, from, data);
                     self.flush(to);
                 }
                 Wakeup::Timer { node } => {

@@ -39,6 +39,7 @@ pub mod packet_kind;
 pub mod packet_request;
 pub mod ping_request;
 pub mod ping_response;
+pub mod punch;
 mod reader;
 pub mod saved_friend;
 pub mod savedata;

@@ -282,6 +282,7 @@ impl NatBed {
         args.extend(["-s", SECRET].map(String::from));
         args.extend(self.network_args());
         args.extend(extra.iter().map(|s| (*s).to_owned()));
+        args.extend(debug_args());
         let mut server = Tuntox::spawn(&self.server, "server", &args);
         let id = server.wait_tox_id();
         (server, id)
@@ -292,6 +293,7 @@ impl NatBed {
         let mut args = vec!["-i".to_owned(), server_id.to_owned(), "-s".to_owned(), SECRET.to_owned()];
         args.extend(self.network_args());
         args.extend(flags.iter().map(|s| (*s).to_owned()));
+        args.extend(debug_args());
         Tuntox::spawn(&self.client, "client", &args)
     }
 
@@ -321,6 +323,12 @@ impl Drop for NatBed {
         // Whatever carries a link goes before the namespaces it lives in.
         self.links.clear();
     }
+}
+
+/// `-d` when `NATBED_DEBUG` is set: the bed's tuntox processes log their
+/// state changes, shown when a test fails (for diagnosis).
+fn debug_args() -> Vec<String> {
+    if std::env::var_os("NATBED_DEBUG").is_some() { vec!["-d".to_owned()] } else { Vec::new() }
 }
 
 /// A host on the core with a veth pair: `eth0` in `host`, `core_dev` in the core.
@@ -447,9 +455,18 @@ impl ForwardRun {
 /// Starts a tuntox server in the server LAN (serving a source of `len`
 /// pattern bytes on 127.0.0.1:7000 there) and a client in the client LAN
 /// with `-L 12000:127.0.0.1:7000` and `client_flags`, downloads the `len`
-/// bytes through the forward and checks them. Everything within `budget`;
-/// panics with both logs and the routers' conntrack tables on a failure.
-pub fn forward_run(bed: &NatBed, client_flags: &[&str], len: usize, budget: Duration) -> ForwardRun {
+/// bytes through the forward and checks them. With `direct_first`, the
+/// download starts only once the client's status says `udp`, and the run
+/// fails if that takes longer (counted from the start of both). Everything
+/// within `budget`; panics with both logs and the routers' conntrack
+/// tables on a failure.
+pub fn forward_run(
+    bed: &NatBed,
+    client_flags: &[&str],
+    len: usize,
+    direct_first: Option<Duration>,
+    budget: Duration,
+) -> ForwardRun {
     use std::io::Read;
     use std::sync::atomic::{AtomicBool, Ordering};
     use std::sync::{Arc, Mutex};
@@ -495,6 +512,15 @@ pub fn forward_run(bed: &NatBed, client_flags: &[&str], len: usize, budget: Dura
             bed.conntrack()
         );
     };
+    if let Some(limit) = direct_first {
+        let wait = Deadline::after(limit.min(deadline.left()));
+        while watched.lock().unwrap_or_else(|e| e.into_inner()).0.is_none() {
+            if wait.passed() {
+                fail(&format!("no direct path within {limit:?}; status: {:?}", friend_path(&bed.client)));
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
     let mut stream = loop {
         let attempt = bed.client.run_in(|| {
             std::net::TcpStream::connect_timeout(&"127.0.0.1:12000".parse().unwrap(), Duration::from_secs(1))
@@ -535,6 +561,8 @@ pub fn forward_run(bed: &NatBed, client_flags: &[&str], len: usize, budget: Dura
     if let Err(why) = super::e2e::check_pattern(got.as_slice(), 13, len) {
         fail(&format!("the bytes through -L are not the source's: {why}"));
     }
+    // The source's verdict comes once our side of the connection closes.
+    drop(stream);
     match verdicts.recv_timeout(deadline.step(Duration::from_secs(5))) {
         Ok(Ok(())) => {}
         Ok(Err(why)) => fail(&format!("the source reports: {why}")),

@@ -144,6 +144,22 @@ pub struct Transmit {
     pub payload: Bytes,
 }
 
+/// A ping or ping answer from a searched key (a friend's DHT key), opened
+/// and so authentic: hole punching reads its ping id
+/// ([`punch`](crate::proto::punch)).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Contact {
+    /// The sender's DHT key.
+    pub key: PublicKey,
+    /// Where it came from.
+    pub from: SocketAddr,
+    /// The ping id.
+    pub ping_id: u64,
+}
+
+/// Contacts kept for the owner at most (the oldest go first).
+const MAX_CONTACTS: usize = 64;
+
 /// Counters of what the DHT sent, answered and refused.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct DhtStats {
@@ -220,6 +236,7 @@ pub struct Dht {
     next_tick: Option<Instant>,
     rng: ChaCha20Rng,
     transmits: VecDeque<Transmit>,
+    contacts: VecDeque<Contact>,
     events: VecDeque<DhtEvent>,
     stats: DhtStats,
 }
@@ -256,6 +273,7 @@ impl Dht {
             next_tick: None,
             rng,
             transmits: VecDeque::new(),
+            contacts: VecDeque::new(),
             events: VecDeque::new(),
             stats: DhtStats::default(),
         }
@@ -377,6 +395,45 @@ impl Dht {
         self.transmits.pop_front()
     }
 
+    /// The next ping or ping answer that came from a searched key.
+    pub fn poll_contact(&mut self) -> Option<Contact> {
+        self.contacts.pop_front()
+    }
+
+    /// A ping request (0x00) for the node with `key`, carrying `ping_id`,
+    /// sealed but not sent and not awaited: hole punching sends it where
+    /// and how it needs, and reads the answer's id itself. `None` if the
+    /// key is unusable.
+    pub fn ping_packet(&mut self, key: &PublicKey, ping_id: u64) -> Option<Bytes> {
+        let nonce = Nonce::random(&mut self.rng);
+        let shared = self.key_cache.get(key, self.keys.secret()).ok()?;
+        let packet = DhtPacket::seal_payload(*self.keys.public(), shared, nonce, &PingRequest::new(ping_id));
+        let mut buf = BytesMut::with_capacity(packet.encoded_len());
+        packet.encode(&mut buf);
+        Some(buf.freeze())
+    }
+
+    /// Where the nodes of our close list see us (fresh reports, one per
+    /// node and address family).
+    pub fn own_reports(&self, now: Instant) -> Vec<SocketAddr> {
+        self.close
+            .iter()
+            .flat_map(|c| c.assocs())
+            .filter_map(|a| a.returned.filter(|(_, at)| now < *at + BAD_NODE_TIMEOUT).map(|(addr, _)| addr))
+            .collect()
+    }
+
+    /// Where the nodes of a search list see the searched key (fresh
+    /// reports); empty for a key not searched.
+    pub fn reports_of(&self, key: &PublicKey, now: Instant) -> Vec<SocketAddr> {
+        self.searches
+            .iter()
+            .skip(EXPLORATION_SEARCHES)
+            .find(|s| s.list.target() == key)
+            .map(|s| returned_addrs(s.list.clients(), now))
+            .unwrap_or_default()
+    }
+
     /// The next event for the layers above.
     pub fn poll_event(&mut self) -> Option<DhtEvent> {
         self.events.pop_front()
@@ -436,12 +493,14 @@ impl Dht {
         match packet.kind {
             DhtPacketKind::PingRequest => {
                 let ping = PingRequest::decode(plain).map_err(|_| Malformed)?;
+                self.note_contact(sender, from, ping.ping_id);
                 self.send_sealed(from, sender, &ping.response());
                 self.stats.requests_answered += 1;
                 self.consider_pinging(now, sender, from);
             }
             DhtPacketKind::PingResponse => {
                 let pong = PingResponse::decode(plain).map_err(|_| Malformed)?;
+                self.note_contact(sender, from, pong.ping_id);
                 if self.pending.take(pong.ping_id, RequestKind::Ping, &sender, from, now) {
                     self.stats.pongs_accepted += 1;
                     self.heard_from(now, sender, from);
@@ -474,6 +533,16 @@ impl Dht {
             _ => return Err(Malformed),
         }
         Ok(())
+    }
+
+    /// Keeps a ping or answer from a searched key for the owner.
+    fn note_contact(&mut self, key: PublicKey, from: SocketAddr, ping_id: u64) {
+        if self.searches.iter().skip(EXPLORATION_SEARCHES).any(|s| *s.list.target() == key) {
+            if self.contacts.len() >= MAX_CONTACTS {
+                self.contacts.pop_front();
+            }
+            self.contacts.push_back(Contact { key, from, ping_id });
+        }
     }
 
     fn handle_dht_request(&mut self, now: Instant, from: SocketAddr, data: Bytes) -> Result<(), Malformed> {

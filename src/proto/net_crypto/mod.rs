@@ -172,6 +172,9 @@ pub struct NetCrypto {
     transmits: VecDeque<Transmit>,
     tcp_transmits: VecDeque<TcpTransmit>,
     paths: HashMap<PublicKey, PathState>,
+    /// Peers whose sessions take a new UDP address from any packet that
+    /// opens and moves the session on (tuntox peers: hole punching).
+    roaming: HashSet<PublicKey>,
     events: VecDeque<NetCryptoEvent>,
     stats: NetCryptoStats,
 }
@@ -200,6 +203,7 @@ impl NetCrypto {
             transmits: VecDeque::new(),
             tcp_transmits: VecDeque::new(),
             paths: HashMap::default(),
+            roaming: HashSet::default(),
             events: VecDeque::new(),
             stats: NetCryptoStats::default(),
         }
@@ -273,6 +277,38 @@ impl NetCrypto {
             }
             session.addr = Some(addr);
             self.by_addr.insert(addr, *peer);
+        }
+    }
+
+    /// Lets the session with `peer` take a new UDP address
+    /// (peer-reflexive): a data packet from an address no session knows
+    /// is tried against the roaming sessions, and one that opens and moves
+    /// its session on (a new lossless packet, or an acknowledgement of
+    /// something new; never a replay) makes its source the peer's address.
+    /// For tuntox peers, whose address changes when hole punching finds a
+    /// path or a NAT maps them anew; other sessions take addresses from
+    /// handshakes only, as c-toxcore does.
+    pub fn set_roaming(&mut self, peer: PublicKey, roaming: bool) {
+        if roaming {
+            self.roaming.insert(peer);
+        } else {
+            self.roaming.remove(&peer);
+        }
+    }
+
+    /// The peer whose session sends to `addr`, if any.
+    pub fn peer_at(&self, addr: &SocketAddr) -> Option<PublicKey> {
+        self.by_addr.get(addr).copied()
+    }
+
+    /// Sends `peer` a probe (a fresh acknowledgement) over UDP now,
+    /// whatever the path: a direct path just found is tried at once rather
+    /// than at the next probe.
+    pub fn probe_udp(&mut self, peer: &PublicKey) {
+        let Some(session) = self.sessions.get_mut(peer) else { return };
+        let Some(addr) = session.addr else { return };
+        if let Some(payload) = session.probe_packet() {
+            self.transmits.push_back(Transmit { dst: addr, payload });
         }
     }
 
@@ -576,7 +612,11 @@ impl NetCrypto {
     }
 
     fn handle_data(&mut self, now: Instant, from: Origin, data: Bytes) -> Option<PublicKey> {
-        let peer = self.peer_of(from)?;
+        let peer = match (self.peer_of(from), from) {
+            (Some(peer), _) => peer,
+            (None, Origin::Udp(addr)) if !self.roaming.is_empty() => return self.handle_roaming(now, addr, data),
+            (None, _) => return None,
+        };
         let session = self.sessions.get_mut(&peer)?;
         if !matches!(session.state, State::NotConfirmed | State::Established) {
             return None;
@@ -594,6 +634,30 @@ impl NetCrypto {
             self.flush_session(now, &peer);
         }
         Some(peer)
+    }
+
+    /// A data packet from `addr`, which no session knows: tried against
+    /// the roaming sessions (see [`set_roaming`](Self::set_roaming)).
+    fn handle_roaming(&mut self, now: Instant, addr: SocketAddr, data: Bytes) -> Option<PublicKey> {
+        let peers: Vec<PublicKey> = self.roaming.iter().copied().collect();
+        for peer in peers {
+            let Some(session) = self.sessions.get_mut(&peer) else { continue };
+            let mut packet = BytesMut::from(&data[..]);
+            let mut delivered = Vec::new();
+            let Some(advanced) = session.try_data(now, &mut packet, &mut delivered) else { continue };
+            if advanced {
+                tracing::debug!(?peer, %addr, "net_crypto: the peer's address changed");
+                self.set_addr(&peer, addr);
+                if let Some(session) = self.sessions.get_mut(&peer) {
+                    session.heard_udp(now, addr);
+                }
+            }
+            if self.deliver(peer, delivered) {
+                self.flush_session(now, &peer);
+            }
+            return Some(peer);
+        }
+        None
     }
 
     /// Turns what a session received into events; false if it was killed.
@@ -1147,6 +1211,53 @@ mod tests {
         // Then as much again as before the pause, at about the same rate.
         let after = timed(&mut p, 60_000);
         assert!(after < before * 2, "60,000 packets took {before:?} before the pause and {after:?} after it");
+    }
+
+    /// Sends a numbered lossless packet from a and returns the datagram.
+    fn next_from_a(p: &mut Pair, n: u8) -> Bytes {
+        let now = p.now;
+        p.a.send_lossless(now, &p.b_pk, Bytes::from(vec![160, n])).unwrap();
+        let mut last = None;
+        while let Some(t) = p.a.poll_transmit() {
+            last = Some(t.payload);
+        }
+        last.expect("a sent it")
+    }
+
+    #[test]
+    fn a_roaming_session_takes_the_address_of_a_new_packet_but_not_of_a_replay() {
+        let mut p = Pair::new(11, 0.0);
+        for _ in 0..50 {
+            p.step(Duration::from_millis(5));
+        }
+        assert!(p.b.is_established(&p.a_pk));
+        let moved: SocketAddr = "203.0.113.9:40000".parse().unwrap();
+        // Not roaming: a packet from an unknown address is dropped.
+        let packet = next_from_a(&mut p, 1);
+        let dropped = p.b.stats().dropped;
+        p.b.handle_udp(p.now, moved, packet.clone());
+        assert_eq!(p.b.stats().dropped, dropped + 1);
+        assert_eq!(p.b.session(&p.a_pk).unwrap().addr, Some(p.a_addr));
+        // Roaming: a replay from elsewhere opens but moves nothing, so the
+        // address stays; a new packet from there moves it.
+        p.b.set_roaming(p.a_pk, true);
+        p.b.handle_udp(p.now, p.a_addr, packet.clone());
+        p.b.handle_udp(p.now, moved, packet);
+        assert_eq!(p.b.session(&p.a_pk).unwrap().addr, Some(p.a_addr), "a replay");
+        let fresh = next_from_a(&mut p, 2);
+        p.b.handle_udp(p.now, moved, fresh);
+        assert_eq!(p.b.session(&p.a_pk).unwrap().addr, Some(moved));
+        assert_eq!(p.b.peer_at(&moved), Some(p.a_pk));
+        assert_eq!(p.b.peer_at(&p.a_addr), None);
+        assert_eq!(p.b.session_stats(&p.a_pk).unwrap().packets_dropped, 0, "trials are not drops");
+        // Junk from a stranger matches nobody.
+        let before = p.b.stats().dropped;
+        p.b.handle_udp(p.now, "203.0.113.10:1".parse().unwrap(), Bytes::from(vec![0x1b; 80]));
+        assert_eq!(p.b.stats().dropped, before + 1);
+        // A probe goes to the new address at once.
+        while p.b.poll_transmit().is_some() {}
+        p.b.probe_udp(&p.a_pk);
+        assert_eq!(p.b.poll_transmit().map(|t| t.dst), Some(moved));
     }
 
     #[test]

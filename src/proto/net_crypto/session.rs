@@ -169,6 +169,9 @@ pub struct Session {
     recv_paused: bool,
     last_recv: Instant,
     lossy_out: VecDeque<Bytes>,
+    /// The last packet opened moved the session on (a new lossless packet,
+    /// or an acknowledgement of something new): not a replay.
+    advanced: bool,
     stats: SessionStats,
 }
 
@@ -206,6 +209,7 @@ impl Session {
             recv_paused: false,
             last_recv: now,
             lossy_out: VecDeque::new(),
+            advanced: false,
             stats: SessionStats::default(),
         }
     }
@@ -629,9 +633,27 @@ impl Session {
         next
     }
 
+    /// Handles a data packet that came from an address the session does
+    /// not know: `None` if it does not open (not this peer's, and not
+    /// counted as dropped), else whether it moved the session on (a replay
+    /// does not).
+    pub(super) fn try_data(&mut self, now: Instant, packet: &mut [u8], delivered: &mut Vec<Received>) -> Option<bool> {
+        if self.state != State::Established {
+            return None;
+        }
+        let dropped = self.stats.packets_dropped;
+        if self.handle_data(now, packet, delivered) {
+            Some(self.advanced)
+        } else {
+            self.stats.packets_dropped = dropped;
+            None
+        }
+    }
+
     /// Opens and handles one data packet (0x1b, or 0x1c when we offered
     /// AEGIS-256; already known to be ours).
     pub(super) fn handle_data(&mut self, now: Instant, packet: &mut [u8], delivered: &mut Vec<Received>) -> bool {
+        self.advanced = false;
         let Some(key) = self.shared.as_ref() else { return false };
         let opened = match (packet.first(), &self.aegis) {
             (Some(&AEGIS_DATA_KIND), Some(keys)) => aegis_data::open_in_place(&keys.recv, &mut self.recv_nonce, packet),
@@ -692,7 +714,7 @@ impl Session {
             }
             Some(PayloadKind::Lossless) => {
                 match self.recv.insert(opened.header.packet_number, Bytes::copy_from_slice(payload)) {
-                    Insert::Stored => {}
+                    Insert::Stored => self.advanced = true,
                     Insert::Duplicate => self.stats.duplicates += 1,
                     Insert::OutOfWindow => self.stats.packets_dropped += 1,
                 }
@@ -751,6 +773,7 @@ impl Session {
         if acked.count == 0 {
             return;
         }
+        self.advanced = true;
         self.cc.on_ack(now, &acked, self.send.in_flight());
         self.last_progress = if self.send.in_flight() > 0 { Some(now) } else { None };
         self.rto_backoff = 0;

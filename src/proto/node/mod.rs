@@ -17,6 +17,14 @@
 //! DHT-PK and share up to 3 with each friend that comes online (and every
 //! 5 minutes). With UDP off ([`NodeConfig::udp`] false) the node sends no
 //! datagram at all.
+//!
+//! Hole punching between tuntox peers ([`punch`](super::punch)) may open
+//! more UDP sockets: the node asks the driver for them
+//! ([`Node::poll_socket_command`]), takes datagrams from each
+//! ([`Node::handle_udp_on`]) and says which socket each of its datagrams
+//! leaves from ([`Node::poll_datagram`]): a friend's address reached
+//! through a punching socket keeps going through it. Only net_crypto and
+//! DHT packets are taken on those sockets.
 
 pub mod friends;
 
@@ -38,6 +46,7 @@ use super::net_crypto::{NetCrypto, NetCryptoEvent, TcpSource};
 use super::onion::announce::AnnounceStore;
 use super::onion::client::{OnionClient, OnionEvent};
 use super::onion::relay::OnionRelay;
+use super::punch::{FriendView, PunchStats, Puncher, SocketCommand, SocketId};
 use super::relay::channel::SecureChannel;
 use super::relay::client::RelayId;
 use super::relay::connections::{RelayCommand, RelayConnections, RelayEvent};
@@ -47,11 +56,28 @@ use crate::wire::crypto_data::packet_id;
 use crate::wire::dht_pk_announce::DHT_PK_KIND;
 use crate::wire::friend_request::{FriendRequest, MessageLenError};
 use crate::wire::packed_node::{PackedNode, Protocol};
+use crate::wire::punch::{PUNCH_ID, PUNCH_LOSSY_ID, PunchMessage};
 use crate::wire::tcp::{ServerHandshake, TcpPacket};
 use crate::wire::tox_id::{NoSpam, ToxId};
 
 /// How often the friend layer's periodic work runs.
 pub const FRIEND_TICK: Duration = Duration::from_millis(500);
+/// How often hole punching looks at its friends (besides its own timers).
+pub const PUNCH_TICK: Duration = Duration::from_millis(250);
+
+/// A datagram for a socket other than the main one, or with an IP TTL of
+/// its own (see [`Node::poll_datagram`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Datagram {
+    /// The socket it leaves from.
+    pub socket: SocketId,
+    /// Its IP TTL, when not the socket's default.
+    pub ttl: Option<u32>,
+    /// Where to.
+    pub dst: SocketAddr,
+    /// The bytes.
+    pub payload: Bytes,
+}
 
 /// How a node behaves.
 #[derive(Debug, Clone)]
@@ -124,6 +150,13 @@ pub struct Node {
     next_friend_tick: Option<Instant>,
     relays: RelayConnections,
     udp: bool,
+    punch: Puncher,
+    next_punch_tick: Option<Instant>,
+    /// Friends' addresses reached through a punching socket.
+    routes: HashMap<SocketAddr, SocketId>,
+    datagrams: VecDeque<Datagram>,
+    /// The socket the datagram being handled came in on.
+    current_socket: SocketId,
     events: VecDeque<NodeEvent>,
 }
 
@@ -166,10 +199,16 @@ impl Node {
             tcp_server: None,
             relays: RelayConnections::new(relay_keys.clone(), [0; 32]),
             udp,
+            punch: Puncher::new(PublicKey::from_bytes([0; 32]), udp, [0; 32]),
+            next_punch_tick: None,
+            routes: HashMap::default(),
+            datagrams: VecDeque::new(),
+            current_socket: SocketId::MAIN,
         };
         // Drawn last, so the other layers' seeds do not depend on them.
         node.tcp_server = tcp_server.map(|c| RelayServer::new(dht_pk, c, sub_seed()));
         node.relays = RelayConnections::new(relay_keys, sub_seed());
+        node.punch = Puncher::new(*node.real_keys.public(), udp, sub_seed());
         node.net_crypto.set_aegis(config.aegis);
         node
     }
@@ -297,6 +336,8 @@ impl Node {
             }
             self.net_crypto.kill(real_pk);
             self.net_crypto.set_accept(*real_pk, false);
+            self.net_crypto.set_roaming(*real_pk, false);
+            self.punch.closed(real_pk);
             self.onion.remove_friend(real_pk);
         }
     }
@@ -358,6 +399,30 @@ impl Node {
         Some(self.path_of(&friend.real_pk, now))
     }
 
+    /// Why a friend has no direct UDP path, or where hole punching toward
+    /// it stands, for `tuntox status`.
+    pub fn direct_note(&self, real_pk: &PublicKey, now: Instant) -> Option<String> {
+        let friend = self.friends.get(real_pk)?;
+        if !self.udp {
+            return Some("UDP is off".to_owned());
+        }
+        if friend.dht_pk.is_none() {
+            return Some("its DHT key is not known yet".to_owned());
+        }
+        self.punch.note(real_pk, now)
+    }
+
+    /// Hole punching's counters.
+    pub fn punch_stats(&self) -> PunchStats {
+        self.punch.stats()
+    }
+
+    /// Where a router's port mapping makes our main socket reachable: a
+    /// candidate address for hole punching.
+    pub fn set_punch_mapped_addr(&mut self, addr: Option<SocketAddr>) {
+        self.punch.set_mapped(addr);
+    }
+
     /// How long an online friend's session has been on its current path
     /// (since it last moved between direct UDP and a relay, or since its
     /// first packet when it never did).
@@ -395,22 +460,124 @@ impl Node {
         self.unix_base + (now - start).as_secs()
     }
 
-    /// A UDP datagram arrived.
+    /// A UDP datagram arrived on the main socket.
     pub fn handle_udp(&mut self, now: Instant, from: SocketAddr, data: Bytes) {
+        self.handle_udp_on(now, SocketId::MAIN, from, data);
+    }
+
+    /// A UDP datagram arrived on `socket` (one the node asked for, or the
+    /// main one).
+    pub fn handle_udp_on(&mut self, now: Instant, socket: SocketId, from: SocketAddr, data: Bytes) {
         self.start.get_or_insert(now);
         let from = super::addr::normalize(from);
+        self.current_socket = socket;
+        let main = socket == SocketId::MAIN;
         match data.first() {
-            Some(0x18..=0x1c) => self.net_crypto.handle_udp(now, from, data),
-            Some(0x80..=0x82 | 0x8c..=0x8e) => self.relay.handle_packet(now, from, data),
-            Some(0x83 | 0x85 | 0x87) => self.announce.handle_packet(now, from, data, &self.dht),
-            Some(0x84) => self.onion.handle_announce_response(now, from, data),
-            Some(0x86) => self.onion.handle_data_response(now, data),
-            Some(_) => self.dht.handle_packet(now, from, data),
-            None => {}
+            Some(0x18..=0x1c) => {
+                let known = self.net_crypto.peer_at(&from);
+                self.net_crypto.handle_udp(now, from, data);
+                if known.is_none()
+                    && let Some(peer) = self.net_crypto.peer_at(&from)
+                {
+                    // A new address of a friend's (a handshake, or a
+                    // roaming session's packet): answer it from here.
+                    self.set_route(from, socket);
+                    self.punch.learned(now, peer, socket, from);
+                }
+            }
+            Some(0x80..=0x82 | 0x8c..=0x8e) if main => self.relay.handle_packet(now, from, data),
+            Some(0x83 | 0x85 | 0x87) if main => self.announce.handle_packet(now, from, data, &self.dht),
+            Some(0x84) if main => self.onion.handle_announce_response(now, from, data),
+            Some(0x86) if main => self.onion.handle_data_response(now, data),
+            Some(0x00..=0x04) => self.dht.handle_packet(now, from, data),
+            Some(_) if main => self.dht.handle_packet(now, from, data),
+            _ => {}
         }
+        while let Some(contact) = self.dht.poll_contact() {
+            let friend = self.friends.values().find(|f| f.dht_pk == Some(contact.key)).map(|f| f.real_pk);
+            if let Some(real_pk) = friend {
+                self.punch.heard(now, real_pk, socket, contact.from, contact.ping_id);
+            }
+        }
+        self.current_socket = SocketId::MAIN;
         self.pump_events(now);
         self.pump_tcp(now);
         self.pump_relays(now);
+    }
+
+    /// Datagrams to `addr` leave from `socket` from now on.
+    fn set_route(&mut self, addr: SocketAddr, socket: SocketId) {
+        if socket == SocketId::MAIN {
+            self.routes.remove(&addr);
+        } else {
+            self.routes.insert(addr, socket);
+        }
+    }
+
+    /// The next socket for the driver to open or close.
+    pub fn poll_socket_command(&mut self) -> Option<SocketCommand> {
+        let command = self.punch.poll_socket_command()?;
+        if let SocketCommand::Close(id) = command {
+            self.routes.retain(|_, s| *s != id);
+        }
+        Some(command)
+    }
+
+    /// The driver opened socket `id` at `local` (`None`: it could not).
+    pub fn socket_opened(&mut self, now: Instant, id: SocketId, local: Option<SocketAddr>) {
+        self.punch.socket_opened(now, id, local.map(|a| a.port()));
+        self.pump_events(now);
+        self.pump_relays(now);
+    }
+
+    /// Hole punching's periodic work and what it asks for.
+    fn tick_punch(&mut self, now: Instant) {
+        let punch_due = self.punch.poll_timeout().is_some_and(|t| now >= t);
+        if !punch_due && self.next_punch_tick.is_some_and(|t| now < t) {
+            return;
+        }
+        self.next_punch_tick = Some(now + PUNCH_TICK);
+        self.punch.set_own_reports(self.dht.own_reports(now));
+        let (friends, net_crypto, dht) = (&self.friends, &self.net_crypto, &self.dht);
+        self.punch.handle_timeout(now, |real_pk| {
+            let session = net_crypto.session(real_pk);
+            FriendView {
+                established: net_crypto.is_established(real_pk),
+                direct: session.is_some_and(|s| s.direct(now)),
+                session_addr: session.and_then(|s| s.addr),
+                reported: friends
+                    .get(real_pk)
+                    .and_then(|f| f.dht_pk)
+                    .map(|dht_pk| dht.reports_of(&dht_pk, now))
+                    .unwrap_or_default(),
+            }
+        });
+        self.pump_punch(now);
+    }
+
+    /// Sends what hole punching queued: messages through the friends'
+    /// sessions, probes (DHT pings carrying the attempt's token), and moves
+    /// sessions to the paths it found.
+    fn pump_punch(&mut self, now: Instant) {
+        while let Some((peer, message)) = self.punch.poll_message() {
+            let _ = if message.lossy() {
+                self.net_crypto.send_lossy(now, &peer, message.to_bytes())
+            } else {
+                self.net_crypto.send_control(now, &peer, message.to_bytes()).map(|_| ())
+            };
+        }
+        while let Some(found) = self.punch.poll_path() {
+            self.set_route(found.addr, found.socket);
+            self.net_crypto.set_addr(&found.peer, found.addr);
+            self.net_crypto.probe_udp(&found.peer);
+        }
+        while let Some(probe) = self.punch.poll_probe() {
+            tracing::trace!(socket = ?probe.socket, dst = %probe.dst, ttl = ?probe.ttl, "hole punching: probe");
+            let Some(dht_pk) = self.friends.get(&probe.peer).and_then(|f| f.dht_pk) else { continue };
+            if let Some(payload) = self.dht.ping_packet(&dht_pk, probe.token) {
+                self.datagrams.push_back(Datagram { socket: probe.socket, ttl: probe.ttl, dst: probe.dst, payload });
+            }
+        }
     }
 
     /// Time passed; runs whatever is due.
@@ -433,6 +600,7 @@ impl Node {
         if let Some(server) = &mut self.tcp_server {
             server.handle_timeout(now);
         }
+        self.tick_punch(now);
         self.pump_events(now);
         self.pump_tcp(now);
         self.pump_relays(now);
@@ -668,6 +836,7 @@ impl Node {
                 break;
             }
         }
+        self.pump_punch(now);
     }
 
     fn on_onion_event(&mut self, now: Instant, event: &OnionEvent) {
@@ -745,12 +914,18 @@ impl Node {
                 friend.last_ping_sent = Some(now);
                 self.onion.set_friend_online(&peer, true);
                 let _ = self.net_crypto.send_control(now, &peer, Bytes::from_static(&[packet_id::ONLINE]));
+                // Our hole-punching hello (other Tox clients ignore it).
+                self.punch.established(now, peer);
             }
             NetCryptoEvent::Lossless(peer, data) => self.on_lossless(now, peer, data),
             NetCryptoEvent::Lossy(peer, data) => {
                 let Some(friend) = self.friends.get_mut(&peer) else { return };
                 friend.last_heard = Some(now);
-                if friend.status == Status::Online
+                if data.first() == Some(&PUNCH_LOSSY_ID) {
+                    if let Ok(message) = PunchMessage::decode(data) {
+                        self.punch.handle_message(now, peer, message);
+                    }
+                } else if friend.status == Status::Online
                     && data.first().is_some_and(|id| packet_id::LOSSY_CUSTOM.contains(id))
                 {
                     self.events.push_back(NodeEvent::Friend(FriendEvent::Lossy { real_pk: peer, data }));
@@ -766,6 +941,15 @@ impl Node {
         friend.last_heard = Some(now);
         let Some(&id) = data.first() else { return };
         match id {
+            PUNCH_ID => {
+                if let Ok(message) = PunchMessage::decode(data) {
+                    if matches!(message, PunchMessage::Hello(_)) {
+                        // A tuntox peer: its address may change under us.
+                        self.net_crypto.set_roaming(peer, true);
+                    }
+                    self.punch.handle_message(now, peer, message);
+                }
+            }
             packet_id::ALIVE => friend.last_alive = Some(now),
             packet_id::SHARE_RELAYS => {
                 let mut r = crate::wire::Reader::new(data.slice(1..));
@@ -795,6 +979,8 @@ impl Node {
 
     /// A friend's session ended: tell the owner, search it again.
     fn went_offline(&mut self, now: Instant, real_pk: &PublicKey) {
+        self.punch.closed(real_pk);
+        self.net_crypto.set_roaming(*real_pk, false);
         let Some(friend) = self.friends.get_mut(real_pk) else { return };
         if friend.status == Status::Online {
             self.events.push_back(NodeEvent::Friend(FriendEvent::Lost { real_pk: *real_pk }));
@@ -870,7 +1056,9 @@ impl Node {
         }
     }
 
-    /// The next datagram to send.
+    /// The next datagram to send from the main socket. Datagrams to a
+    /// friend's address reached through another socket are held for
+    /// [`poll_datagram`](Self::poll_datagram): drain this first.
     pub fn poll_transmit(&mut self) -> Option<Transmit> {
         if !self.udp {
             // Nothing leaves over UDP: drain what the layers queued.
@@ -880,14 +1068,35 @@ impl Node {
                 || self.announce.poll_transmit().is_some()
                 || self.onion.poll_transmit().is_some()
             {}
+            self.datagrams.clear();
             return None;
         }
-        self.net_crypto
-            .poll_transmit()
-            .or_else(|| self.dht.poll_transmit())
-            .or_else(|| self.relay.poll_transmit())
-            .or_else(|| self.announce.poll_transmit())
-            .or_else(|| self.onion.poll_transmit())
+        loop {
+            let transmit = self
+                .net_crypto
+                .poll_transmit()
+                .or_else(|| self.dht.poll_transmit())
+                .or_else(|| self.relay.poll_transmit())
+                .or_else(|| self.announce.poll_transmit())
+                .or_else(|| self.onion.poll_transmit())?;
+            match self.routes.get(&transmit.dst) {
+                Some(&socket) if !self.routes.is_empty() => self.datagrams.push_back(Datagram {
+                    socket,
+                    ttl: None,
+                    dst: transmit.dst,
+                    payload: transmit.payload,
+                }),
+                _ => return Some(transmit),
+            }
+        }
+    }
+
+    /// The next datagram that leaves from another socket than the main one
+    /// or with an IP TTL of its own (hole punching's probes, and whatever
+    /// goes to a friend reached through a punching socket). Drain it after
+    /// [`poll_transmit`](Self::poll_transmit).
+    pub fn poll_datagram(&mut self) -> Option<Datagram> {
+        self.datagrams.pop_front()
     }
 
     /// The next event.
@@ -910,10 +1119,19 @@ impl Node {
         let onion = if self.onion_client { self.onion.poll_timeout() } else { None };
         let friends = if self.friends.is_empty() { None } else { self.next_friend_tick };
         let tcp = self.tcp_server.as_ref().and_then(RelayServer::poll_timeout);
-        [self.dht.poll_timeout(), onion, self.net_crypto.poll_timeout(), friends, tcp, self.relays.poll_timeout()]
-            .into_iter()
-            .flatten()
-            .min()
+        let punch = self.punch.poll_timeout();
+        [
+            self.dht.poll_timeout(),
+            onion,
+            self.net_crypto.poll_timeout(),
+            friends,
+            tcp,
+            self.relays.poll_timeout(),
+            punch,
+        ]
+        .into_iter()
+        .flatten()
+        .min()
     }
 }
 
@@ -951,6 +1169,32 @@ mod tests {
         let dialled = std::iter::from_fn(|| n.poll_relay_command(now))
             .any(|c| matches!(c, RelayCommand::Connect { addr, .. } if addr == relay.addr));
         assert!(dialled, "the relay is dialled");
+    }
+
+    #[test]
+    fn a_friend_s_address_reached_through_a_punching_socket_keeps_going_through_it() {
+        let (mut n, now) = node(true);
+        let friend = SocketAddr::from(([198, 18, 2, 2], 50001));
+        let other = SocketAddr::from(([198, 18, 3, 3], 33445));
+        let key = *KeyPair::generate(&mut ChaCha20Rng::seed_from_u64(24)).public();
+        n.set_route(friend, SocketId(7));
+        n.dht_mut().ping(now, key, friend);
+        n.dht_mut().ping(now, key, other);
+        let main: Vec<SocketAddr> = std::iter::from_fn(|| n.poll_transmit()).map(|t| t.dst).collect();
+        assert_eq!(main, vec![other]);
+        let routed = n.poll_datagram().expect("routed");
+        assert_eq!((routed.socket, routed.ttl, routed.dst), (SocketId(7), None, friend));
+        assert_eq!(routed.payload[0], 0x00, "a DHT ping");
+        // Closing the socket forgets the route.
+        n.routes.retain(|_, s| *s != SocketId(7));
+        n.dht_mut().ping(now, key, friend);
+        assert_eq!(n.poll_transmit().map(|t| t.dst), Some(friend));
+        // A punching socket takes DHT and net_crypto packets only.
+        let before = n.onion().stats();
+        n.handle_udp_on(now, SocketId(7), other, Bytes::from_static(&[0x84, 1, 2, 3]));
+        assert_eq!(n.onion().stats(), before, "an onion packet on a punching socket is dropped");
+        n.handle_udp(now, other, Bytes::from_static(&[0x84, 1, 2, 3]));
+        assert_eq!(n.onion().stats().dropped, before.dropped + 1, "on the main socket it reaches the onion");
     }
 
     #[test]
