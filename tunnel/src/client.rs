@@ -309,7 +309,16 @@ impl Engine {
                 pump::run(opened, reader, writer).await;
             }
             // Dropping the socket closes it: the application sees EOF now.
-            Err(e) => info!(%target, "closing connection: {e}"),
+            Err(e) => info!(%target, "closing connection: {}", self.with_note(peer, &e)),
+        }
+    }
+
+    /// An open error, with the owner's note on why the peer is away when
+    /// that is the reason.
+    fn with_note(&self, peer: PeerId, e: &OpenError) -> String {
+        match (e, self.offline_note(peer)) {
+            (OpenError::NotConnected, Some(note)) => format!("{e}: {note}"),
+            _ => e.to_string(),
         }
     }
 
@@ -329,7 +338,7 @@ impl Engine {
                 pump::run(opened, reader, writer).await;
             }
             Err(e) => {
-                info!(%target, "SOCKS5 request failed: {e}");
+                info!(%target, "SOCKS5 request failed: {}", self.with_note(peer, &e));
                 let _ = socks::reply(&mut socket, e.socks_reply()).await;
             }
         }

@@ -200,6 +200,9 @@ pub(crate) struct State {
     next_session: u64,
     /// Peers that have been connected at least once.
     pub(crate) seen: std::collections::HashSet<PeerId>,
+    /// Why a peer is not connected, in the owner's words: added to the
+    /// message of a connection refused for it.
+    pub(crate) offline_notes: HashMap<PeerId, String>,
 }
 
 #[derive(Debug)]
@@ -615,6 +618,30 @@ impl Engine {
             entry.ctx.cancel.cancel();
             self.inner.peer_events.send_modify(|n| *n += 1);
         }
+    }
+
+    /// Tunnels open to the peer, and requests for one waiting for its
+    /// answer.
+    pub fn tunnels_to(&self, peer: PeerId) -> usize {
+        let state = self.inner.lock();
+        state.routes.keys().filter(|(p, _)| *p == peer).count()
+            + state.pending.values().filter(|p| p.peer == peer).count()
+    }
+
+    /// Says why `peer` is not connected (`None`: nothing to say): a local
+    /// connection refused while it is away is logged with this note, so
+    /// the user learns what is wrong (not accepted yet, not found...).
+    pub fn set_offline_note(&self, peer: PeerId, note: Option<String>) {
+        let mut state = self.inner.lock();
+        match note {
+            Some(note) => state.offline_notes.insert(peer, note),
+            None => state.offline_notes.remove(&peer),
+        };
+    }
+
+    /// The note set by [`set_offline_note`](Self::set_offline_note).
+    pub fn offline_note(&self, peer: PeerId) -> Option<String> {
+        self.inner.lock().offline_notes.get(&peer).cloned()
     }
 
     /// Whether the peer is connected.

@@ -71,7 +71,15 @@ pub struct PendingRequest {
     pub next: Instant,
     /// The current interval.
     pub interval: Duration,
+    /// Sends left before the interval starts doubling again (after the
+    /// friend went away: the first copies may reach announce nodes that
+    /// still hold its old announcement).
+    pub steady: u8,
 }
+
+/// Copies sent every [`REQUEST_RESEND`] after a friend went away, before
+/// the interval doubles again.
+pub const REQUEST_STEADY_SENDS: u8 = 6;
 
 /// One friend.
 #[derive(Debug, Clone)]
@@ -127,11 +135,13 @@ impl Friend {
     }
 
     /// The friend went away: a request we send it (if any) goes out again
-    /// from [`REQUEST_RESEND`] on, unless the session comes back first.
+    /// [`REQUEST_RESEND`] from now, and then as often for
+    /// [`REQUEST_STEADY_SENDS`] copies, unless the session comes back first.
     pub fn rearm_request(&mut self, now: Instant) {
         if let Some(request) = &mut self.request {
             request.next = now + REQUEST_RESEND;
             request.interval = REQUEST_RESEND;
+            request.steady = REQUEST_STEADY_SENDS;
         }
     }
 

@@ -280,7 +280,7 @@ impl Node {
         let real_pk = *id.public_key();
         self.add_friend(real_pk);
         if let Some(friend) = self.friends.get_mut(&real_pk) {
-            friend.request = Some(PendingRequest { request, next: now, interval: friends::REQUEST_RESEND });
+            friend.request = Some(PendingRequest { request, next: now, interval: friends::REQUEST_RESEND, steady: 0 });
         }
         self.next_friend_tick = Some(now);
         Ok(())
@@ -882,7 +882,11 @@ impl Node {
         if let Some(request) = self.friends.get_mut(real_pk).and_then(|f| f.request.as_mut()) {
             if sent > 0 {
                 request.next = now + request.interval;
-                request.interval = (request.interval * 2).min(friends::REQUEST_RESEND_MAX);
+                if request.steady > 0 {
+                    request.steady -= 1;
+                } else {
+                    request.interval = (request.interval * 2).min(friends::REQUEST_RESEND_MAX);
+                }
             } else {
                 // The friend's announce nodes are not found yet: try again soon.
                 request.next = now + Duration::from_secs(1);
