@@ -74,6 +74,11 @@ fn status_without_a_running_tuntox_says_so_and_exits_1() {
     assert!(lines[1].starts_with("tuntox: no running tuntox found"), "{err}");
     let err = run(&["status", "--socket", stale.to_str().unwrap()]);
     assert!(err.contains("is a stale status socket"), "{err}");
+    // `vpn down` finds nothing to stop either.
+    let err = run(&["vpn", "down"]);
+    assert!(err.starts_with("tuntox: no `tuntox vpn up` running (looked in "), "{err}");
+    let err = run(&["vpn", "down", "--dev", "tuntox7"]);
+    assert!(err.contains("no `tuntox vpn up` running on tuntox7"), "{err}");
 }
 
 #[test]

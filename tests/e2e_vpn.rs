@@ -305,13 +305,16 @@ fn vpn_with_nat_carries_ping_tcp_and_ipv6_for_two_clients_and_cleans_up() {
         assert!(out.status.success(), "concurrent ping: {}\n{}", text(&out), server.log().join("\n"));
     }
 
-    // Client 1 stops: its device and routes go, and its goodbye ends its
-    // session on the server at once.
-    let status = c1.terminate(Duration::from_secs(10));
-    if !status.success() {
-        c1.fail(&format!("exit after SIGTERM: {status}"));
-    }
+    // Client 1 stops (`tuntox vpn down`): its device and routes go, and its
+    // goodbye ends its session on the server at once.
+    let down = run(c1ns, &[binary(), "vpn", "down", "--dev", "tuntox0"]);
     let exited = support::deadline::now();
+    assert!(down.status.success(), "vpn down: {}", text(&down));
+    assert!(text(&down).contains("stopped tuntox vpn up on tuntox0"), "{}", text(&down));
+    let status = c1.wait_exit(Duration::from_secs(5));
+    if !status.success() {
+        c1.fail(&format!("exit after vpn down: {status}"));
+    }
     server.wait_log("client 1's goodbye", |l| l.contains("VPN client down"), Duration::from_secs(1));
     let report = server_report(&lab.srv, server.pid());
     let c1_v4 = format!("{c1_v4}/32");

@@ -348,10 +348,39 @@ pub struct IdArgs {
 
 /// `tuntox vpn ...`.
 #[derive(Debug, Subcommand)]
+// Parsed once per run: the size of the larger variant costs nothing.
+#[allow(clippy::large_enum_variant)]
 pub enum VpnCommand {
     /// Bring up a TUN device linked to a tuntox server and run in the
     /// foreground until stopped.
     Up(VpnUpArgs),
+    /// Stop a running `tuntox vpn up` (found through its status socket): it
+    /// says goodbye to the server, which frees its session at once, and
+    /// removes its device.
+    Down(VpnDownArgs),
+}
+
+/// `tuntox vpn down`.
+#[derive(Debug, Args)]
+#[command(mut_arg("config_dir", |arg| arg.hide(true)))]
+pub struct VpnDownArgs {
+    /// The device of the `vpn up` to stop (its --dev). Needed when several
+    /// run.
+    #[arg(long, value_name = "NAME", value_parser = parse_device)]
+    pub dev: Option<String>,
+
+    /// The `vpn up` serving `tuntox status` on this socket (its
+    /// --status-socket). Without it: those in our status directory.
+    #[arg(long, value_name = "PATH")]
+    pub socket: Option<PathBuf>,
+
+    /// How long to wait for it to stop, in seconds.
+    #[arg(long, value_name = "SECS", default_value_t = 10)]
+    pub wait: u64,
+
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub common: CommonArgs,
 }
 
 /// `tuntox vpn up`.

@@ -35,7 +35,7 @@ use tokio_util::sync::CancellationToken;
 
 use self::args::{
     Cli, Command, CommonArgs, ForwardArgs, FriendsCommand, JoinArgs, NetArgs, NetcheckArgs, PeerId, PingArgs,
-    ProcessArgs, RelayArgs, StatusArgs, StatusSocketArgs, VpnCommand, VpnUpArgs,
+    ProcessArgs, RelayArgs, StatusArgs, StatusSocketArgs, VpnCommand, VpnDownArgs, VpnUpArgs,
 };
 use self::daemon::{Forked, Readiness};
 use self::logging::DefaultLevel;
@@ -162,7 +162,8 @@ fn dispatch(cli: Cli) -> Result<(), CliError> {
     set_command(match &cli.command {
         None => "tuntox",
         Some(Command::Id(_)) => "tuntox id",
-        Some(Command::Vpn(_)) => "tuntox vpn up",
+        Some(Command::Vpn(VpnCommand::Up(_))) => "tuntox vpn up",
+        Some(Command::Vpn(VpnCommand::Down(_))) => "tuntox vpn down",
         Some(Command::Relay(_)) => "tuntox relay",
         Some(Command::Status(_)) => "tuntox status",
         Some(Command::Ping(_)) => "tuntox ping",
@@ -176,6 +177,7 @@ fn dispatch(cli: Cli) -> Result<(), CliError> {
             print_id(&args.common)
         }
         Some(Command::Vpn(VpnCommand::Up(args))) => run_vpn_up(args),
+        Some(Command::Vpn(VpnCommand::Down(args))) => run_vpn_down(&args),
         Some(Command::Relay(args)) => run_relay(args),
         Some(Command::Status(args)) => run_status(&args),
         Some(Command::Ping(args)) => run_ping(args),
@@ -344,6 +346,61 @@ fn run_vpn_up(mut args: VpnUpArgs) -> Result<(), CliError> {
         config.started = started;
         vpn_client::run(config, cancel)
     })
+}
+
+/// `tuntox vpn down`: SIGTERM to the `vpn up` on `--dev` (or the only
+/// one), found through its status socket, then waits for it to end.
+fn run_vpn_down(args: &VpnDownArgs) -> Result<(), CliError> {
+    use nix::sys::signal::{Signal, kill};
+    use nix::unistd::Pid;
+    start(&args.common, DefaultLevel::Warn, false)?;
+    let (sockets, place) = match &args.socket {
+        Some(path) => (vec![path.clone()], path.display().to_string()),
+        None => {
+            let dir = status::default_dir();
+            (status::sockets_in(&dir).unwrap_or_default(), dir.display().to_string())
+        }
+    };
+    let running: Vec<(u32, String)> = sockets
+        .iter()
+        .filter_map(|path| status::query(path, STATUS_TIMEOUT).ok())
+        .filter(|report| report.mode == "vpn client")
+        .filter_map(|report| Some((report.pid, report.vpn?.device)))
+        .filter(|(_, dev)| args.dev.as_ref().is_none_or(|want| want == dev))
+        .collect();
+    let (pid, dev) = match running.as_slice() {
+        [one] => one.clone(),
+        [] => {
+            let which = args.dev.as_ref().map(|d| format!(" on {d}")).unwrap_or_default();
+            return Err(anyhow::anyhow!("no `tuntox vpn up` running{which} (looked in {place})").into());
+        }
+        several => {
+            let devs: Vec<&str> = several.iter().map(|(_, d)| d.as_str()).collect();
+            return Err(usage(&format!("several `tuntox vpn up` run ({}): name one with --dev", devs.join(", "))));
+        }
+    };
+    let process = Pid::from_raw(i32::try_from(pid).map_err(|_| anyhow::anyhow!("bad process ID {pid}"))?);
+    kill(process, Signal::SIGTERM).map_err(|e| anyhow::anyhow!("cannot stop process {pid} ({dev}): {e}"))?;
+    // Gone when signal 0 finds no process (or only a zombie of a parent
+    // that has not reaped it: its /proc entry says so).
+    let gone = || {
+        kill(process, None).is_err()
+            || std::fs::read_to_string(format!("/proc/{pid}/stat"))
+                .is_ok_and(|s| s.rsplit_once(')').is_some_and(|(_, rest)| rest.trim_start().starts_with('Z')))
+    };
+    const POLL: Duration = Duration::from_millis(50);
+    let mut polls = args.wait.saturating_mul(1000) / POLL.as_millis() as u64;
+    while !gone() {
+        if polls == 0 {
+            return Err(anyhow::anyhow!("process {pid} ({dev}) did not stop within {} s of SIGTERM", args.wait).into());
+        }
+        polls -= 1;
+        std::thread::sleep(POLL);
+    }
+    let mut stdout = std::io::stdout().lock();
+    writeln!(stdout, "stopped tuntox vpn up on {dev} (process {pid})")
+        .and_then(|()| stdout.flush())
+        .map_err(|e| CliError::Other(anyhow::Error::new(e).context("cannot write to standard output")))
 }
 
 /// How long the launcher of `-z` waits for the background process to start.
