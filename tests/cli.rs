@@ -408,6 +408,28 @@ fn one_config_directory_serves_one_process() {
 }
 
 #[test]
+fn a_connect_timeout_says_where_things_stood() {
+    // No bootstrap node answers: -W and vpn up say so when they give up,
+    // not "wrong secret or not running".
+    let netns = Netns::new("clitimeout");
+    for (label, first) in [("-W", &["-i", ID, "-W", "127.0.0.1:22"][..]), ("vpn up", &["vpn", "up", "-i", ID])] {
+        let mut args = strings(first);
+        args.extend(strings(&["--connect-timeout", "2", "-s", "pw"]));
+        args.extend(nowhere());
+        let (code, log) = run_in(&netns, label, &args, Duration::from_secs(20));
+        assert_eq!(code, 1, "{label}: {log:?}");
+        let last = log.last().cloned().unwrap_or_default();
+        assert!(
+            last.starts_with(
+                "tuntox: the server did not accept us within 2 s (--connect-timeout): no bootstrap node has \
+                              answered yet (127.0.0.1:1)"
+            ),
+            "{label}: {log:?}"
+        );
+    }
+}
+
+#[test]
 fn a_vpn_device_that_is_taken_is_named_as_such() {
     let netns = Netns::new("clidev");
     let mut first_args = strings(&["vpn", "up", "-i", ID, "--dev", "ttbusy", "--connect-timeout", "0"]);

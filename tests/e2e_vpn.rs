@@ -255,6 +255,12 @@ fn vpn_with_nat_carries_ping_tcp_and_ipv6_for_two_clients_and_cleans_up() {
     let mut c1 = lab.vpn_up(1, "client 1", &server_id, &routes);
     let (c1_v4, c1_v6) = wait_vpn_up(&mut c1, CONNECT);
     server.wait_log("the client's session", |l| l.contains("VPN client up"), Duration::from_secs(5));
+    // It said how it got there (steps shorter than the watch's second may
+    // go unsaid).
+    let steps = ["joined the Tox network", "connected to the server (", "VPN up: "];
+    let log = c1.log();
+    let at: Vec<Option<usize>> = steps.iter().map(|s| log.iter().position(|l| l.contains(s))).collect();
+    assert!(at.iter().all(Option::is_some) && at[1] < at[2], "{steps:?} at {at:?}:\n{}", log.join("\n"));
     let c1ns = &lab.clients[0];
     ping_ok(c1ns, LAN_V4, Duration::from_secs(10), &[&c1, &server]);
 

@@ -335,8 +335,8 @@ pub async fn run(mut config: ServerConfig, cancel: CancellationToken) -> anyhow:
             }
             ToxEvent::FriendLost { public_key } => {
                 tracing::info!(friend = %public_key, "friend offline");
+                // Its in-use mark is cleared at the next tick.
                 online.remove(&public_key);
-                in_use.remove(&public_key);
                 if lock(&book).seen(&public_key, false, now(), unix_now()) == Some(Kept::Saved) {
                     store(&mut identity, &book);
                 }
