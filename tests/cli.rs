@@ -409,10 +409,12 @@ fn one_config_directory_serves_one_process() {
 
 #[test]
 fn a_connect_timeout_says_where_things_stood() {
-    // No bootstrap node answers: -W and vpn up say so when they give up,
-    // not "wrong secret or not running".
+    // No bootstrap node answers: -W, -p and vpn up say so when they give
+    // up, not "wrong secret or not running".
     let netns = Netns::new("clitimeout");
-    for (label, first) in [("-W", &["-i", ID, "-W", "127.0.0.1:22"][..]), ("vpn up", &["vpn", "up", "-i", ID])] {
+    for (label, first) in
+        [("-W", &["-i", ID, "-W", "127.0.0.1:22"][..]), ("-p", &["-i", ID, "-p"]), ("vpn up", &["vpn", "up", "-i", ID])]
+    {
         let mut args = strings(first);
         args.extend(strings(&["--connect-timeout", "2", "-s", "pw"]));
         args.extend(nowhere());
