@@ -199,4 +199,11 @@ fn two_tuntox_through_a_tcp_relay_agree_on_the_same_cipher() {
     let mine = report_of(&all, client.pid());
     let path = mine["friends"][0]["path"].as_str();
     assert_eq!(path, Some("tcp"), "the client reaches the server through the relay: {mine:#}");
+    // And says since when: no longer than it has been up.
+    let since = mine["friends"][0]["path_since_secs"].as_u64();
+    let uptime = mine["uptime_secs"].as_u64().unwrap_or_default();
+    assert!(since.is_some_and(|s| s <= uptime), "path_since_secs {since:?}, up {uptime} s: {mine:#}");
+    let out = status(&fx.netns, &[]);
+    let text = text(&out.stdout);
+    assert!(text.contains(&format!("{server_key} online, through a TCP relay for ")), "{text}");
 }

@@ -164,6 +164,7 @@ fn iperf3_tcp_rate_matches_the_limit_and_follows_a_change() {
         assert!(stats.max_queue_bytes <= config.queue_bytes + 1500, "the queue stays in its limit: {stats:?}");
         assert_eq!(stats.overflow_drops, 0, "{stats:?}");
         assert!(stats.mean_late < Duration::from_millis(1), "writes on time: {stats:?}");
+        assert_eq!(pair.link.device_drops(), [0, 0], "the readers keep up: the kernel drops nothing");
     }
 
     // A live change: 40 Mbit/s, cut to 10 three seconds into a download.

@@ -50,7 +50,7 @@ fn random_loss_does_not_collapse_the_rate() {
     // 3 % each way (data and acknowledgements): a loss-driven window
     // would reach a few Mbit/s at 40 ms.
     let (goodput, _) = steady(40, 100.0, 4.0, 0.03);
-    assert!(goodput > 0.9 * payload_rate(100.0), "{goodput:.1} Mbit/s");
+    assert!(goodput > 0.85 * payload_rate(100.0), "{goodput:.1} Mbit/s");
 }
 
 #[test]

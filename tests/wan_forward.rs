@@ -3,7 +3,8 @@
 //! on direct UDP to the server. Data crosses intact at 40 ms round trip
 //! with 3 % loss each way; a transfer survives the rate being cut to a
 //! tenth and restored; a 200 ms link keeps a one-byte round trip under
-//! 230 ms while a download fills it.
+//! 230 ms while a download fills it; 20 MB go up a 10 Mbit/s link whose
+//! short queue drops packets all along.
 //!
 //! The tests take turns (one lock): each moves megabytes through two tuntox
 //! processes and the emulator, and they would share the CPU otherwise.
@@ -216,4 +217,33 @@ fn round_trip_ms(stream: &mut TcpStream) -> f64 {
     stream.read_exact(&mut byte).expect("the byte comes back");
     assert_eq!(&byte, b"x");
     start.elapsed().as_secs_f64() * 1e3
+}
+
+#[test]
+fn twenty_megabytes_up_cross_a_slow_link_with_a_short_queue() {
+    const LEN: usize = 20 << 20;
+    let _turn = serial();
+    let rtt = Duration::from_millis(10);
+    let config = LinkConfig::ideal().delay(rtt / 2).rate_mbit(10.0).queue_bdp(0.5, rtt);
+    let mut bed = WanBed::new("wanslow", config);
+    let verdicts = dual_server(bed.listen_server("127.0.0.1:7001"), 61, 0, 62, LEN);
+    let mut client = bed.client("client", &["-L", "7101:127.0.0.1:7001"]);
+    bed.wait_direct(&mut client, CONNECT);
+
+    // 17 s at the link's rate; four times that to get through.
+    let start = Deadline::after(Duration::from_secs(70));
+    let stream = bed.connect_client("127.0.0.1:7101".parse().unwrap(), Duration::from_secs(5));
+    let done = thread::spawn(move || exchange(stream, 61, 0, 62, LEN, Arc::default()));
+    // The sink's verdict: every byte arrived, intact, and the stream ended.
+    let verdict = verdicts.recv_timeout(start.left());
+    let (down, up) = (bed.link.stats(DOWN), bed.link.stats(UP));
+    eprintln!("after {:.1} s: link down {down:?}; up {up:?}", start.elapsed().as_secs_f64());
+    match verdict {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => client.fail(&format!("upload: {e}; {}", bed.tunnel_report(&client))),
+        Err(_) => {
+            client.fail(&format!("20 MB up not through within {:?}: {}", start.elapsed(), bed.tunnel_report(&client)))
+        }
+    }
+    done.join().unwrap().unwrap_or_else(|e| client.fail(&e));
 }

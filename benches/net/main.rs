@@ -20,6 +20,7 @@ mod support;
 mod forward;
 mod measure;
 mod nat;
+mod relay;
 mod tcp;
 mod tox;
 mod vpn;
@@ -42,6 +43,11 @@ const SUBCOMMANDS: &[(&str, &str, Run)] = &[
         "nat",
         "tuntox and libtoxcore peers behind home-router NATs: path, time to direct, first byte",
         Run::Plain(nat::run),
+    ),
+    (
+        "relay",
+        "tuntox -L through a TCP relay (tox-bootstrapd): ten exchanges of 200 MiB each way, then one that moves to direct UDP and back",
+        Run::Plain(relay::run),
     ),
     (
         "wan",

@@ -28,6 +28,8 @@ pub const SINK: u16 = 7002;
 pub const ECHO: u16 = 7003;
 /// sshd's port.
 pub const SSHD_PORT: u16 = 2200;
+/// How long a transfer may make no progress before it fails.
+pub const STALL: Duration = Duration::from_secs(60);
 
 /// A period of the test pattern: prime, so it lines up with no buffer size.
 const PERIOD: usize = 65521;
@@ -172,7 +174,9 @@ pub fn connect(netns: &Netns, port: u16) -> TcpStream {
     let stream = netns
         .run_in(move || TcpStream::connect_timeout(&addr, Duration::from_secs(5)))
         .unwrap_or_else(|e| panic!("connect to {addr}: {e}"));
-    stream.set_read_timeout(Some(Duration::from_secs(60))).expect("set a read timeout");
+    // A forwarder that stops moving bytes fails the transfer instead of hanging it.
+    stream.set_read_timeout(Some(STALL)).expect("set a read timeout");
+    stream.set_write_timeout(Some(STALL)).expect("set a write timeout");
     stream
 }
 

@@ -36,7 +36,7 @@ use crate::support::deadline::{Deadline, now};
 use crate::support::linkem::{LinkConfig, LinkStats};
 use crate::support::netns::{ChildGuard, Netns};
 use crate::support::tuntox::Tuntox;
-use crate::support::wan::{DOWN, SERVER_ADDR, UP, WanBed};
+use crate::support::wan::{DOWN, SERVER_ADDR, UP, WanBed, status_reports};
 use crate::tcp::{self, Route, SOURCE, Sshd, Transfer, processes_named, serve, try_measured};
 
 /// Bytes down and up per path and profile.
@@ -228,6 +228,12 @@ fn run_profile(bed: &mut WanBed, sshd: &Sshd, profile: &Profile) -> Vec<PathResu
             let tail = &log[log.len().saturating_sub(20)..];
             eprintln!("tuntox {who}'s last log lines:\n{}", tail.join("\n"));
         }
+        for (who, netns, pid) in [("client", &bed.client_ns, client_pid), ("server", &bed.server_ns, server_pid)] {
+            let reports = status_reports(netns);
+            let report = reports.iter().find(|r| r["pid"] == pid);
+            let field = |f: &str| report.map_or(Value::Null, |r| r[f].clone());
+            eprintln!("tuntox {who}'s status: tunnels open {}, counters {}", field("tunnels_open"), field("counters"));
+        }
     };
     results.push(measure_path(bed, &route, "tuntox -L", &logs));
     drop(client);
@@ -268,6 +274,7 @@ fn measure_path(bed: &WanBed, route: &Route, name: &str, on_failure: &dyn Fn()) 
     assert!(!failed, "{name}: an idle round trip took over {CAP:?}");
     bed.link.reset_peaks();
     let (down_link, up_link) = (bed.link.stats(DOWN), bed.link.stats(UP));
+    let kernel_drops = bed.link.device_drops();
     let downloading = AtomicBool::new(true);
     let (down, (loaded_ms, probe_timed_out)) = thread::scope(|s| {
         let probe = s.spawn(|| tcp::round_trips(&mut echo, usize::MAX, || downloading.load(Ordering::Relaxed)));
@@ -283,7 +290,7 @@ fn measure_path(bed: &WanBed, route: &Route, name: &str, on_failure: &dyn Fn()) 
     let result = PathResult { name: name.to_owned(), down, up, idle_ms, loaded_ms, probe_timed_out };
     eprintln!(
         "{name}: down {}, up {}, round trip idle {:.1} ms, loaded {:.1} / p99 {:.1} ms ({} samples{}); link down: \
-         {}; up: {}",
+         {}; up: {}; dropped by the kernel before the emulator: {:?}",
         rate_cell(&result.down),
         rate_cell(&result.up),
         median(&result.idle_ms),
@@ -293,6 +300,7 @@ fn measure_path(bed: &WanBed, route: &Route, name: &str, on_failure: &dyn Fn()) 
         if probe_timed_out { ", the last timed out" } else { "" },
         link_delta(&down_link, &bed.link.stats(DOWN)),
         link_delta(&up_link, &bed.link.stats(UP)),
+        bed.link.device_drops().iter().zip(kernel_drops).map(|(a, b)| a - b).collect::<Vec<_>>(),
     );
     result
 }
@@ -385,15 +393,17 @@ fn report(results: &[(Profile, Vec<PathResult>)]) {
         let slower = PathResult::slower;
         let (ours, cubic, bbr) = (&paths[0], &paths[1], &paths[2]);
         let x_link = (profile.mbit > 0.0).then(|| slower(ours) / (profile.mbit / 8.0));
-        let x_cubic = slower(ours) / slower(cubic).max(1e-9);
-        let x_bbr = slower(ours) / slower(bbr).max(1e-9);
+        // No ratio against a reference whose transfer failed.
+        let against = |theirs: &PathResult| (slower(theirs) > 0.0).then(|| slower(ours) / slower(theirs));
+        let (x_cubic, x_bbr) = (against(cubic), against(bbr));
         let excess = percentile(&ours.loaded_ms, 99.0) - profile.rtt_ms;
         let mut verdicts = Vec::new();
         if let Some(x) = x_link.filter(|_| profile.loss == 0.0) {
             verdicts.push(if x >= 0.9 { "rate met" } else { "rate MISSED" });
         }
         if profile.loss > 0.0 || profile.rtt_ms >= 200.0 {
-            verdicts.push(if x_cubic >= 1.0 && x_bbr >= 1.0 { "vs ssh met" } else { "vs ssh MISSED" });
+            let met = [x_cubic, x_bbr].into_iter().flatten().all(|x| x >= 1.0);
+            verdicts.push(if met { "vs ssh met" } else { "vs ssh MISSED" });
         }
         if profile.mbit > 0.0 && profile.queue_bdp >= 4.0 {
             verdicts.push(if excess <= 30.0 { "latency met" } else { "latency MISSED" });
@@ -404,8 +414,8 @@ fn report(results: &[(Profile, Vec<PathResult>)]) {
             profile.describe(),
             format!("{:.2}", slower(ours)),
             x_link.map_or("-".to_owned(), |x| format!("{x:.2}")),
-            format!("{x_cubic:.2}"),
-            format!("{x_bbr:.2}"),
+            x_cubic.map_or("-".to_owned(), |x| format!("{x:.2}")),
+            x_bbr.map_or("-".to_owned(), |x| format!("{x:.2}")),
             format!("{excess:.0}"),
             verdicts.join(", "),
         ]);

@@ -136,6 +136,10 @@ pub struct FriendStatus {
     /// `udp` or `tcp` (through a TCP relay), when online.
     #[serde(default)]
     pub path: Option<String>,
+    /// Seconds since the path last changed (between direct UDP and a
+    /// relay), or since the session's first packet when it never did.
+    #[serde(default)]
+    pub path_since_secs: Option<u64>,
     /// The cipher of the data packets we send it (`xsalsa20-poly1305`,
     /// Tox's; `aegis-256` with a tuntox peer), when online.
     #[serde(default)]
@@ -210,10 +214,13 @@ pub struct Source {
     pub friend_commands: Option<mpsc::Sender<FriendCommand>>,
 }
 
+/// A friend's path, and how long it has been on it.
+type PathSince = (FriendPath, Option<Duration>);
+
 /// What the node tells, in one visit to its task.
 #[derive(Debug, Default)]
 struct NodeView {
-    friends: Vec<(PublicKey, bool, Option<FriendPath>, Option<DataCipher>)>,
+    friends: Vec<(PublicKey, bool, Option<PathSince>, Option<DataCipher>)>,
     dht_nodes: usize,
     external: Option<SocketAddr>,
     tcp_relays: usize,
@@ -248,7 +255,8 @@ impl Source {
                     .friend_keys()
                     .map(|key| {
                         let online = node.friend(key).is_some_and(|f| f.status == FriendState::Online);
-                        (*key, online, node.friend_path(key, now), node.friend_cipher(key))
+                        let path = node.friend_path(key, now).map(|p| (p, node.friend_path_age(key, now)));
+                        (*key, online, path, node.friend_cipher(key))
                     })
                     .collect();
                 friends.sort_by_key(|(key, ..)| *key.as_bytes());
@@ -281,10 +289,11 @@ impl Source {
                 .map(|(key, online, path, cipher)| FriendStatus {
                     public_key: key.to_string(),
                     online: *online,
-                    path: path.map(|p| match p {
+                    path: path.map(|(p, _)| match p {
                         FriendPath::Udp => "udp".to_owned(),
                         FriendPath::Tcp => "tcp".to_owned(),
                     }),
+                    path_since_secs: path.and_then(|(_, age)| age).map(|a| a.as_secs()),
                     cipher: cipher.map(|c| c.name().to_owned()),
                     vpn_addresses: Vec::new(),
                     last_seen: None,
@@ -485,6 +494,10 @@ pub fn render(status: &Status) -> String {
             (true, Some("tcp")) => "online, through a TCP relay".to_owned(),
             (true, Some(other)) => format!("online, {other}"),
             (true, None) => "online".to_owned(),
+        };
+        let state = match (friend.online, friend.path_since_secs) {
+            (true, Some(secs)) => format!("{state} for {}", duration(secs)),
+            _ => state,
         };
         let state = match (&friend.cipher, friend.online) {
             (Some(cipher), true) => format!("{state}, {cipher}"),
@@ -901,6 +914,7 @@ mod tests {
                     public_key: key(1),
                     online: true,
                     path: Some("udp".into()),
+                    path_since_secs: None,
                     cipher: Some("aegis-256".into()),
                     vpn_addresses: vec!["10.77.0.2/32".into(), "fd00::2/128".into()],
                     last_seen: None,
@@ -910,6 +924,7 @@ mod tests {
                     public_key: key(2),
                     online: true,
                     path: Some("tcp".into()),
+                    path_since_secs: Some(75),
                     cipher: None,
                     vpn_addresses: vec![],
                     last_seen: None,
@@ -919,6 +934,7 @@ mod tests {
                     public_key: key(3),
                     online: false,
                     path: None,
+                    path_since_secs: None,
                     cipher: None,
                     vpn_addresses: vec![],
                     last_seen: Some(1_796_659_991),
@@ -951,7 +967,7 @@ mod tests {
              DHT:          8 good nodes, 1 TCP relays connected\n\
              Friends:      2 of 3 online\n\
              \x20 {} online, direct UDP, aegis-256; VPN 10.77.0.2/32, fd00::2/128\n\
-             \x20 {} online, through a TCP relay\n\
+             \x20 {} online, through a TCP relay for 1m 15s\n\
              \x20 {} offline\n\
              Tunnels open: 2\n\
              VPN:          tuntox-srv0 10.77.0.1/24, fd00::1/64\n\

@@ -65,7 +65,8 @@ pub enum Command {
     /// public key (`--print-key`).
     Relay(RelayArgs),
     /// Show the state of the running tuntox processes: Tox ID, friends
-    /// online and how they are reached, tunnels, VPN addresses, counters.
+    /// online, how they are reached and since when, tunnels, VPN addresses,
+    /// counters.
     ///
     /// Exits 1 when no running tuntox is found (a socket left by one that
     /// was killed is named as stale).

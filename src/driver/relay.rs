@@ -26,7 +26,7 @@ use tokio::time::Instant as TokioInstant;
 use tokio_util::sync::CancellationToken;
 
 pub use super::relay_conn::{CONTROL_QUEUE, DATA_QUEUE, INPUT_QUEUE};
-use super::relay_conn::{ConnHandle, FrameReader, Pushed, Queues, run_framed};
+use super::relay_conn::{ConnHandle, FrameReader, FrameWrites, Pushed, Queues, run_framed};
 use crate::crypto::{KeyPair, PublicKey, SodiumRng};
 use crate::proto::Node;
 use crate::proto::relay::channel::accept_handshake;
@@ -275,7 +275,10 @@ impl Connection {
         }
         let Self { client, inputs, queues, deadline, .. } = self;
         let pk = accepted.client_pk;
-        run_framed(stream, accepted.channel, queues, |frames| read_frames(frames, client, pk, inputs, deadline)).await
+        run_framed(stream, accepted.channel, queues, FrameWrites::Batched, |frames| {
+            read_frames(frames, client, pk, inputs, deadline)
+        })
+        .await
     }
 }
 

@@ -22,7 +22,7 @@ use tokio::net::TcpStream;
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
-use super::relay_conn::{ConnHandle, FrameReader, INPUT_QUEUE, Pushed, Queues, run_framed};
+use super::relay_conn::{ConnHandle, FrameReader, FrameWrites, INPUT_QUEUE, Pushed, Queues, run_framed};
 use crate::proto::Node;
 use crate::proto::relay::channel::SecureChannel;
 use crate::proto::relay::client::{CONNECT_TIMEOUT, RelayId};
@@ -187,7 +187,8 @@ impl Connection {
         }
         let Ok(Some(channel)) = session.await else { return };
         let Self { relay, inputs, queues, .. } = self;
-        run_framed(stream, channel, queues, |frames| read_frames(frames, relay, inputs)).await;
+        // Relays may be libtoxcore's: no segment may end inside a frame.
+        run_framed(stream, channel, queues, FrameWrites::Aligned, |frames| read_frames(frames, relay, inputs)).await;
     }
 }
 

@@ -8,11 +8,28 @@
 //! [`run_framed`]: one half reads frames, opens them and decodes the
 //! packets ([`FrameReader`]), the other seals what the queues hold,
 //! control first, and writes it in batches.
+//!
+//! Writing to a libtoxcore peer (a c-toxcore relay, or a c-toxcore client
+//! of our relay) needs care: its TCP code reads a frame only once the
+//! whole frame is in the socket (`FIONREAD`), and leaves a partial one
+//! where it is. The kernel charges the receive buffer for whole socket
+//! buffers, which on the receiving side grow by coalescing what arrives;
+//! a partial frame left at the end of a large one can keep the buffer's
+//! memory at its limit with a few hundred bytes unread, so the segment
+//! that would complete the frame is dropped, and the connection stops for
+//! good (seen through tox-bootstrapd: 160 bytes queued in 126 KB of
+//! receive memory, our retransmissions dropped). [`FrameWrites::Aligned`]
+//! therefore writes whole frames in pieces of at most one segment, each
+//! ending its socket buffer (`MSG_EOR`): every TCP segment then carries
+//! whole frames, what the peer has received always ends at a frame's end,
+//! and it reads everything it holds.
 
 use std::future::Future;
+use std::io;
+use std::os::fd::AsRawFd;
 
 use bytes::BytesMut;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncReadExt, AsyncWriteExt, Interest};
 use tokio::net::TcpStream;
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::sync::mpsc;
@@ -35,6 +52,23 @@ pub const DATA_QUEUE: usize = 256;
 pub const INPUT_QUEUE: usize = 1024;
 /// Bytes sealed into one write at most.
 const WRITE_BATCH: usize = 64 * 1024;
+/// Pieces handed to the kernel in one `sendmmsg` at most.
+const ALIGNED_PIECES: usize = 64;
+/// The segment size assumed when the socket does not say (IPv4 on an
+/// Ethernet MTU, with TCP timestamps).
+const DEFAULT_MSS: usize = 1448;
+
+/// How a connection puts its frames into the socket.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum FrameWrites {
+    /// Frames back to back, in writes of up to 64 KiB: fewest system
+    /// calls, for peers that read whatever has arrived (ours).
+    Batched,
+    /// Whole frames in pieces of at most one segment, each ending its
+    /// socket buffer, so that no segment ends inside a frame (for
+    /// libtoxcore's readers; see the module's documentation).
+    Aligned,
+}
 
 /// The node's task's end of one connection.
 #[derive(Debug)]
@@ -105,6 +139,7 @@ pub(super) async fn run_framed<R>(
     stream: TcpStream,
     channel: SecureChannel,
     queues: Queues,
+    writes: FrameWrites,
     read: impl FnOnce(FrameReader) -> R,
 ) -> CloseReason
 where
@@ -114,7 +149,7 @@ where
     let (reader, writer) = stream.into_split();
     tokio::select! {
         reason = read(FrameReader::new(reader, opener)) => reason,
-        reason = write_frames(writer, sealer, queues) => reason,
+        reason = write_frames(writer, sealer, queues, writes) => reason,
     }
 }
 
@@ -159,10 +194,19 @@ impl FrameReader {
 }
 
 /// The writing half: seals what the queues hold, control first, into
-/// writes of up to [`WRITE_BATCH`] bytes.
-async fn write_frames(mut writer: OwnedWriteHalf, mut sealer: Sealer, queues: Queues) -> CloseReason {
+/// batches of up to [`WRITE_BATCH`] bytes, written as `writes` says.
+async fn write_frames(
+    mut writer: OwnedWriteHalf,
+    mut sealer: Sealer,
+    queues: Queues,
+    writes: FrameWrites,
+) -> CloseReason {
     let Queues { mut control, mut data } = queues;
     let mut out = BytesMut::new();
+    // Where each frame of the batch ends (aligned writes only).
+    let mut ends: Vec<usize> = Vec::new();
+    let mut mss = DEFAULT_MSS;
+    let mut batches = 0u32;
     loop {
         let packet = tokio::select! {
             biased;
@@ -172,14 +216,33 @@ async fn write_frames(mut writer: OwnedWriteHalf, mut sealer: Sealer, queues: Qu
         };
         // A packet too long for a frame cannot come from the relay's
         // routing (it only forwards what fitted in one); skip it.
-        let _ = sealer.seal_packet(&packet, &mut out);
+        if sealer.seal_packet(&packet, &mut out).is_ok() {
+            ends.push(out.len());
+        }
         while out.len() < WRITE_BATCH {
             let Ok(packet) = control.try_recv().or_else(|_| data.try_recv()) else { break };
-            let _ = sealer.seal_packet(&packet, &mut out);
+            if sealer.seal_packet(&packet, &mut out).is_ok() {
+                ends.push(out.len());
+            }
         }
-        if writer.write_all(&out).await.is_err() {
+        let written = match writes {
+            FrameWrites::Batched => writer.write_all(&out).await,
+            FrameWrites::Aligned => {
+                // The segment size can change with the path's MTU: look
+                // again now and then.
+                if batches % 64 == 0 {
+                    mss = socket2::SockRef::from(writer.as_ref())
+                        .tcp_mss()
+                        .map_or(DEFAULT_MSS, |m| (m as usize).clamp(536, 65_535));
+                }
+                batches = batches.wrapping_add(1);
+                write_aligned(writer.as_ref(), &out, &pieces(&ends, mss)).await
+            }
+        };
+        if written.is_err() {
             return CloseReason::Gone;
         }
+        ends.clear();
         if out.capacity() > WRITE_BATCH {
             // A burst is over: do not keep its buffer for an idle connection.
             out = BytesMut::new();
@@ -187,6 +250,91 @@ async fn write_frames(mut writer: OwnedWriteHalf, mut sealer: Sealer, queues: Qu
             out.clear();
         }
     }
+}
+
+/// Cuts a batch of frames ending at `ends` into pieces of whole frames of
+/// at most `mss` bytes (a longer frame is a piece of its own); returns
+/// where each piece ends.
+fn pieces(ends: &[usize], mss: usize) -> Vec<usize> {
+    let mut cuts = Vec::with_capacity(ends.len());
+    let mut start = 0;
+    let mut prev = 0;
+    for &end in ends {
+        if end - start > mss && prev > start {
+            cuts.push(prev);
+            start = prev;
+        }
+        prev = end;
+    }
+    if prev > start {
+        cuts.push(prev);
+    }
+    cuts
+}
+
+/// Writes `buf` in the pieces ending at `cuts`, each with `MSG_EOR` so
+/// that the kernel starts a new socket buffer (and so a new segment) after
+/// it, many pieces per `sendmmsg`. Waits while the socket is full.
+async fn write_aligned(stream: &TcpStream, buf: &[u8], cuts: &[usize]) -> io::Result<()> {
+    // The next byte to send and the index of the piece it is in.
+    let (mut at, mut piece) = (0usize, 0usize);
+    while piece < cuts.len() {
+        stream.writable().await?;
+        let sent = stream.try_io(Interest::WRITABLE, || send_pieces(stream.as_raw_fd(), buf, at, &cuts[piece..]));
+        let lens = match sent {
+            Ok(lens) => lens,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+            Err(e) => return Err(e),
+        };
+        for len in lens {
+            let end = cuts[piece];
+            at += len;
+            if at < end {
+                // Partly taken: the rest goes first next time.
+                break;
+            }
+            piece += 1;
+        }
+    }
+    Ok(())
+}
+
+/// One `sendmmsg` of up to [`ALIGNED_PIECES`] pieces: the first from `at`
+/// to `cuts[0]`, then from each cut to the next. Returns the bytes taken
+/// of each piece sent (the last may be partial); `WouldBlock` when none.
+fn send_pieces(fd: i32, buf: &[u8], at: usize, cuts: &[usize]) -> io::Result<Vec<usize>> {
+    let count = cuts.len().min(ALIGNED_PIECES);
+    let mut iovecs: Vec<libc::iovec> = Vec::with_capacity(count);
+    let mut start = at;
+    for &end in &cuts[..count] {
+        let piece = &buf[start..end];
+        iovecs.push(libc::iovec { iov_base: piece.as_ptr() as *mut libc::c_void, iov_len: piece.len() });
+        start = end;
+    }
+    let mut msgs: Vec<libc::mmsghdr> = iovecs
+        .iter_mut()
+        .map(|iov| {
+            // SAFETY: an all-zero mmsghdr is a valid empty message.
+            let mut msg: libc::mmsghdr = unsafe { std::mem::zeroed() };
+            msg.msg_hdr.msg_iov = iov;
+            msg.msg_hdr.msg_iovlen = 1;
+            msg
+        })
+        .collect();
+    // SAFETY: each message points at one iovec over `buf`, all alive for
+    // the call; the kernel writes only the `msg_len` fields.
+    let sent = unsafe {
+        libc::sendmmsg(
+            fd,
+            msgs.as_mut_ptr(),
+            msgs.len() as libc::c_uint,
+            libc::MSG_EOR | libc::MSG_NOSIGNAL | libc::MSG_DONTWAIT,
+        )
+    };
+    if sent < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(msgs[..sent as usize].iter().map(|m| m.msg_len as usize).collect())
 }
 
 #[cfg(test)]
@@ -212,6 +360,97 @@ mod tests {
         let (hello, pending) = start_handshake(&mut rng, &client, relay.public()).unwrap();
         let accepted = accept_handshake(&mut rng, &relay, &hello).unwrap();
         (pending.finish(&accepted.response).unwrap(), accepted.channel)
+    }
+
+    #[test]
+    fn pieces_hold_whole_frames_of_at_most_one_segment() {
+        // Frames ending at 10, 20, ..., 100: pieces of at most 35 bytes.
+        let ends: Vec<usize> = (1..=10).map(|i| i * 10).collect();
+        assert_eq!(pieces(&ends, 35), [30, 60, 90, 100]);
+        // A frame longer than a segment is a piece of its own.
+        assert_eq!(pieces(&[10, 60, 70], 35), [10, 60, 70]);
+        assert_eq!(pieces(&[50], 35), [50]);
+        assert_eq!(pieces(&[], 35), Vec::<usize>::new());
+    }
+
+    /// Reads frames as c-toxcore's TCP code does: once per round (its
+    /// daemon sleeps 30 ms between rounds), and a frame only when all of it
+    /// is in the socket (`FIONREAD`), leaving a partial one where it is.
+    /// Returns the frames read once `frames` came, or how many by `limit`.
+    fn read_like_libtoxcore(stream: std::net::TcpStream, frames: usize, limit: std::time::Duration) -> usize {
+        use std::io::Read;
+        use std::os::fd::AsRawFd;
+        let started = std::time::Instant::now();
+        let mut stream = stream;
+        let (mut count, mut next_len) = (0usize, 0usize);
+        let mut buf = vec![0u8; 4096];
+        while count < frames && started.elapsed() < limit {
+            std::thread::sleep(std::time::Duration::from_millis(30));
+            loop {
+                let mut queued: libc::c_int = 0;
+                // SAFETY: FIONREAD writes one int.
+                unsafe { libc::ioctl(stream.as_raw_fd(), libc::FIONREAD, &mut queued) };
+                let queued = queued.max(0) as usize;
+                if next_len == 0 {
+                    if queued < 2 {
+                        break;
+                    }
+                    stream.read_exact(&mut buf[..2]).unwrap();
+                    next_len = usize::from(u16::from_be_bytes([buf[0], buf[1]]));
+                    continue;
+                }
+                if queued < next_len {
+                    break;
+                }
+                stream.read_exact(&mut buf[..next_len]).unwrap();
+                next_len = 0;
+                count += 1;
+            }
+        }
+        count
+    }
+
+    /// A bulk upload into a reader like libtoxcore's, whose receive buffer
+    /// is small and fixed (as tox-bootstrapd's stays): every frame arrives,
+    /// since no segment ends inside a frame. (With batched writes this
+    /// reader stops for good within the first megabytes.)
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn aligned_writes_never_leave_a_libtoxcore_reader_a_partial_frame() {
+        let listener = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+        listener.set_recv_buffer_size(128 * 1024).unwrap();
+        listener.bind(&"127.0.0.1:0".parse::<std::net::SocketAddr>().unwrap().into()).unwrap();
+        listener.listen(1).unwrap();
+        let addr = listener.local_addr().unwrap().as_socket().unwrap();
+        let client = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+        // Segments of an Ethernet path, as between namespaces.
+        client.set_tcp_mss(1448).unwrap();
+        client.connect(&addr.into()).unwrap();
+        let (server, _) = listener.accept().unwrap();
+        client.set_nonblocking(true).unwrap();
+        let ours = TcpStream::from_std(client.into()).unwrap();
+        let (our_channel, _their_channel) = channels();
+
+        const FRAMES: usize = 20_000;
+        let reader =
+            std::thread::spawn(move || read_like_libtoxcore(server.into(), FRAMES, std::time::Duration::from_secs(20)));
+        let parent = CancellationToken::new();
+        let (handle, queues) = ConnHandle::new(&parent);
+        let writer =
+            tokio::spawn(run_framed(ours, our_channel, queues, FrameWrites::Aligned, |_| std::future::pending()));
+        let payload = Bytes::from(vec![7u8; 1400]);
+        let packet = TcpPacket::Data(Data::new(ConnectionId::from_byte(16).unwrap(), payload).unwrap());
+        let mut queued = 0;
+        while queued < FRAMES {
+            match handle.push(packet.clone()) {
+                Pushed::Queued => queued += 1,
+                Pushed::DataFull => tokio::time::sleep(std::time::Duration::from_millis(1)).await,
+                // The reader gave up.
+                _ => break,
+            }
+        }
+        let read = tokio::task::spawn_blocking(move || reader.join().unwrap()).await.unwrap();
+        writer.abort();
+        assert_eq!(read, FRAMES, "the reader got stuck on a partial frame");
     }
 
     #[test]
@@ -263,18 +502,20 @@ mod tests {
             assert_eq!(handle.push(TcpPacket::Ping(Ping::new(id))), Pushed::Queued);
         }
         drop(handle);
-        let writer = tokio::spawn(run_framed(ours, our_channel, queues, |_| std::future::pending()));
+        let writer =
+            tokio::spawn(run_framed(ours, our_channel, queues, FrameWrites::Aligned, |_| std::future::pending()));
 
         let (their_handle, their_queues) = ConnHandle::new(&parent);
         let (tx, mut rx) = mpsc::unbounded_channel();
-        let reader = run_framed(theirs, their_channel, their_queues, move |mut frames| async move {
-            loop {
-                match frames.next().await {
-                    Ok(packet) => tx.send(packet).unwrap(),
-                    Err(reason) => return reason,
+        let reader =
+            run_framed(theirs, their_channel, their_queues, FrameWrites::Batched, move |mut frames| async move {
+                loop {
+                    match frames.next().await {
+                        Ok(packet) => tx.send(packet).unwrap(),
+                        Err(reason) => return reason,
+                    }
                 }
-            }
-        });
+            });
         let ten_s = std::time::Duration::from_secs(10);
         assert_eq!(tokio::time::timeout(ten_s, writer).await.unwrap().unwrap(), CloseReason::Gone);
         assert_eq!(tokio::time::timeout(ten_s, reader).await.unwrap(), CloseReason::Gone);

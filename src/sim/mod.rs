@@ -15,6 +15,7 @@
 
 pub mod link;
 pub mod nat;
+pub mod relay;
 pub mod transport;
 
 use std::cmp::Reverse;

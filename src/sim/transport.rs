@@ -6,10 +6,11 @@
 //! and a receiver on the right. All flows share one [`Link`] per direction
 //! (left to right carries the data, right to left the acknowledgements),
 //! so two flows compete for one bottleneck as two connections through one
-//! home router do. Optionally a flow also has a TCP relay path (another
-//! pair of links, reached through [`NetCrypto::handle_tcp`]), and the
-//! direct path can be closed and opened, to watch a session move between
-//! them.
+//! home router do. Optionally a flow also has a TCP relay path (a
+//! [`RelayPath`] each way, reached through [`NetCrypto::handle_tcp`]:
+//! by default a relay that only delays, or one that reads in rounds and
+//! drops as c-toxcore's does, [`Transfers::set_relay`]), and the direct
+//! path can be closed and opened, to watch a session move between them.
 //!
 //! The sender keeps its send buffer full from its flow's byte budget; the
 //! receiver takes packets as they are delivered and checks that each flow's
@@ -26,6 +27,7 @@ use rand_chacha::{ChaCha8Rng, ChaCha20Rng};
 use rand_core::SeedableRng;
 
 use super::link::{Link, LinkConfig};
+use super::relay::{RelayConfig, RelayPath};
 use crate::crypto::{KeyPair, PublicKey};
 use crate::proto::net_crypto::{NetCrypto, NetCryptoEvent, TcpSource};
 use crate::wire::crypto_data::MAX_CRYPTO_DATA_SIZE;
@@ -70,6 +72,10 @@ pub struct FlowStats {
     pub finished: Option<Instant>,
     /// Delivered bytes at the end of each 100 ms of virtual time.
     pub series: Vec<(Instant, u64)>,
+    /// When the last payload was delivered.
+    pub last_delivery: Option<Instant>,
+    /// The longest time between two deliveries, and when it ended.
+    pub longest_gap: (Duration, Option<Instant>),
 }
 
 impl FlowStats {
@@ -99,7 +105,8 @@ struct Flow {
     next_number: u64,
     next_expected: u64,
     relay: bool,
-    direct_open: bool,
+    /// The direct path carries datagrams from the sender, and to it.
+    direct_open: (bool, bool),
     stats: FlowStats,
 }
 
@@ -111,8 +118,8 @@ pub struct Transfers {
     rng: ChaCha8Rng,
     forward: Link,
     back: Link,
-    relay_forward: Link,
-    relay_back: Link,
+    relay_forward: RelayPath,
+    relay_back: RelayPath,
     flows: Vec<Flow>,
     in_flight: BinaryHeap<Reverse<(Instant, u64, usize, Hop)>>,
     payloads: foldhash::HashMap<u64, Bytes>,
@@ -127,15 +134,15 @@ impl Transfers {
         // constructor) and from then on only moves when the simulation does.
         #[allow(clippy::disallowed_methods)]
         let now = Instant::now();
-        let relay = LinkConfig::delay(Duration::from_millis(30));
+        let relay = RelayConfig::instant(Duration::from_millis(15));
         Self {
             now,
             epoch: now,
             rng: ChaCha8Rng::seed_from_u64(seed),
             forward: Link::new(forward),
             back: Link::new(back),
-            relay_forward: Link::new(relay.clone()),
-            relay_back: Link::new(relay),
+            relay_forward: RelayPath::new(relay.clone(), now),
+            relay_back: RelayPath::new(relay, now),
             flows: Vec::new(),
             in_flight: BinaryHeap::new(),
             payloads: foldhash::HashMap::default(),
@@ -182,7 +189,7 @@ impl Transfers {
             next_number: 0,
             next_expected: 0,
             relay: false,
-            direct_open: true,
+            direct_open: (true, true),
             stats: FlowStats::default(),
         });
         self.pump(index);
@@ -190,7 +197,7 @@ impl Transfers {
     }
 
     /// Gives flow `index` a TCP relay path: packets the sessions hand to
-    /// the relays cross the relay links.
+    /// the relays cross the relay paths.
     pub fn add_relay(&mut self, index: usize) {
         let now = self.now;
         let flow = &mut self.flows[index];
@@ -201,9 +208,21 @@ impl Transfers {
         self.pump(index);
     }
 
+    /// How the relay paths behave from now on (data, acknowledgements).
+    pub fn set_relay(&mut self, forward: RelayConfig, back: RelayConfig) {
+        self.relay_forward.set(forward);
+        self.relay_back.set(back);
+    }
+
     /// Opens or closes flow `index`'s direct path (both ways).
     pub fn set_direct(&mut self, index: usize, open: bool) {
-        self.flows[index].direct_open = open;
+        self.flows[index].direct_open = (open, open);
+    }
+
+    /// Opens or closes each way of flow `index`'s direct path: `forward`
+    /// from the sender, `back` to it (a path that works one way only).
+    pub fn set_direct_ways(&mut self, index: usize, forward: bool, back: bool) {
+        self.flows[index].direct_open = (forward, back);
     }
 
     /// The direct path's links, to change them while flows run.
@@ -216,8 +235,8 @@ impl Transfers {
         &mut self.back
     }
 
-    /// The relay path's links (sender to receiver, and back).
-    pub fn relay_links(&mut self) -> (&mut Link, &mut Link) {
+    /// The relay paths (sender to receiver, and back).
+    pub fn relay_paths(&mut self) -> (&mut RelayPath, &mut RelayPath) {
         (&mut self.relay_forward, &mut self.relay_back)
     }
 
@@ -234,6 +253,11 @@ impl Transfers {
     /// Flow `index`'s receiving endpoint.
     pub fn receiver(&self, index: usize) -> &NetCrypto {
         &self.flows[index].receiver.nc
+    }
+
+    /// The sender's real key of flow `index` (the receiver's session peer).
+    pub fn sender_key(&self, index: usize) -> PublicKey {
+        self.flows[index].sender.pk
     }
 
     /// The receiver's real key of flow `index` (the sender's session peer).
@@ -346,15 +370,22 @@ impl Transfers {
     }
 
     fn schedule(&mut self, index: usize, hop: Hop, data: Bytes) {
-        let direct_open = self.flows[index].direct_open;
+        let (forward_open, back_open) = self.flows[index].direct_open;
         let link = match hop {
-            Hop::Forward if direct_open => &mut self.forward,
-            Hop::Back if direct_open => &mut self.back,
+            Hop::Forward if forward_open => &mut self.forward,
+            Hop::Back if back_open => &mut self.back,
             Hop::Forward | Hop::Back => return,
-            Hop::RelayForward => &mut self.relay_forward,
-            Hop::RelayBack => &mut self.relay_back,
+            Hop::RelayForward | Hop::RelayBack => {
+                let path = if hop == Hop::RelayForward { &mut self.relay_forward } else { &mut self.relay_back };
+                let Some(at) = path.send(self.now, data.len()) else { return };
+                return self.enqueue(index, hop, at, data);
+            }
         };
         let Some(at) = link.send(self.now, data.len(), &mut self.rng) else { return };
+        self.enqueue(index, hop, at, data);
+    }
+
+    fn enqueue(&mut self, index: usize, hop: Hop, at: Instant, data: Bytes) {
         let seq = self.next_seq;
         self.next_seq += 1;
         self.payloads.insert(seq, data);
@@ -377,6 +408,13 @@ impl Transfers {
                     outgoing.push((Hop::Back, t.payload));
                 }
                 if flow.relay {
+                    // Each side knows the other's address, as the DHT tells
+                    // a node its friends' (the session may have come up
+                    // through the relay).
+                    let sender = flow.sender.pk;
+                    if flow.receiver.nc.session(&sender).is_some_and(|s| s.addr.is_none()) {
+                        flow.receiver.nc.set_addr(&sender, flow.sender.addr);
+                    }
                     while let Some(t) = flow.sender.nc.poll_tcp_transmit() {
                         outgoing.push((Hop::RelayForward, t.payload));
                     }
@@ -397,6 +435,12 @@ impl Transfers {
                         assert_eq!(number, flow.next_expected, "flow {index}: packets arrive once and in order");
                         flow.next_expected += 1;
                         flow.stats.delivered += data.len() as u64;
+                        if let Some(last) = flow.stats.last_delivery
+                            && now - last > flow.stats.longest_gap.0
+                        {
+                            flow.stats.longest_gap = (now - last, Some(now));
+                        }
+                        flow.stats.last_delivery = Some(now);
                         if flow.stats.delivered >= flow.budget && flow.stats.finished.is_none() {
                             flow.stats.finished = Some(now);
                         }

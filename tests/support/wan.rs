@@ -113,6 +113,19 @@ impl WanBed {
         }
     }
 
+    /// What `tuntox status` says of the server's and `client`'s tunnels
+    /// (open, and their counters), for failure messages.
+    pub fn tunnel_report(&self, client: &Tuntox) -> String {
+        [("client", &self.client_ns, client.pid()), ("server", &self.server_ns, self.server.pid())]
+            .map(|(who, netns, pid)| {
+                let reports = status_reports(netns);
+                let report = reports.iter().find(|r| r["pid"] == pid);
+                let field = |f: &str| report.map_or(Value::Null, |r| r[f].clone());
+                format!("{who}: tunnels open {}, {}", field("tunnels_open"), field("counters")["tunnels"])
+            })
+            .join("; ")
+    }
+
     /// Binds a listener in the server namespace.
     pub fn listen_server(&self, addr: &str) -> TcpListener {
         let addr: SocketAddr = addr.parse().expect("a socket address");

@@ -354,6 +354,23 @@ impl SendBuffer {
         })
     }
 
+    /// Queues every packet in flight to go again (the path they took
+    /// stopped working); returns how many.
+    pub fn mark_all_lost(&mut self) -> usize {
+        let mut count = 0;
+        for (i, slot) in self.slots.iter_mut().enumerate() {
+            let Some(slot) = slot else { continue };
+            if slot.sent.take().is_some() {
+                if std::mem::take(&mut slot.in_pipe) {
+                    self.in_flight -= 1;
+                }
+                self.resend.insert(self.start.wrapping_add(i as u32));
+                count += 1;
+            }
+        }
+        count
+    }
+
     /// Queues a packet in flight to go again (a retransmission timeout).
     pub fn mark_lost(&mut self, number: u32) {
         if let Some(slot) = self.slot_mut(number)
@@ -479,6 +496,27 @@ mod tests {
     /// A send state for a packet sent at `sent`.
     fn at(cc: &mut Congestion, sent: Instant) -> SentState {
         cc.on_send(sent, 0)
+    }
+
+    #[test]
+    fn all_in_flight_can_be_marked_lost_at_once() {
+        let t0 = crate::proto::test_epoch();
+        let mut cc = Congestion::default();
+        let mut s = SendBuffer::default();
+        for i in 0..6 {
+            s.push(b(i), 100);
+        }
+        for _ in 0..4 {
+            s.next_to_send(at(&mut cc, t0)).unwrap();
+        }
+        let acked = s.ack_until(1, t0 + Duration::from_millis(5), Duration::ZERO);
+        assert_eq!((acked.count, s.in_flight()), (1, 3));
+        assert_eq!(s.mark_all_lost(), 3);
+        assert_eq!(s.in_flight(), 0);
+        // The three go again, in order, before the two never sent.
+        let order: Vec<u32> = (0..5).map_while(|_| s.next_to_send(at(&mut cc, t0)).map(|(n, _)| n)).collect();
+        assert_eq!(order, [1, 2, 3, 4, 5]);
+        assert_eq!(s.mark_all_lost(), 5);
     }
 
     #[test]

@@ -93,8 +93,18 @@ const MIN_RTT_LIFETIME: Duration = Duration::from_secs(10);
 const MAX_REORDER_QUARTERS: u32 = 16;
 /// Rounds without a spurious loss before the reordering window shrinks a step.
 const REORDER_DECAY_ROUNDS: u64 = 16;
+/// Rounds in a row the window must hold a flow back, with every round trip
+/// well above the minimum, before probe-RTT comes early.
+const COMPETITION_ROUNDS: u32 = 10;
+/// The smallest window probe-RTT holds.
+const PROBE_RTT_MIN_WINDOW: f64 = 4.0;
 /// How long probe-RTT holds the window down.
 const PROBE_RTT_TIME: Duration = Duration::from_millis(200);
+/// Rounds the acknowledgement-aggregation estimate remembers its maximum over.
+const AGGREGATION_WINDOW_ROUNDS: u64 = 10;
+/// The window's allowance for acknowledgement aggregation covers at most
+/// this much of the bandwidth.
+const MAX_AGGREGATION: Duration = Duration::from_millis(100);
 
 /// What the controller records of a packet when it goes out, and reads
 /// back when the packet is acknowledged (a delivery-rate sample).
@@ -155,8 +165,15 @@ pub struct Congestion {
     /// the window came down.
     probe_rtt_done: Option<Instant>,
     probe_rtt_round: Option<u64>,
+    /// The smallest round trip seen since the window came down in probe-RTT.
+    probe_rtt_min: Option<Duration>,
     /// The sender's packets in flight after the last acknowledgement.
     in_flight: usize,
+    /// The window, not pacing, held sending back in this round; rounds in
+    /// a row it did so, and the smallest round trip seen in them.
+    round_window_limited: bool,
+    window_limited_rounds: u32,
+    limited_min_rtt: Option<Duration>,
     /// The reordering window in quarters of the minimum round trip: grows
     /// when a packet taken for lost arrives after all, shrinks after
     /// [`REORDER_DECAY_ROUNDS`] rounds without that.
@@ -169,6 +186,24 @@ pub struct Congestion {
     /// A retransmission timeout fired and nothing has been acknowledged
     /// since: the back-off and phase from before it.
     stalled: Option<(f64, Phase)>,
+    /// Acknowledgement aggregation (BBR's `extra_acked`): when the current
+    /// epoch began and the packets acknowledged in it...
+    aggregation_start: Option<Instant>,
+    aggregation_acked: f64,
+    /// ...and a maximum filter of how far acknowledgements ran ahead of
+    /// the bandwidth estimate within an epoch: (round, packets), rounds
+    /// ascending, values descending.
+    extra_acked: VecDeque<(u64, f64)>,
+    /// After the session moved to another path: its first acknowledgement
+    /// there, once it came (packets sent before it measure the old path,
+    /// or were answered for copies that went the old way)...
+    path_samples_from: Option<Option<Instant>>,
+    /// ...and whether the old path had stopped working (so nothing sent
+    /// after that acknowledgement can be answered for a copy on it).
+    old_path_dead: bool,
+    /// Losses reported before this are the old path's (what was in flight
+    /// on it when the session moved) and do not count.
+    old_path_until: Option<Instant>,
 }
 
 impl Default for Congestion {
@@ -194,7 +229,11 @@ impl Default for Congestion {
             cycle_start: None,
             probe_rtt_done: None,
             probe_rtt_round: None,
+            probe_rtt_min: None,
             in_flight: 0,
+            round_window_limited: false,
+            window_limited_rounds: 0,
+            limited_min_rtt: None,
             reorder_quarters: 1,
             last_spurious_round: 0,
             tokens: INITIAL_WINDOW,
@@ -202,6 +241,12 @@ impl Default for Congestion {
             losses: 0,
             backoff: 1.0,
             stalled: None,
+            aggregation_start: None,
+            aggregation_acked: 0.0,
+            extra_acked: VecDeque::new(),
+            path_samples_from: None,
+            old_path_dead: false,
+            old_path_until: None,
         }
     }
 }
@@ -262,7 +307,7 @@ impl Congestion {
         let model = match (self.bandwidth(), self.bdp()) {
             (Some(bw), Some(bdp)) => {
                 let gain = if self.phase == Phase::Startup { STARTUP_GAIN } else { WINDOW_GAIN };
-                gain * bdp + bw * ACK_DELAY_ALLOWANCE.as_secs_f64() + MIN_WINDOW
+                gain * bdp + self.aggregation(bw) + MIN_WINDOW
             }
             _ => INITIAL_WINDOW,
         };
@@ -270,11 +315,66 @@ impl Congestion {
             Phase::ProbeRtt => self.probe_rtt_window(),
             _ => model,
         };
-        window.clamp(MIN_WINDOW, MAX_WINDOW) as usize
+        let floor = if self.phase == Phase::ProbeRtt { PROBE_RTT_MIN_WINDOW } else { MIN_WINDOW };
+        window.clamp(floor, MAX_WINDOW) as usize
+    }
+
+    /// Packets the window holds beyond the model for acknowledgements that
+    /// come late or in bursts: the receiver's delay timer's worth, or the
+    /// largest burst of acknowledgements lately beyond what the bandwidth
+    /// explains (a TCP relay that forwards in batches, a receiver that
+    /// acknowledges in bursts), at most [`MAX_AGGREGATION`]'s worth.
+    fn aggregation(&self, bw: f64) -> f64 {
+        (bw * ACK_DELAY_ALLOWANCE.as_secs_f64()).max(self.measured_burst())
+    }
+
+    /// The largest burst of acknowledgements lately beyond what the
+    /// bandwidth explains, in packets, at most [`MAX_AGGREGATION`]'s worth.
+    fn measured_burst(&self) -> f64 {
+        let Some(bw) = self.bandwidth() else { return 0.0 };
+        let measured = self.extra_acked.front().map_or(0.0, |&(_, extra)| extra);
+        measured.min(bw * MAX_AGGREGATION.as_secs_f64())
+    }
+
+    /// Measures acknowledgement aggregation (BBR's `extra_acked`): an epoch
+    /// runs while acknowledgements keep ahead of the bandwidth estimate;
+    /// how far ahead they got is a sample, capped by the window (so the
+    /// allowance grows at most as fast as the window does). Rounds with
+    /// losses take no samples.
+    fn update_aggregation(&mut self, now: Instant, count: usize) {
+        let Some(bw) = self.bandwidth() else { return };
+        let window = self.window() as f64;
+        let start = self.aggregation_start.unwrap_or(now);
+        let mut expected = bw * now.saturating_duration_since(start).as_secs_f64();
+        if self.round_lost > 0 {
+            // Acknowledgements after a loss come in bursts as the holes
+            // fill: that measures the loss, not the path.
+            self.aggregation_start = Some(now);
+            self.aggregation_acked = 0.0;
+            return;
+        }
+        if self.aggregation_acked <= expected {
+            // Acknowledgements fell back to the rate: a new epoch.
+            self.aggregation_start = Some(now);
+            self.aggregation_acked = 0.0;
+            expected = 0.0;
+        }
+        self.aggregation_acked += count as f64;
+        let extra = (self.aggregation_acked - expected).min(window);
+        while self.extra_acked.back().is_some_and(|&(_, e)| e <= extra) {
+            self.extra_acked.pop_back();
+        }
+        self.extra_acked.push_back((self.round, extra));
+        while self.extra_acked.front().is_some_and(|&(round, _)| round + AGGREGATION_WINDOW_ROUNDS <= self.round) {
+            self.extra_acked.pop_front();
+        }
     }
 
     fn probe_rtt_window(&self) -> f64 {
-        (self.bdp().unwrap_or(0.0) / 2.0).max(MIN_WINDOW)
+        // Small enough to drain this flow's queue even where the
+        // bandwidth-delay product is a few dozen packets (the receiver's
+        // delayed acknowledgement answers a handful within 2 ms).
+        (self.bdp().unwrap_or(0.0) / 2.0).max(PROBE_RTT_MIN_WINDOW)
     }
 
     /// Packets per second to pace at.
@@ -345,13 +445,17 @@ impl Congestion {
     }
 
     fn on_rtt_sample(&mut self, now: Instant, sample: Duration) {
+        self.limited_min_rtt = Some(self.limited_min_rtt.map_or(sample, |m| m.min(sample)));
+        if self.phase == Phase::ProbeRtt && self.probe_rtt_done.is_some() {
+            self.probe_rtt_min = Some(self.probe_rtt_min.map_or(sample, |m| m.min(sample)));
+        }
         let expired = self.min_rtt_at.is_some_and(|t| now >= t + MIN_RTT_LIFETIME);
         if self.min_rtt.is_none_or(|m| sample <= m) {
             self.min_rtt = Some(sample);
             self.min_rtt_at = Some(now);
         } else if expired && self.phase != Phase::ProbeRtt {
-            // Measure the minimum afresh: the queue drains in probe-RTT.
-            self.min_rtt = Some(sample);
+            // Measure the minimum afresh: the queue drains in probe-RTT,
+            // and what it measures then becomes the minimum.
             self.enter_probe_rtt();
         }
         match self.srtt {
@@ -367,6 +471,32 @@ impl Congestion {
         }
     }
 
+    /// A queue that stays while the window, sized from the minimum round
+    /// trip, holds this flow back round after round: either this flow's own
+    /// (an estimate a hair too high) or another flow's (a loss-based TCP
+    /// filling a deep buffer, which this flow's window would let squeeze
+    /// it). After [`COMPETITION_ROUNDS`] such rounds, probe-RTT comes early:
+    /// it drains this flow's own queue, and what it still measures belongs
+    /// to others, so it becomes the minimum (see [`Self::update_phase`]),
+    /// as it would when the minimum expires, only sooner.
+    fn check_standing_queue(&mut self) {
+        let (Some(seen), Some(mut min)) = (self.limited_min_rtt, self.min_rtt) else { return };
+        // Acknowledgements that come in bursts (a relay forwarding in
+        // rounds) make round trips look longer by up to a burst's spacing:
+        // that is the path, not a queue.
+        if let Some(bw) = self.bandwidth() {
+            min += Duration::from_secs_f64(self.measured_burst() / bw);
+        }
+        if matches!(self.phase, Phase::Probe(_))
+            && self.window_limited_rounds >= COMPETITION_ROUNDS
+            && seen >= min + min / 2
+        {
+            self.window_limited_rounds = 0;
+            self.limited_min_rtt = None;
+            self.enter_probe_rtt();
+        }
+    }
+
     fn enter_probe_rtt(&mut self) {
         if let Some(stalled) = &mut self.stalled {
             stalled.1 = Phase::ProbeRtt;
@@ -374,6 +504,7 @@ impl Congestion {
         self.phase = Phase::ProbeRtt;
         self.probe_rtt_done = None;
         self.probe_rtt_round = None;
+        self.probe_rtt_min = None;
     }
 
     /// An acknowledgement at `now` covered `acked`; `in_flight` packets
@@ -396,9 +527,26 @@ impl Congestion {
             self.app_limited_until = (self.delivered + acked.count as u64 + in_flight as u64).max(1);
             self.first_sent = Some(now);
             self.delivered_at = Some(now);
+            // Nor is what the stall held back a burst of aggregation.
+            self.aggregation_start = None;
+            self.aggregation_acked = 0.0;
         }
-        if let Some(sent) = acked.rtt_sent {
+        if let Some(from @ None) = &mut self.path_samples_from {
+            *from = Some(now);
+        }
+        if let Some(sent) = acked.rtt_sent
+            && self.on_this_path(sent)
+        {
             self.on_rtt_sample(now, now.saturating_duration_since(sent));
+        } else if self.old_path_dead
+            && let Some(newest) = acked.newest
+            && self.on_this_path(newest.sent)
+        {
+            // Off a dead path, the first packets on the new one are resends
+            // of what the old one swallowed: one sent after the new path's
+            // first acknowledgement is answered for itself (no copy of it
+            // is on the way any more), so it measures the round trip.
+            self.on_rtt_sample(now, now.saturating_duration_since(newest.sent));
         }
         self.delivered += acked.count as u64;
         self.delivered_at = Some(now);
@@ -423,13 +571,24 @@ impl Congestion {
             self.round += 1;
         }
         self.take_rate_sample(now, &packet);
+        if self.aggregation_start.is_some() {
+            self.update_aggregation(now, acked.count);
+        } else {
+            // The first acknowledgement (or the first after a stall)
+            // starts the first epoch.
+            self.aggregation_start = Some(now);
+        }
         if round_start {
             self.end_round(packet.app_limited);
+            self.check_standing_queue();
         }
         self.update_phase(now, round_start);
     }
 
     fn take_rate_sample(&mut self, now: Instant, packet: &SentState) {
+        if !self.on_this_path(packet.sent) {
+            return;
+        }
         let send_elapsed = packet.sent.saturating_duration_since(packet.first_sent);
         let ack_elapsed = now.saturating_duration_since(packet.delivered_at);
         let interval = send_elapsed.max(ack_elapsed);
@@ -462,6 +621,12 @@ impl Congestion {
         }
         self.round_lost = 0;
         self.round_acked = 0;
+        if std::mem::take(&mut self.round_window_limited) {
+            self.window_limited_rounds += 1;
+        } else {
+            self.window_limited_rounds = 0;
+            self.limited_min_rtt = None;
+        }
         if self.reorder_quarters > 1 && self.round >= self.last_spurious_round + REORDER_DECAY_ROUNDS {
             self.reorder_quarters -= 1;
             self.last_spurious_round = self.round;
@@ -478,8 +643,20 @@ impl Congestion {
     }
 
     fn update_phase(&mut self, now: Instant, round_start: bool) {
-        let bdp = self.bdp().unwrap_or(INITIAL_WINDOW);
-        let min_rtt = self.min_rtt.unwrap_or(INITIAL_RTT);
+        let mut bdp = self.bdp().unwrap_or(INITIAL_WINDOW);
+        let mut min_rtt = self.min_rtt.unwrap_or(INITIAL_RTT);
+        // On a path whose acknowledgements come in bursts larger than its
+        // bandwidth-delay product (a relay that forwards in rounds), what
+        // is in flight normally includes a burst's worth, and a phase must
+        // last long enough to see the next burst: the round trip the path
+        // behaves like is the smallest plus the bursts' spacing.
+        let burst = self.measured_burst();
+        if burst > bdp
+            && let Some(bw) = self.bandwidth()
+        {
+            bdp += burst;
+            min_rtt += Duration::from_secs_f64(burst / bw);
+        }
         let in_flight = self.in_flight as f64;
         match self.phase {
             Phase::Startup if self.full_bw_rounds >= 3 => {
@@ -499,8 +676,14 @@ impl Congestion {
                 } else if gain < 1.0 {
                     // Give back until no queue is left (what the probe
                     // built, and what an estimate a hair too high has
-                    // built since), or for a few round trips at most.
-                    in_flight <= bdp || self.cycle_start.is_none_or(|t| now >= t + 4 * min_rtt)
+                    // built since), or for a few round trips at most. A
+                    // queue of more than a round trip is another flow's (a
+                    // loss-based TCP filling a deep buffer): giving back for
+                    // longer than the probe took would only hand it this
+                    // flow's share.
+                    let others = self.rtt() > 2 * min_rtt;
+                    let most = if others { min_rtt } else { 4 * min_rtt };
+                    in_flight <= bdp || self.cycle_start.is_none_or(|t| now >= t + most)
                 } else {
                     elapsed
                 };
@@ -519,6 +702,11 @@ impl Congestion {
                     && round_start
                 {
                     self.min_rtt_at = Some(now);
+                    // What probe-RTT measures with this flow's own queue
+                    // gone is the path (and others' queues): the minimum.
+                    if let Some(seen) = self.probe_rtt_min {
+                        self.min_rtt = Some(seen);
+                    }
                     if self.filled_pipe {
                         self.start_probing(now);
                     } else {
@@ -538,6 +726,43 @@ impl Congestion {
         self.cycle_start = Some(now);
     }
 
+    /// The session's packets go another way from `now` on (a TCP relay
+    /// instead of direct UDP, or back; `old_path_dead` when the old one had
+    /// stopped working): nothing measured on the old path says anything
+    /// about the new one, so the model starts afresh, in startup, which
+    /// finds the new path's rate within a few of its round trips. The
+    /// delivery count goes on (packets in flight carry it). Packets sent
+    /// before the first acknowledgement over the new path take no rate or
+    /// round-trip samples (they went the old way, or their acknowledgement
+    /// may be for a copy that did), and losses reported within two of the
+    /// old path's retransmission timeouts (what the old path held, or
+    /// reordering between the two) do not count against the new one.
+    pub fn on_path_change(&mut self, now: Instant, old_path_dead: bool) {
+        let old_path = (self.rto_base() * 2).max(Duration::from_millis(200));
+        *self = Congestion {
+            round: self.round,
+            next_round_delivered: self.delivered,
+            delivered: self.delivered,
+            delivered_at: Some(now),
+            first_sent: Some(now),
+            losses: self.losses,
+            in_flight: self.in_flight,
+            path_samples_from: Some(None),
+            old_path_dead,
+            old_path_until: Some(now + old_path),
+            ..Congestion::default()
+        };
+    }
+
+    /// Whether a packet sent at `sent` measures the current path.
+    fn on_this_path(&self, sent: Instant) -> bool {
+        match self.path_samples_from {
+            None => true,
+            Some(None) => false,
+            Some(Some(from)) => sent >= from,
+        }
+    }
+
     /// The sender has nothing more to send while the window has room:
     /// what goes out until everything now in flight is acknowledged
     /// measures the application, not the path.
@@ -545,8 +770,11 @@ impl Congestion {
         self.app_limited_until = (self.delivered + in_flight as u64).max(1);
     }
 
-    /// The receiver's report showed `count` packets lost.
-    pub fn on_loss(&mut self, count: usize) {
+    /// The receiver's report at `now` showed `count` packets lost.
+    pub fn on_loss(&mut self, now: Instant, count: usize) {
+        if self.old_path_until.is_some_and(|until| now < until) {
+            return;
+        }
         self.losses += 1;
         self.round_lost += count as u64;
     }
@@ -570,7 +798,11 @@ impl Congestion {
         let window_room = self.window().saturating_sub(in_flight);
         // A hair under a whole token counts as one: float sums of tiny
         // refills land just below integers.
-        window_room.min((self.tokens + 1e-6) as usize)
+        let tokens = (self.tokens + 1e-6) as usize;
+        if window_room == 0 {
+            self.round_window_limited = true;
+        }
+        window_room.min(tokens)
     }
 
     /// `count` packets went out.
@@ -603,12 +835,25 @@ mod tests {
         in_flight: VecDeque<(Instant, SentState)>,
         /// The longest a packet waited at the bottleneck.
         max_queue: Duration,
+        /// Acknowledgements come only every this many milliseconds (a
+        /// relay that forwards in rounds); 0: every millisecond.
+        batch_ms: u64,
+        steps: u64,
     }
 
     impl Path {
         fn new(rate: f64, rtt: Duration) -> Self {
             let t = crate::proto::test_epoch();
-            Self { t, rate, rtt, busy_until: t, in_flight: VecDeque::new(), max_queue: Duration::ZERO }
+            Self {
+                t,
+                rate,
+                rtt,
+                busy_until: t,
+                in_flight: VecDeque::new(),
+                max_queue: Duration::ZERO,
+                batch_ms: 0,
+                steps: 0,
+            }
         }
 
         /// Runs the controller for `secs`, always with data to send, in
@@ -616,8 +861,10 @@ mod tests {
         fn run(&mut self, cc: &mut Congestion, secs: f64) {
             for _ in 0..(secs * 1000.0) as usize {
                 self.t += Duration::from_millis(1);
+                self.steps += 1;
                 let mut acked = Acked::default();
-                while self.in_flight.front().is_some_and(|(at, _)| *at <= self.t) {
+                let release = self.batch_ms == 0 || self.steps % self.batch_ms == 0;
+                while release && self.in_flight.front().is_some_and(|(at, _)| *at <= self.t) {
                     let (_, state) = self.in_flight.pop_front().unwrap();
                     acked.count += 1;
                     acked.newest = Some(state);
@@ -765,13 +1012,13 @@ mod tests {
         path.run(&mut cc, 2.0);
         // 5 % loss: the estimate holds.
         for _ in 0..50 {
-            cc.on_loss(10);
+            cc.on_loss(path.t, 10);
             path.run(&mut cc, 0.02);
         }
         assert!(cc.bandwidth().unwrap() > 8_000.0, "{:?}", cc.bandwidth());
         // Half the packets lost, round after round: backs off.
         for _ in 0..10 {
-            cc.on_loss(400);
+            cc.on_loss(path.t, 400);
             path.run(&mut cc, 0.02);
         }
         assert!(cc.bandwidth().unwrap() < 2_000.0, "{:?}", cc.bandwidth());
@@ -791,5 +1038,78 @@ mod tests {
         assert!(next > t && next < t + Duration::from_millis(10), "{:?}", next - t);
         assert!(cc.allowance(t + Duration::from_millis(10), 0) >= 1);
         assert_eq!(cc.allowance(t + Duration::from_secs(1), 10_000), 0, "the window bounds what pacing grants");
+    }
+
+    #[test]
+    fn acknowledgements_in_bursts_widen_the_window_to_keep_the_path_full() {
+        // A relay that forwards every 30 ms on a 2 ms path: the smallest
+        // round trip is about 2 ms, but acknowledgements come 30 ms apart.
+        let mut cc = Congestion::default();
+        let mut path = Path::new(5_000.0, Duration::from_millis(2));
+        path.batch_ms = 30;
+        path.run(&mut cc, 5.0);
+        let before = path.in_flight.len();
+        let t0 = path.t;
+        let delivered = cc.delivered;
+        path.run(&mut cc, 5.0);
+        let rate = (cc.delivered - delivered) as f64 / (path.t - t0).as_secs_f64();
+        assert!(rate > 4_500.0, "{rate:.0} packets/s of 5,000 ({before} in flight)");
+        // Two bandwidth-delay products of the 2 ms path alone would be 20
+        // packets plus the 32 of the floor: the burst allowance covers a
+        // round of the relay, and no more than 100 ms of the rate.
+        let window = cc.window();
+        assert!((150..=600).contains(&window), "{window}");
+        assert!(cc.min_rtt().unwrap() < Duration::from_millis(5), "{:?}", cc.min_rtt());
+    }
+
+    #[test]
+    fn bursts_of_acknowledgements_after_losses_do_not_count_as_aggregation() {
+        let mut cc = Congestion::default();
+        let mut path = Path::new(10_000.0, Duration::from_millis(20));
+        path.run(&mut cc, 3.0);
+        let window = cc.window();
+        // Every round loses packets, and the acknowledgements come in
+        // bursts (as they do when resends fill holes).
+        path.batch_ms = 20;
+        for _ in 0..2000 {
+            cc.on_loss(path.t, 1);
+            path.run(&mut cc, 0.001);
+        }
+        assert!(cc.window() <= window + window / 10, "{} after {window}", cc.window());
+    }
+
+    #[test]
+    fn a_new_path_starts_afresh_and_ignores_the_old_path() {
+        let mut cc = Congestion::default();
+        let mut path = Path::new(5_000.0, Duration::from_millis(40));
+        path.run(&mut cc, 3.0);
+        assert!(cc.bandwidth().unwrap() > 4_500.0);
+        let old: Vec<_> = path.in_flight.drain(..).collect();
+        let in_flight = old.len();
+        // The session moves to a path ten times as fast and ten times as
+        // near; what was in flight on the old one is acknowledged late.
+        cc.on_path_change(path.t, false);
+        assert_eq!((cc.phase, cc.bandwidth(), cc.min_rtt()), (Phase::Startup, None, None));
+        assert_eq!(cc.window(), INITIAL_WINDOW as usize);
+        // Losses of the old path's packets right after the move do not count.
+        cc.on_loss(path.t + Duration::from_millis(10), in_flight);
+        assert_eq!(cc.round_lost, 0);
+        path.rate = 50_000.0;
+        path.rtt = Duration::from_millis(4);
+        path.busy_until = path.t;
+        let moved = path.t;
+        path.run(&mut cc, 0.05);
+        // The old packets come in now: no sample from them.
+        let mut acked = Acked::default();
+        for (_, state) in &old {
+            acked.count += 1;
+            acked.newest = Some(*state);
+            acked.rtt_sent = Some(state.sent);
+        }
+        cc.on_ack(path.t, &acked, path.in_flight.len());
+        assert!(cc.min_rtt().unwrap() < Duration::from_millis(6), "{:?}", cc.min_rtt());
+        path.run(&mut cc, 0.45);
+        let bw = cc.bandwidth().unwrap();
+        assert!(bw > 40_000.0, "{bw:.0}/s half a second after moving at {moved:?}");
     }
 }

@@ -25,20 +25,26 @@
 //! acknowledgement) say they were lost; lossy packets go once. The send rate
 //! is ours ([`congestion`]). Every data packet uses the next nonce.
 //!
-//! Paths (c-toxcore's `send_packet_to`): every packet of a session goes
-//! over direct UDP while a UDP packet from the peer arrived within the last
-//! 8 s, or when the peer has no TCP relay route; otherwise over the TCP
-//! relays the node shares with the peer ([`TcpTransmit`]: routed data, or
-//! out-of-band while the peer has not routed us yet). While on TCP,
-//! handshake packets and one small packet every 4 s are also tried over
-//! UDP, so a direct path that starts working is found and taken. The
-//! session's numbering and nonces do not depend on the path, so switching
-//! loses and duplicates nothing: what was in flight on the old path is
-//! resent from the send buffer like any lost packet, and a copy that
-//! arrives twice is dropped by the receive buffer.
+//! Paths ([`path`], after c-toxcore's `send_packet_to`): every packet of a
+//! session goes over direct UDP while a UDP packet from the peer arrived
+//! within the last 8 s, or when the peer has no TCP relay route; otherwise
+//! over the TCP relays the node shares with the peer ([`TcpTransmit`]:
+//! routed data, or out-of-band while the peer has not routed us yet).
+//! While on TCP, handshake packets are also tried over UDP, and a probe
+//! goes over UDP once a second, so a direct path that starts working is
+//! taken within a second or two. A direct path that goes silent while
+//! packets are in flight, or whose peer keeps using the relay, is left
+//! for the relay and not retried at once (a path that works one way only
+//! must not swallow everything). The session's numbering and nonces do not
+//! depend on the path, so switching loses and duplicates nothing: what was
+//! in flight on a direct path that failed is resent through the relay at
+//! once, what the relay still carries when the session goes direct arrives
+//! later (a copy that arrives twice is dropped by the receive buffer), and
+//! the congestion control starts afresh on the new path.
 
 pub mod buffers;
 pub mod congestion;
+pub mod path;
 pub mod session;
 
 use std::collections::VecDeque;
@@ -51,6 +57,7 @@ use bytes::{Bytes, BytesMut};
 use rand_chacha::ChaCha20Rng;
 use rand_core::{Rng, SeedableRng};
 
+use self::path::PathKind;
 use self::session::{Received, SendError, Session, SessionStats, State};
 use super::dht::Transmit;
 use super::key_cache::KeyCache;
@@ -64,11 +71,6 @@ use crate::wire::dht_packet::{DhtPacket, DhtPacketKind};
 
 /// Lossless packets a session holds at most before senders must wait.
 pub const DEFAULT_SEND_LIMIT: usize = 16384;
-/// While on TCP, a small packet is also tried over UDP this often, to find
-/// a direct path again (`UDP_DIRECT_TIMEOUT / 2`).
-pub const UDP_PROBE_INTERVAL: std::time::Duration = std::time::Duration::from_secs(4);
-/// Packets shorter than this may serve as UDP probes (c-toxcore's 96).
-pub const UDP_PROBE_MAX_LEN: usize = 96;
 
 /// How a packet reached us over a TCP relay.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -102,7 +104,6 @@ enum Origin {
 #[derive(Debug, Clone, Copy, Default)]
 struct PathState {
     tcp: bool,
-    last_udp_probe: Option<Instant>,
 }
 
 /// Why a session ended.
@@ -336,7 +337,7 @@ impl NetCrypto {
     /// retransmission timer's back-off and sends what is due.
     pub fn tcp_routes_changed(&mut self, now: Instant, peer: &PublicKey) {
         let Some(session) = self.sessions.get_mut(peer) else { return };
-        if session.direct(now) {
+        if session.current_path().is_some_and(|(p, _)| p == PathKind::Udp) {
             return;
         }
         session.path_changed(now);
@@ -402,9 +403,8 @@ impl NetCrypto {
             if session.state == State::Established
                 && let Some(packet) = session.kill_packet()
             {
-                let now = self.last_now;
-                let direct = now.is_some_and(|now| session.direct(now));
                 let tcp = self.tcp_available(peer);
+                let direct = session.current_path().is_none_or(|(p, _)| p == PathKind::Udp);
                 match session.addr {
                     Some(addr) if direct || !tcp => self.transmits.push_back(Transmit { dst: addr, payload: packet }),
                     _ if tcp => {
@@ -641,8 +641,9 @@ impl NetCrypto {
         if !session.handle_data(now, &mut packet, &mut delivered) {
             return None;
         }
-        if let Origin::Udp(addr) = from {
-            session.heard_udp(now, addr);
+        match from {
+            Origin::Udp(addr) => session.heard_udp(now, addr),
+            Origin::Tcp(..) => session.heard_tcp(now),
         }
         if self.deliver(peer, delivered) {
             self.flush_session(now, &peer);
@@ -679,23 +680,24 @@ impl NetCrypto {
         }
     }
 
-    /// Sends whatever one session has due, each packet on its path.
+    /// Sends whatever one session has due, each packet on its path
+    /// ([`path`]): direct UDP, or the relays with handshakes also tried over
+    /// UDP and a probe over UDP once a second.
     fn flush_session(&mut self, now: Instant, peer: &PublicKey) {
         let Some(session) = self.sessions.get_mut(peer) else { return };
-        let path = self.paths.get(peer).copied().unwrap_or_default();
-        let tcp = path.tcp;
+        let tcp = self.paths.get(peer).is_some_and(|p| p.tcp);
         let addr = session.addr;
         if addr.is_none() && !tcp {
             return;
         }
-        let direct = session.direct(now);
+        let udp = session.choose_path(now, tcp) == PathKind::Udp;
         let dht_pk = session.dht_pk;
         let mut out = std::mem::take(&mut self.scratch);
         if let Some(temp) = session.temp_due(now) {
             out.push(temp);
         }
         session.flush(now, &mut out);
-        if direct || !tcp {
+        if udp {
             if let Some(addr) = addr {
                 for payload in out.drain(..) {
                     self.transmits.push_back(Transmit { dst: addr, payload });
@@ -705,25 +707,20 @@ impl NetCrypto {
             self.scratch = out;
             return;
         }
-        let mut probe_due = path.last_udp_probe.is_none_or(|t| now >= t + UDP_PROBE_INTERVAL);
-        let mut probed = false;
+        if let Some(addr) = addr
+            && session.probe_due(now)
+            && let Some(probe) = session.probe_packet()
+        {
+            self.transmits.push_back(Transmit { dst: addr, payload: probe });
+        }
         for payload in out.drain(..) {
-            if let Some(addr) = addr {
-                let handshake = matches!(payload.first(), Some(0x18 | 0x1a));
-                let probe = probe_due && payload.len() < UDP_PROBE_MAX_LEN;
-                if handshake || probe {
-                    self.transmits.push_back(Transmit { dst: addr, payload: payload.clone() });
-                    if probe {
-                        probe_due = false;
-                        probed = true;
-                    }
-                }
+            if let Some(addr) = addr
+                && matches!(payload.first(), Some(0x18 | 0x1a))
+            {
+                self.transmits.push_back(Transmit { dst: addr, payload: payload.clone() });
             }
             self.stats.tcp_sent += 1;
             self.tcp_transmits.push_back(TcpTransmit { dht_pk, payload, via: None });
-        }
-        if probed && let Some(path) = self.paths.get_mut(peer) {
-            path.last_udp_probe = Some(now);
         }
         self.scratch = out;
     }

@@ -8,6 +8,7 @@ use bytes::{Bytes, BytesMut};
 
 use super::buffers::{Insert, LossTiming, RecvBuffer, SendBuffer};
 use super::congestion::Congestion;
+use super::path::{PathChoice, PathKind};
 use crate::crypto::{AeadKey, KeyPair, Nonce, PublicKey, SharedKey};
 use crate::wire::aegis_data::{self, AEGIS_DATA_KIND};
 use crate::wire::cipher_offer::{CIPHER_OFFER_ID, CipherOffer};
@@ -18,9 +19,7 @@ use crate::wire::packet_request::{decode_request, encode_request};
 pub const TEMP_PACKET_INTERVAL: Duration = Duration::from_secs(1);
 /// Tries before a session that does not come up is dropped (MAX_NUM_SENDPACKET_TRIES).
 pub const MAX_TEMP_PACKET_TRIES: u32 = 8;
-/// A direct path counts as working this long after a packet arrived on it
-/// (UDP_DIRECT_TIMEOUT).
-pub const UDP_DIRECT_TIMEOUT: Duration = Duration::from_secs(8);
+pub use super::path::UDP_DIRECT_TIMEOUT;
 /// The longest gap between acknowledgements we send (CRYPTO_SEND_PACKET_INTERVAL).
 pub const MAX_ACK_INTERVAL: Duration = Duration::from_secs(1);
 /// Acknowledge after this many packets arrived.
@@ -154,7 +153,8 @@ pub struct Session {
     temp: Option<TempPacket>,
     /// The peer's direct UDP address, if known.
     pub addr: Option<SocketAddr>,
-    last_udp_recv: Option<Instant>,
+    /// Which way our packets go (direct UDP or the relays).
+    path: PathChoice,
     send: SendBuffer,
     recv: RecvBuffer,
     cc: Congestion,
@@ -194,7 +194,7 @@ impl Session {
             cookie_request_id: 0,
             temp: None,
             addr: None,
-            last_udp_recv: None,
+            path: PathChoice::default(),
             send: SendBuffer::default(),
             recv: RecvBuffer::default(),
             cc: Congestion::default(),
@@ -274,9 +274,59 @@ impl Session {
         target.clamp(MIN_UNSENT, MAX_UNSENT).saturating_sub(self.send.unsent())
     }
 
-    /// Whether a UDP packet arrived from the peer recently.
+    /// Whether a UDP packet arrived from the peer recently
+    /// ([`UDP_DIRECT_TIMEOUT`]); the path in use is [`current_path`](Self::current_path).
     pub fn direct(&self, now: Instant) -> bool {
-        self.last_udp_recv.is_some_and(|t| now < t + UDP_DIRECT_TIMEOUT)
+        self.path.heard_udp_lately(now)
+    }
+
+    /// The path our packets take, and since when (`None` until the
+    /// session first sent something).
+    pub fn current_path(&self) -> Option<(PathKind, Instant)> {
+        self.path.current()
+    }
+
+    /// Direct paths this session gave up (one that went silent, or whose
+    /// peer kept using the relay).
+    pub fn direct_failures(&self) -> u64 {
+        self.path.failures()
+    }
+
+    /// Chooses the path for what goes out now (`tcp`: a relay reaches the
+    /// peer). When an established session moves, its congestion control
+    /// starts afresh on the new path and its retransmission timer's
+    /// back-off restarts.
+    pub(super) fn choose_path(&mut self, now: Instant, tcp: bool) -> PathKind {
+        let (path, changed) = self.path.choose(now, tcp, self.send.in_flight() > 0);
+        if changed && self.state == State::Established {
+            let dead = path == PathKind::Tcp;
+            if dead {
+                // Off a direct path that stopped working: what is in
+                // flight on it is gone, and goes again through the relay
+                // without waiting for timeouts (a copy that arrives after
+                // all is dropped by the receiver).
+                let lost = self.send.mark_all_lost();
+                self.stats.retransmissions += lost as u64;
+            }
+            self.cc.on_path_change(now, dead);
+            self.path_changed(now);
+        }
+        path
+    }
+
+    /// Whether a UDP probe should go now (on a relay, once a second).
+    pub(super) fn probe_due(&mut self, now: Instant) -> bool {
+        self.path.probe_due(now)
+    }
+
+    /// A probe for the direct path: a request packet, sealed afresh (it
+    /// may be lost, so the acknowledgements it carries also go the usual
+    /// way).
+    pub(super) fn probe_packet(&mut self) -> Option<Bytes> {
+        match self.state {
+            State::Established | State::NotConfirmed => self.request_packet(),
+            _ => None,
+        }
     }
 
     pub(super) fn set_temp(&mut self, packet: Bytes) {
@@ -310,7 +360,12 @@ impl Session {
     /// Notes a packet from the peer over UDP at `from`.
     pub(super) fn heard_udp(&mut self, now: Instant, from: SocketAddr) {
         self.addr = Some(from);
-        self.last_udp_recv = Some(now);
+        self.path.heard_udp(now);
+    }
+
+    /// Notes a data packet from the peer through a relay.
+    pub(super) fn heard_tcp(&mut self, now: Instant) {
+        self.path.heard_tcp(now);
     }
 
     /// Queues a lossless payload (`[id][data]`, id 16-191); returns its number.
@@ -369,10 +424,16 @@ impl Session {
 
     /// An acknowledgement: a request packet naming our holes.
     fn ack_packet(&mut self, now: Instant) -> Option<Bytes> {
-        let mut payload = BytesMut::with_capacity(64);
-        encode_request(self.recv.start(), self.recv.end(), self.recv.missing(), &mut payload);
         self.last_ack_sent = Some(now);
         self.received_since_ack = 0;
+        self.request_packet()
+    }
+
+    /// A request packet naming our holes, sealed (what an acknowledgement
+    /// sends; a probe sends one too, without counting as one).
+    fn request_packet(&mut self) -> Option<Bytes> {
+        let mut payload = BytesMut::with_capacity(64);
+        encode_request(self.recv.start(), self.recv.end(), self.recv.missing(), &mut payload);
         let end = self.send.sent_end();
         self.seal(end, &payload)
     }
@@ -553,6 +614,14 @@ impl Session {
                     consider(self.last_progress.map_or(now, |t| t + rto));
                 }
                 consider(self.last_recv + SESSION_TIMEOUT);
+                if self.addr.is_some()
+                    && let Some(probe) = self.path.next_probe(now)
+                {
+                    consider(probe);
+                }
+                if let Some(check) = self.path.next_silence_check(self.send.in_flight() > 0) {
+                    consider(check);
+                }
             }
             State::NotConfirmed => consider(self.last_ack_sent.map_or(now, |t| t + TEMP_PACKET_INTERVAL / 4)),
             _ => {}
@@ -615,7 +684,7 @@ impl Session {
                     let truncated = payload.len() >= MAX_CRYPTO_DATA_SIZE;
                     let report = self.send.on_request(&request.requested, request.walked_until, truncated, now, timing);
                     if report.lost > 0 {
-                        self.cc.on_loss(report.lost);
+                        self.cc.on_loss(now, report.lost);
                         self.stats.retransmissions += report.lost as u64;
                     }
                     self.on_acked(now, report.acked);

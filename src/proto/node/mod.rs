@@ -32,6 +32,7 @@ use rand_core::{Rng, SeedableRng};
 
 use self::friends::{Friend, FriendEvent, Path, PendingRequest, Status};
 use super::dht::{Dht, DhtConfig, DhtEvent, Transmit};
+use super::net_crypto::path::PathKind;
 use super::net_crypto::session::{DataCipher, SendError};
 use super::net_crypto::{NetCrypto, NetCryptoEvent, TcpSource};
 use super::onion::announce::AnnounceStore;
@@ -387,6 +388,15 @@ impl Node {
         Some(self.path_of(&friend.real_pk, now))
     }
 
+    /// How long an online friend's session has been on its current path
+    /// (since it last moved between direct UDP and a relay, or since its
+    /// first packet when it never did).
+    pub fn friend_path_age(&self, real_pk: &PublicKey, now: Instant) -> Option<Duration> {
+        self.friends.get(real_pk).filter(|f| f.status == Status::Online)?;
+        let (_, since) = self.net_crypto.session(real_pk)?.current_path()?;
+        Some(now.saturating_duration_since(since))
+    }
+
     /// The cipher an online friend's data packets are sealed with.
     pub fn friend_cipher(&self, real_pk: &PublicKey) -> Option<DataCipher> {
         self.friends.get(real_pk).filter(|f| f.status == Status::Online)?;
@@ -396,7 +406,14 @@ impl Node {
     /// The path a session's packets take now: UDP while a UDP packet came
     /// recently or no relay reaches the friend.
     fn path_of(&self, real_pk: &PublicKey, now: Instant) -> Path {
-        let direct = self.net_crypto.session(real_pk).is_some_and(|s| s.direct(now));
+        let session = self.net_crypto.session(real_pk);
+        if let Some((path, _)) = session.and_then(|s| s.current_path()) {
+            return match path {
+                PathKind::Udp => Path::Udp,
+                PathKind::Tcp => Path::Tcp,
+            };
+        }
+        let direct = session.is_some_and(|s| s.direct(now));
         if direct || !self.net_crypto.tcp_available(real_pk) { Path::Udp } else { Path::Tcp }
     }
 
