@@ -82,6 +82,9 @@ pub struct PathChoice {
     last_probe: Option<Instant>,
     /// Direct paths given up so far.
     failures: u64,
+    /// Whether a relay reached the peer at the last choice: only then can
+    /// a silent direct path fail (and is its silence worth a timer).
+    relay: bool,
 }
 
 impl PathChoice {
@@ -115,6 +118,7 @@ impl PathChoice {
     /// acknowledgements. Returns the path and whether it changed (not on
     /// the first choice).
     pub fn choose(&mut self, now: Instant, tcp: bool, in_flight: bool) -> (PathKind, bool) {
+        self.relay = tcp;
         let path = if !tcp {
             PathKind::Udp
         } else if !self.heard_udp_lately(now)
@@ -169,8 +173,13 @@ impl PathChoice {
         true
     }
 
-    /// When a direct path would count as silent (for the session's timer).
+    /// When a direct path would count as silent (for the session's timer;
+    /// none without a relay to fall back to, where silence changes nothing
+    /// and a timer in the past would only spin).
     pub fn next_silence_check(&self, in_flight: bool) -> Option<Instant> {
+        if !self.relay {
+            return None;
+        }
         let silence = if in_flight { UDP_SILENCE } else { UDP_SILENCE_IDLE };
         match self.current {
             Some((PathKind::Udp, _)) => self.last_udp.map(|t| t + silence),
@@ -202,6 +211,21 @@ mod tests {
         assert_eq!(p.choose(t0, false, true), (PathKind::Udp, false));
         assert_eq!(p.choose(t0 + secs(60.0), false, true), (PathKind::Udp, false));
         assert!(!p.probe_due(t0 + secs(61.0)), "no probes on UDP");
+    }
+
+    #[test]
+    fn a_silent_peer_without_a_relay_sets_no_timer() {
+        let t0 = crate::proto::test_epoch();
+        let mut p = PathChoice::default();
+        p.heard_udp(t0);
+        assert_eq!(p.choose(t0 + secs(5.0), false, true), (PathKind::Udp, false));
+        // Silent for 5 s: nothing to fail over to, so no wake-up (one in
+        // the past would have the session's timer fire again and again).
+        assert_eq!(p.next_silence_check(true), None);
+        assert_eq!(p.next_silence_check(false), None);
+        // With a relay, the silence is checked.
+        assert_eq!(p.choose(t0 + secs(0.5), true, true), (PathKind::Udp, false));
+        assert_eq!(p.next_silence_check(true), Some(t0 + UDP_SILENCE));
     }
 
     #[test]
