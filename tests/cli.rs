@@ -74,6 +74,11 @@ fn status_without_a_running_tuntox_says_so_and_exits_1() {
     assert!(lines[1].starts_with("tuntox: no running tuntox found"), "{err}");
     let err = run(&["status", "--socket", stale.to_str().unwrap()]);
     assert!(err.contains("is a stale status socket"), "{err}");
+    // `vpn down` finds nothing to stop either.
+    let err = run(&["vpn", "down"]);
+    assert!(err.starts_with("tuntox: no `tuntox vpn up` running (looked in "), "{err}");
+    let err = run(&["vpn", "down", "--dev", "tuntox7"]);
+    assert!(err.contains("no `tuntox vpn up` running on tuntox7"), "{err}");
 }
 
 #[test]
@@ -207,4 +212,249 @@ fn the_test_guard_refuses_the_public_network() {
         assert!(err.contains("TUNTOX_PRIVATE_NETWORK_ONLY is set") && err.contains(what), "{args:?}: {err}");
         assert!(out.stdout.is_empty());
     }
+}
+
+mod support;
+
+use std::time::Duration;
+
+use support::deadline::Deadline;
+use support::netns::Netns;
+use support::tuntox::{Tuntox, binary};
+
+const ID: &str = "C8FECA81BE196CDF2CADEABF13C4903D7632DCE4955AA68B6E5D9ADEF54E2616123456786FC2";
+
+/// A bootstrap node nobody runs: a closed port on loopback.
+fn closed_boot() -> String {
+    format!("127.0.0.1:1:{}", &ID[..64])
+}
+
+/// `--bootstrap` to nowhere, no LAN, no port mapping.
+fn nowhere() -> Vec<String> {
+    vec!["--bootstrap".into(), closed_boot(), "--no-lan".into(), "--no-portmap".into()]
+}
+
+fn strings(args: &[&str]) -> Vec<String> {
+    args.iter().map(|s| (*s).to_owned()).collect()
+}
+
+#[test]
+fn usage_errors_point_to_their_command_s_help_and_suggest_flags() {
+    assert_usage_error(
+        &["--bootsrap", "x"],
+        "unexpected argument '--bootsrap' found; a similar argument exists: '--bootstrap' (see tuntox --help)",
+    );
+    assert_usage_error(&["vpn", "up", "-i", "x"], "(see tuntox vpn up --help)");
+    assert_usage_error(&["relay", "--max-clients", "0"], "(see tuntox relay --help)");
+    assert_usage_error(&["friends", "remove", "nothex"], "(see tuntox friends remove --help)");
+    assert_usage_error(&["status", "--jsno"], "a similar argument exists: '--json' (see tuntox status --help)");
+    // Errors found after parsing point to the same help.
+    let mut args = strings(&["vpn", "up", "-i", ID, "--route", "0.0.0.0/0", "--connect-timeout", "1"]);
+    args.extend(nowhere());
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    assert_usage_error(&args, "holds the bootstrap node 127.0.0.1");
+    assert_usage_error(&args, "(see tuntox vpn up --help)");
+    let mut args = strings(&["-i", ID, "-p", "-L", "2222:h:22"]);
+    args.extend(nowhere());
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    assert_usage_error(&args, "-p cannot be combined with -L or -D (see tuntox --help)");
+}
+
+#[test]
+fn values_that_used_to_be_misread_get_clear_messages() {
+    // The key left out: not "missing port".
+    assert_usage_error(&["--bootstrap", "127.0.0.1:33445"], "the node's key is missing after the port 33445");
+    assert_usage_error(&["relay", "--bootstrap", "127.0.0.1:33445"], "the node's key is missing after the port");
+    // A field too many: not "local port '127.0.0.1' is not a number".
+    assert_usage_error(&["-L", "2240:127.0.0.1:80:extra"], "'extra' after the remote port");
+    assert_usage_error(&["-L", "2240:127.0.0.1:80:extra"], "did you mean 2240:127.0.0.1:80?");
+}
+
+#[test]
+fn a_damaged_identity_is_named_once() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("tox_save"), b"not a save at all").unwrap();
+    let out = tuntox(&["id", "-C", dir.path().to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = stderr(&out);
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(err.contains("tox_save: not a Tox save file (bad header)"), "{err}");
+    assert_eq!(err.matches("bad header").count(), 1, "{err}");
+}
+
+#[test]
+fn the_server_is_named_with_i_everywhere() {
+    // Each parses; the test guard then refuses the built-in node list,
+    // which only happens after the flags were taken.
+    for args in [
+        &["vpn", "up", "-i", ID][..],
+        &["vpn", "up", "--peer", ID],
+        &["ping", "-i", ID, "-c", "1"],
+        &["ping", "--peer", ID],
+        &["ping", ID],
+        &["-i", ID, "-p"],
+    ] {
+        let out = tuntox(args);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {}", stderr(&out));
+        assert!(stderr(&out).contains("TUNTOX_PRIVATE_NETWORK_ONLY is set"), "{args:?}: {}", stderr(&out));
+    }
+    let out = tuntox(&["ping"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr(&out).contains("-i <TOXID>") && stderr(&out).contains("see tuntox ping --help"), "{}", stderr(&out));
+    assert_usage_error(&["ping", "-i", ID, ID], "cannot be used with");
+}
+
+/// The help of one command, as printed.
+fn help(args: &[&str]) -> String {
+    let out = tuntox(args);
+    assert!(out.status.success(), "{args:?}: {}", stderr(&out));
+    String::from_utf8(out.stdout).unwrap()
+}
+
+/// The paragraph of a help text that documents `flag`.
+fn paragraph<'a>(text: &'a str, flag: &str) -> &'a str {
+    let at = text.find(&format!("\n  {flag}")).or_else(|| text.find(&format!("\n      {flag}"))).unwrap_or_else(|| {
+        panic!("{flag} is not documented:\n{text}");
+    });
+    let rest = &text[at + 1..];
+    let end = rest.find("\n\n").unwrap_or(rest.len());
+    &rest[..end]
+}
+
+#[test]
+fn each_command_s_help_speaks_of_its_own_flags() {
+    let vpn = help(&["vpn", "up", "--help"]);
+    assert!(vpn.contains("-i <TOXID>") && vpn.contains("`--peer TOXID` is the same"), "{vpn}");
+    let z = paragraph(&vpn, "-z");
+    assert!(!z.contains("-W") && !z.contains("-f,") && z.contains("--status-socket"), "{z}");
+    let relay = help(&["relay", "--help"]);
+    assert!(!relay.contains("-U <USER>") && !relay.contains("after -U"), "relay has no -U:\n{relay}");
+    let c = paragraph(&relay, "-C <DIR>");
+    assert!(c.contains("relay's key pair") && !c.contains("client"), "{c}");
+    for command in ["status", "netcheck"] {
+        let text = help(&[command, "--help"]);
+        assert!(!text.contains("-C <DIR>"), "{command} takes no config directory:\n{text}");
+    }
+    let friends = help(&["friends", "list", "--help"]);
+    assert!(paragraph(&friends, "-C <DIR>").contains("The server's config directory"), "{friends}");
+    let main = help(&["--help"]);
+    assert!(main.contains("-W 127.0.0.1:%p") && !main.contains("%h"), "{main}");
+    assert!(paragraph(&main, "--friend-expiry").contains("[default: 30]"), "{main}");
+}
+
+#[test]
+fn a_new_identity_is_announced_on_standard_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let conf = dir.path().join("typo");
+    let first = tuntox(&["id", "-C", conf.to_str().unwrap()]);
+    assert!(first.status.success(), "{}", stderr(&first));
+    let said = format!("created a new Tox identity in {}", conf.join("tox_save").display());
+    assert!(stderr(&first).contains(&said), "{}", stderr(&first));
+    let again = tuntox(&["id", "-C", conf.to_str().unwrap()]);
+    assert!(stderr(&again).is_empty(), "{}", stderr(&again));
+    // -q silences it.
+    let quiet = tuntox(&["id", "-q", "-C", dir.path().join("other").to_str().unwrap()]);
+    assert!(quiet.status.success() && stderr(&quiet).is_empty(), "{}", stderr(&quiet));
+}
+
+/// Runs `tuntox ARGS` in `netns` until it exits (at most `timeout`).
+fn run_in(netns: &Netns, label: &str, args: &[String], timeout: Duration) -> (i32, Vec<String>) {
+    let mut process = Tuntox::spawn(netns, label, args);
+    let status = process.wait_exit(timeout);
+    // The log reader may still be catching up with the pipe.
+    let deadline = Deadline::after(Duration::from_secs(2));
+    while process.log().is_empty() && !deadline.passed() {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    (status.code().unwrap_or(-1), process.log())
+}
+
+#[test]
+fn one_config_directory_serves_one_process() {
+    let netns = Netns::new("clilock");
+    let dir = tempfile::tempdir().unwrap();
+    let conf = dir.path().display().to_string();
+    let mut server_args = strings(&["-C", &conf, "-s", "pw", "-u", "34000:34099"]);
+    server_args.extend(nowhere());
+    let mut server = Tuntox::spawn(&netns, "server", &server_args);
+    let server_id = server.wait_tox_id();
+    let held = format!("{conf} is in use by another tuntox (process {})", server.pid());
+
+    // A second server and a client on the same directory stop at once.
+    let (code, log) = run_in(&netns, "second server", &server_args, Duration::from_secs(10));
+    assert_eq!(code, 1, "{log:?}");
+    assert!(log.iter().any(|l| l.contains(&held)), "{log:?}");
+    let mut client_args = strings(&["-C", &conf, "-i", &server_id, "-L", "2222:127.0.0.1:22", "-u", "34100:34199"]);
+    client_args.extend(nowhere());
+    let (code, log) = run_in(&netns, "client", &client_args, Duration::from_secs(10));
+    assert_eq!(code, 1, "{log:?}");
+    assert!(log.iter().any(|l| l.contains(&held)), "{log:?}");
+
+    // `tuntox friends` reaches the running server through its status socket.
+    let list = netns.command(binary()).args(["friends", "list", "-C", &conf]).output().unwrap();
+    assert!(list.status.success() && list.stdout.is_empty(), "{}", stderr(&list));
+    let stranger = "AB".repeat(32);
+    let remove = netns.command(binary()).args(["friends", "remove", &stranger, "-C", &conf]).output().unwrap();
+    assert_eq!(remove.status.code(), Some(1));
+    assert!(stderr(&remove).contains("is not a friend of this server"), "{}", stderr(&remove));
+
+    // Once it stopped, the directory is free.
+    assert!(server.terminate(Duration::from_secs(10)).success());
+    let list = netns.command(binary()).args(["friends", "list", "-C", &conf]).output().unwrap();
+    assert!(list.status.success() && list.stdout.is_empty(), "{}", stderr(&list));
+    let missing = netns.command(binary()).args(["friends", "list", "-C", "/nonexistent/tuntox"]).output().unwrap();
+    assert_eq!(missing.status.code(), Some(1));
+    assert!(stderr(&missing).contains("no tox_save in /nonexistent/tuntox"), "{}", stderr(&missing));
+}
+
+#[test]
+fn a_connect_timeout_says_where_things_stood() {
+    // No bootstrap node answers: -W, -p and vpn up say so when they give
+    // up, not "wrong secret or not running".
+    let netns = Netns::new("clitimeout");
+    for (label, first) in
+        [("-W", &["-i", ID, "-W", "127.0.0.1:22"][..]), ("-p", &["-i", ID, "-p"]), ("vpn up", &["vpn", "up", "-i", ID])]
+    {
+        let mut args = strings(first);
+        args.extend(strings(&["--connect-timeout", "2", "-s", "pw"]));
+        args.extend(nowhere());
+        let (code, log) = run_in(&netns, label, &args, Duration::from_secs(20));
+        assert_eq!(code, 1, "{label}: {log:?}");
+        let last = log.last().cloned().unwrap_or_default();
+        assert!(
+            last.starts_with(
+                "tuntox: the server did not accept us within 2 s (--connect-timeout): no bootstrap node has \
+                              answered yet (127.0.0.1:1)"
+            ),
+            "{label}: {log:?}"
+        );
+    }
+}
+
+#[test]
+fn a_vpn_device_that_is_taken_is_named_as_such() {
+    let netns = Netns::new("clidev");
+    let mut first_args = strings(&["vpn", "up", "-i", ID, "--dev", "ttbusy", "--connect-timeout", "0"]);
+    first_args.extend(nowhere());
+    let mut first = Tuntox::spawn(&netns, "first vpn up", &first_args);
+    let deadline = Deadline::after(Duration::from_secs(10));
+    let exists = || netns.command("ip").args(["link", "show", "ttbusy"]).output().is_ok_and(|o| o.status.success());
+    while !exists() {
+        if deadline.passed() {
+            first.fail("no device ttbusy within 10 s");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    for (dev, says) in [
+        ("ttbusy", "the device is in use (another `tuntox vpn up` or --vpn?); pick another name"),
+        ("lo", "a device of that name exists and is not a TUN device"),
+    ] {
+        let mut args = strings(&["vpn", "up", "-i", ID, "--dev", dev, "--connect-timeout", "1"]);
+        args.extend(nowhere());
+        let (code, log) = run_in(&netns, "second vpn up", &args, Duration::from_secs(10));
+        assert_eq!(code, 1, "{log:?}");
+        let line = log.iter().find(|l| l.starts_with("tuntox: ")).cloned().unwrap_or_default();
+        assert!(line.contains(says) && !line.contains("needs root"), "--dev {dev}: {log:?}");
+    }
+    assert!(first.terminate(Duration::from_secs(10)).success());
 }

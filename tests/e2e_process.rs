@@ -179,10 +179,19 @@ fn the_background_server_detaches_reports_its_pid_and_stops_on_sigterm() {
     let ran = run_bounded(setup.command(&devlog, &args), "tuntox -z -L", Duration::from_secs(30));
     assert!(ran.status.success(), "the client's launcher failed: {}: {}", ran.status, ran.stderr);
     let client = read_pid(&setup.path("run/client.pid"));
-    let mut stream = setup
+    setup
         .netns
         .run_in(|| TcpStream::connect("127.0.0.1:7302"))
         .unwrap_or_else(|e| panic!("the -L port does not listen once the launcher returned: {e}"));
+    // A connection made before the server is connected is closed at once;
+    // once it is, the tunnel works.
+    let client_tag = format!(" tuntox[{client}]: ");
+    devlog.wait_for(
+        "the client's connection",
+        |l| l.contains(&client_tag) && l.contains("connected to the server"),
+        Duration::from_secs(60),
+    );
+    let mut stream = setup.netns.run_in(|| TcpStream::connect("127.0.0.1:7302")).unwrap();
     let back = echo_roundtrip(&mut stream, b"through a background client").unwrap();
     assert_eq!(back, b"through a background client");
     drop(stream);

@@ -105,7 +105,7 @@ impl Lab {
 
     fn vpn_up_args(&self, server_id: &str, extra: &[&str]) -> Vec<String> {
         let mut args: Vec<String> =
-            ["vpn", "up", "--peer", server_id, "--bootstrap", &self.boot, "--no-lan"].map(String::from).to_vec();
+            ["vpn", "up", "-i", server_id, "--bootstrap", &self.boot, "--no-lan"].map(String::from).to_vec();
         args.extend(extra.iter().map(|s| (*s).to_owned()));
         args
     }
@@ -205,6 +205,17 @@ fn snapshot(ns: &Netns) -> String {
     all
 }
 
+/// `tuntox status --json` of the tuntox with process ID `pid` in `ns`.
+fn server_report(ns: &Netns, pid: u32) -> serde_json::Value {
+    let out = ns.command(binary()).args(["status", "--json"]).stdin(Stdio::null()).output().unwrap();
+    assert!(out.status.success(), "tuntox status: {}", text(&out));
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .find(|r| r["pid"] == pid)
+        .unwrap_or_else(|| panic!("no report of process {pid}: {}", text(&out)))
+}
+
 /// Firewall rules of someone else's, which must survive the server.
 fn add_foreign_rules(ns: &Netns) {
     for tool in ["iptables", "ip6tables"] {
@@ -244,6 +255,12 @@ fn vpn_with_nat_carries_ping_tcp_and_ipv6_for_two_clients_and_cleans_up() {
     let mut c1 = lab.vpn_up(1, "client 1", &server_id, &routes);
     let (c1_v4, c1_v6) = wait_vpn_up(&mut c1, CONNECT);
     server.wait_log("the client's session", |l| l.contains("VPN client up"), Duration::from_secs(5));
+    // It said how it got there (steps shorter than the watch's second may
+    // go unsaid).
+    let steps = ["joined the Tox network", "connected to the server (", "VPN up: "];
+    let log = c1.log();
+    let at: Vec<Option<usize>> = steps.iter().map(|s| log.iter().position(|l| l.contains(s))).collect();
+    assert!(at.iter().all(Option::is_some) && at[1] < at[2], "{steps:?} at {at:?}:\n{}", log.join("\n"));
     let c1ns = &lab.clients[0];
     ping_ok(c1ns, LAN_V4, Duration::from_secs(10), &[&c1, &server]);
 
@@ -294,11 +311,23 @@ fn vpn_with_nat_carries_ping_tcp_and_ipv6_for_two_clients_and_cleans_up() {
         assert!(out.status.success(), "concurrent ping: {}\n{}", text(&out), server.log().join("\n"));
     }
 
-    // Client 1 stops: its device and routes go.
-    let status = c1.terminate(Duration::from_secs(10));
+    // Client 1 stops (`tuntox vpn down`): its device and routes go, and its
+    // goodbye ends its session on the server at once.
+    let down = run(c1ns, &[binary(), "vpn", "down", "--dev", "tuntox0"]);
+    let exited = support::deadline::now();
+    assert!(down.status.success(), "vpn down: {}", text(&down));
+    assert!(text(&down).contains("stopped tuntox vpn up on tuntox0"), "{}", text(&down));
+    let status = c1.wait_exit(Duration::from_secs(5));
     if !status.success() {
-        c1.fail(&format!("exit after SIGTERM: {status}"));
+        c1.fail(&format!("exit after vpn down: {status}"));
     }
+    server.wait_log("client 1's goodbye", |l| l.contains("VPN client down"), Duration::from_secs(1));
+    let report = server_report(&lab.srv, server.pid());
+    let c1_v4 = format!("{c1_v4}/32");
+    let holds = |f: &serde_json::Value| f["vpn_addresses"].as_array().is_some_and(|a| a.iter().any(|x| x == &*c1_v4));
+    assert!(!report["friends"].as_array().unwrap().iter().any(holds), "{report:#}");
+    eprintln!("the server freed client 1's address {:?} after its exit", exited.elapsed());
+    assert!(exited.elapsed() < Duration::from_secs(1), "{:?}", exited.elapsed());
     assert!(!run(c1ns, &["ip", "link", "show", "tuntox0"]).status.success(), "tuntox0 still exists");
     assert_eq!(snapshot(c1ns), c1_before, "client 1's namespace after the client stopped");
     ping_ok(c2ns, LAN_V4, Duration::from_secs(10), &[&c2, &server]);

@@ -116,7 +116,11 @@ fn tcp_only_server_and_tcp_only_peer_exchange_ten_thousand_packets() {
     let (friend, how) = connect(&mut peer, &mut server, start.left());
     assert_eq!(how, "tcp", "the peer reaches the server through the relay");
     eprintln!("connected through the relay after {:?}", start.elapsed());
-    assert!(server.logged("path=Tcp"), "the server reports the TCP path: {:?}", server.log());
+    assert!(
+        server.logged("friend online (through a TCP relay)"),
+        "the server reports the TCP path: {:?}",
+        server.log()
+    );
     assert_eq!(udp_sockets(&netns, server.pid()), Vec::<String>::new(), "--no-udp opens no UDP socket");
     ping_pong(&mut peer, friend, 10_000, 11, Duration::from_secs(180));
     server.terminate(Duration::from_secs(10));

@@ -251,3 +251,65 @@ fn alive_keeps_going_while_data_flows() {
     assert!(checked > 300, "{checked}");
     assert!(net.sim.node(9).friend_path(&a_real, net.sim.now()).is_some(), "still online");
 }
+
+/// A node that stops says goodbye: its friend sees it offline at once,
+/// not after the 32 s timeout.
+#[test]
+fn a_goodbye_is_seen_at_once() {
+    let mut net = network(12, NetConfig::default(), 4);
+    befriend(&mut net, 3, 8);
+    let gone = net.real[3];
+    let now = net.sim.now();
+    assert_eq!(net.sim.node_mut(3).goodbye(now), 1, "one friend online to tell");
+    net.sim.flush(3);
+    // Nothing more from node 3 after its goodbye.
+    net.sim.set_online(3, false);
+    let took = run_until(&mut net, Duration::from_secs(1), "the friend sees the goodbye", |events| {
+        events.iter().any(|(i, e)| *i == 8 && matches!(e, FriendEvent::Lost { real_pk } if *real_pk == gone))
+    });
+    eprintln!("seen offline {took:?} after the goodbye");
+    assert!(!net.sim.node(8).net_crypto().is_established(&gone));
+}
+
+/// A friend we use (tunnels open, a VPN session) that vanishes without a
+/// word is noticed within 10 s; one we do not use, after Tox's 32 s.
+#[test]
+fn a_vanished_friend_is_noticed_within_10_s_while_in_use() {
+    for in_use in [true, false] {
+        let mut net = network(12, NetConfig::default(), 5);
+        befriend(&mut net, 2, 7);
+        let gone = net.real[2];
+        net.sim.node_mut(7).set_friend_in_use(&gone, in_use);
+        net.sim.set_online(2, false);
+        let took = run_until(&mut net, Duration::from_secs(40), "the friend is noticed gone", |events| {
+            events.iter().any(|(i, e)| *i == 7 && matches!(e, FriendEvent::Lost { real_pk } if *real_pk == gone))
+        });
+        eprintln!("in use: {in_use}; noticed after {took:?}");
+        if in_use {
+            assert!(took <= Duration::from_secs(10), "{took:?}");
+        } else {
+            assert!(took >= Duration::from_secs(30), "{took:?}");
+        }
+    }
+}
+
+/// Two idle friends stay online for 20 minutes: nothing times out while
+/// nothing but keep-alives flows, whether or not they are in use.
+#[test]
+fn idle_friends_stay_online_for_20_minutes() {
+    let mut net = network(12, NetConfig::default(), 6);
+    befriend(&mut net, 4, 9);
+    let (a, b) = (net.real[4], net.real[9]);
+    net.sim.node_mut(9).set_friend_in_use(&a, true);
+    let start = net.sim.now();
+    while net.sim.now() - start < Duration::from_secs(20 * 60) {
+        net.sim.run_for(Duration::from_secs(1));
+        for (i, e) in net.sim.take_events() {
+            if let NodeEvent::Friend(FriendEvent::Lost { real_pk }) = e {
+                panic!("node {i} lost {real_pk} after {:?} idle", net.sim.now() - start);
+            }
+        }
+    }
+    let now = net.sim.now();
+    assert!(net.sim.node(4).friend_path(&b, now).is_some() && net.sim.node(9).friend_path(&a, now).is_some());
+}

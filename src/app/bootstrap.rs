@@ -165,7 +165,14 @@ impl FromStr for BootstrapSpec {
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         let expected = "expected HOST:PORT:KEY (KEY = 64 hex characters, IPv6 hosts in brackets)";
         let (rest, key) = s.rsplit_once(':').ok_or_else(|| format!("no ':'; {expected}"))?;
-        let (host, port) = rest.rsplit_once(':').ok_or_else(|| format!("missing port; {expected}"))?;
+        let Some((host, port)) = rest.rsplit_once(':') else {
+            // HOST:PORT, the key left out (or HOST:KEY, the port).
+            return Err(if key.parse::<u16>().is_ok() {
+                format!("the node's key is missing after the port {key}; {expected}")
+            } else {
+                format!("the port is missing between the host and the key; {expected}")
+            });
+        };
         let host = match host.strip_prefix('[') {
             Some(inner) => inner.strip_suffix(']').ok_or_else(|| format!("unclosed '['; {expected}"))?,
             None if host.contains(':') => return Err(format!("IPv6 address without brackets; {expected}")),
@@ -251,6 +258,13 @@ mod tests {
         assert_eq!(v6.to_string(), format!("[::1]:33445:{KEY}"));
         for bad in ["x", "h:1", &format!("::1:1:{KEY}"), &format!("h:0:{KEY}"), &format!(":1:{KEY}"), "h:1:ABC"] {
             assert!(bad.parse::<BootstrapSpec>().is_err(), "{bad}");
+        }
+        for (bad, says) in [
+            ("127.0.0.1:33445", "the node's key is missing after the port 33445"),
+            (&format!("127.0.0.1:{KEY}")[..], "the port is missing between the host and the key"),
+        ] {
+            let err = bad.parse::<BootstrapSpec>().unwrap_err();
+            assert!(err.starts_with(says) && err.ends_with("IPv6 hosts in brackets)"), "{bad}: {err}");
         }
     }
 }

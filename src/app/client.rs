@@ -5,14 +5,19 @@
 //! The server is added as a friend with a friend request whose message is
 //! the shared secret (and a NUL), sent until the server accepts. Once it is
 //! online, frames flow through a [`Bridge`]; when it goes away the tunnels
-//! close, the listeners stay, and Tox reconnects by itself. A connection
-//! made while the server is offline waits for it up to
-//! [`ClientConfig::offline_wait`].
+//! close, the listeners stay, and Tox reconnects by itself. A local
+//! connection made while the client is starting waits for the server (at
+//! most [`OFFLINE_WAIT`]) unless the server has plainly refused us or
+//! stays out of reach after its warning; otherwise one made while the
+//! server is not connected is closed at once, and the log says why the
+//! server is away (not found, not accepting us: [`progress`](super::progress)). `-W`, `-p` and `tuntox ping` give up
+//! after their connect timeout, or once the server has plainly refused us.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{Context, bail};
+use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tunnel::spec::{DynamicForward, LocalForward, Target};
@@ -20,14 +25,21 @@ use tunnel::{Engine, PeerId};
 
 use super::Started;
 use super::bridge::Bridge;
-use super::identity::Identity;
+use super::friends::request_message;
+use super::identity::{DirLock, Identity};
 use super::peers::PeerNumbers;
+use super::progress::{
+    ClientWatch, Diagnosis, GIVE_UP_AFTER_REFUSAL, describe_bootstrap, path_text, refusal_causes, refused,
+};
 use super::secret::Secret;
-use super::server::request_message;
 use super::status::{Place, Source, StatusServer};
 use crate::crypto::{KeyPair, PublicKey, SodiumRng};
 use crate::driver::tox::{Tox, ToxConfig, ToxEvent};
 use crate::wire::tox_id::{NoSpam, ToxId};
+
+/// How long a local connection made while the client is starting waits
+/// for the server.
+pub const OFFLINE_WAIT: Duration = Duration::from_secs(30);
 
 /// Where the client's identity comes from.
 #[derive(Debug, Clone)]
@@ -71,12 +83,9 @@ pub struct ClientConfig {
     pub id_file: Option<PathBuf>,
     /// What to do.
     pub mode: ClientMode,
-    /// Fail when the server has not accepted us this long after start;
-    /// `None` waits forever.
+    /// Fail when the server has not accepted us this long after start
+    /// (or once it has plainly refused us); `None` waits forever.
     pub connect_timeout: Option<Duration>,
-    /// How long a connection made before the server was first online waits
-    /// for it.
-    pub offline_wait: Duration,
     /// How the Tox instance starts (keys are filled in here).
     pub tox: ToxConfig,
     /// Where `tuntox status` is served.
@@ -93,7 +102,9 @@ struct Events {
 
 /// Runs the client until `cancel` fires or its mode is over.
 pub async fn run(config: ClientConfig, cancel: CancellationToken) -> anyhow::Result<()> {
-    let tox = start_tox(
+    let bootstrap = describe_bootstrap(&config.tox.bootstrap);
+    let causes = refusal_causes(config.secret.is_some(), matches!(config.identity, ClientIdentity::Persistent(_)));
+    let (tox, _lock) = start_tox(
         &config.identity,
         config.server,
         config.secret.as_ref(),
@@ -102,9 +113,8 @@ pub async fn run(config: ClientConfig, cancel: CancellationToken) -> anyhow::Res
         &cancel,
     )
     .await?;
-    let mut tunnel_config = tunnel::Config::client();
-    tunnel_config.offline_wait = config.offline_wait;
-    let engine = Engine::new(tunnel_config, cancel.child_token());
+    let engine =
+        Engine::new(tunnel::Config { offline_wait: OFFLINE_WAIT, ..tunnel::Config::client() }, cancel.child_token());
     let server_key = *config.server.public_key();
     let mut source = Source::new("client", tox.sender().node());
     source.tox_id = Some(tox.tox_id());
@@ -119,23 +129,37 @@ pub async fn run(config: ClientConfig, cancel: CancellationToken) -> anyhow::Res
             return Err(e);
         }
     };
-    let bridge = Bridge::new(engine.clone(), tox.sender(), PeerNumbers::new());
-    let events = spawn_events(tox, bridge, server_key, cancel.clone());
     // The bridge gives the server the first peer number.
     let peer = PeerId(1);
+    let pinging = matches!(config.mode, ClientMode::Ping { .. });
+    let (notes, users) = (engine.clone(), engine.clone());
+    let diagnosis = ClientWatch {
+        node: tox.sender().node(),
+        server: server_key,
+        bootstrap,
+        causes,
+        on_change: Box::new(move |d: &Diagnosis| {
+            notes.set_offline_note(peer, (!d.note.is_empty()).then(|| d.note.clone()), d.settled);
+        }),
+        in_use: Box::new(move || pinging || users.tunnels_to(peer) > 0),
+    }
+    .spawn(cancel.child_token());
+    let bridge = Bridge::new(engine.clone(), tox.sender(), PeerNumbers::new());
+    let events = spawn_events(tox, bridge, server_key, cancel.clone());
 
     let mut started = config.started;
+    let wait = Wait { timeout: config.connect_timeout, diagnosis };
     let result = match config.mode {
         ClientMode::Listen { local, dynamic } => {
-            listen(&engine, peer, &local, &dynamic, config.connect_timeout, &cancel, &mut started).await
+            listen(&engine, peer, &local, &dynamic, wait, &cancel, &mut started).await
         }
         ClientMode::Stdio(target) => {
             started.signal();
-            stdio(&engine, peer, &target, config.connect_timeout, &cancel).await
+            stdio(&engine, peer, &target, wait, &cancel).await
         }
         ClientMode::Ping { count } => {
             started.signal();
-            ping(&engine, peer, count, config.connect_timeout, &cancel).await
+            ping(&engine, peer, count, wait, &cancel).await
         }
     };
     cancel.cancel();
@@ -148,7 +172,8 @@ pub async fn run(config: ClientConfig, cancel: CancellationToken) -> anyhow::Res
 
 /// Loads (or makes) the client's identity, writes its Tox ID to `id_file`,
 /// starts Tox and sends the server a friend request (repeated until it
-/// accepts). Shared by the forward client and `tuntox vpn up`.
+/// accepts). Shared by the forward client and `tuntox vpn up`. With `-C`,
+/// the directory's lock comes back too: hold it while Tox runs.
 pub async fn start_tox(
     identity: &ClientIdentity,
     server: ToxId,
@@ -156,15 +181,16 @@ pub async fn start_tox(
     id_file: Option<&Path>,
     mut tox: ToxConfig,
     cancel: &CancellationToken,
-) -> anyhow::Result<Tox> {
-    let (keys, nospam) = match identity {
+) -> anyhow::Result<(Tox, Option<DirLock>)> {
+    let (keys, nospam, lock) = match identity {
         ClientIdentity::Persistent(dir) => {
+            let lock = DirLock::acquire(dir)?;
             let (identity, _) = Identity::load_or_create(dir)?;
-            (identity.keys().clone(), identity.nospam())
+            (identity.keys().clone(), identity.nospam(), Some(lock))
         }
         ClientIdentity::Ephemeral => {
             tracing::debug!("using a fresh identity for this run (-C DIR keeps one)");
-            (KeyPair::generate(&mut SodiumRng), NoSpam::random(&mut SodiumRng))
+            (KeyPair::generate(&mut SodiumRng), NoSpam::random(&mut SodiumRng), None)
         }
     };
     let id = ToxId::new(*keys.public(), nospam);
@@ -181,12 +207,12 @@ pub async fn start_tox(
     tox.friends = Vec::new();
     let tox = Tox::start(tox, cancel.clone()).await.context("cannot start Tox")?;
     tracing::debug!(addr = %tox.local_addr(), "Tox started");
-    let message = request_message(secret);
+    let message = request_message(secret, matches!(identity, ClientIdentity::Ephemeral));
     tox.add_friend_request(server, message)
         .await
         .map_err(|_| anyhow::anyhow!("Tox stopped"))?
         .map_err(|e| anyhow::anyhow!("cannot send the friend request: {e}"))?;
-    Ok(tox)
+    Ok((tox, lock))
 }
 
 fn spawn_events(mut tox: Tox, mut bridge: Bridge, server: PublicKey, cancel: CancellationToken) -> Events {
@@ -203,7 +229,7 @@ fn spawn_events(mut tox: Tox, mut bridge: Bridge, server: PublicKey, cancel: Can
             };
             match event {
                 ToxEvent::FriendConnected { public_key, path } if public_key == server => {
-                    tracing::info!(?path, "connected to the server");
+                    tracing::info!("connected to the server ({})", path_text(path));
                     bridge.connected(public_key);
                 }
                 ToxEvent::FriendLost { public_key } if public_key == server => {
@@ -226,12 +252,19 @@ fn spawn_events(mut tox: Tox, mut bridge: Bridge, server: PublicKey, cancel: Can
     Events { task }
 }
 
+/// How long a mode waits for the server, and what it knows meanwhile.
+struct Wait {
+    /// `None`: forever.
+    timeout: Option<Duration>,
+    diagnosis: watch::Receiver<Diagnosis>,
+}
+
 async fn listen(
     engine: &Engine,
     peer: PeerId,
     local: &[LocalForward],
     dynamic: &[DynamicForward],
-    timeout: Option<Duration>,
+    wait: Wait,
     cancel: &CancellationToken,
     started: &mut Started,
 ) -> anyhow::Result<()> {
@@ -242,41 +275,35 @@ async fn listen(
         engine.listen_socks(peer, forward).await.with_context(|| format!("cannot listen on {}", forward.listen))?;
     }
     started.signal();
-    if timeout.is_some() {
-        wait_online(engine, peer, timeout, cancel).await?;
+    if wait.timeout.is_some() {
+        wait_online(engine, peer, wait, cancel).await?;
     }
     cancel.cancelled().await;
     Ok(())
 }
 
-async fn wait_online(
-    engine: &Engine,
-    peer: PeerId,
-    timeout: Option<Duration>,
-    cancel: &CancellationToken,
-) -> anyhow::Result<bool> {
-    let wait = async {
-        match timeout {
-            Some(limit) => tokio::time::timeout(limit, engine.wait_connected(peer)).await.is_ok(),
-            None => {
-                engine.wait_connected(peer).await;
-                true
-            }
+/// Waits until the server is online: `Ok(false)` when cancelled, an error
+/// naming why it is away when the connect timeout passes or it refused us.
+async fn wait_online(engine: &Engine, peer: PeerId, wait: Wait, cancel: &CancellationToken) -> anyhow::Result<bool> {
+    let Wait { timeout, diagnosis } = wait;
+    let latest = diagnosis.clone();
+    let Some(limit) = timeout else {
+        tokio::select! {
+            () = cancel.cancelled() => return Ok(false),
+            () = engine.wait_connected(peer) => return Ok(true),
         }
     };
+    let refused = refused(diagnosis, GIVE_UP_AFTER_REFUSAL);
+    let note = || latest.borrow().note.clone();
     tokio::select! {
         () = cancel.cancelled() => Ok(false),
-        online = wait => {
-            if online {
-                Ok(true)
-            } else {
-                bail!(
-                    "the server did not accept us within {} s (--connect-timeout): wrong secret (-s), not on \
-                     its allow-list (-i), or not running",
-                    timeout.unwrap_or_default().as_secs()
-                )
-            }
-        }
+        () = engine.wait_connected(peer) => Ok(true),
+        () = refused => bail!("{}", note()),
+        () = tokio::time::sleep(limit) => bail!(
+            "the server did not accept us within {} s (--connect-timeout): {}",
+            limit.as_secs(),
+            note()
+        ),
     }
 }
 
@@ -284,10 +311,10 @@ async fn stdio(
     engine: &Engine,
     peer: PeerId,
     target: &Target,
-    timeout: Option<Duration>,
+    wait: Wait,
     cancel: &CancellationToken,
 ) -> anyhow::Result<()> {
-    if !wait_online(engine, peer, timeout, cancel).await? {
+    if !wait_online(engine, peer, wait, cancel).await? {
         return Ok(());
     }
     let stream = tokio::io::join(tokio::io::stdin(), tokio::io::stdout());
@@ -303,12 +330,12 @@ async fn ping(
     engine: &Engine,
     peer: PeerId,
     count: Option<u32>,
-    timeout: Option<Duration>,
+    wait: Wait,
     cancel: &CancellationToken,
 ) -> anyhow::Result<()> {
     const INTERVAL: Duration = Duration::from_secs(1);
     const PING_TIMEOUT: Duration = Duration::from_secs(10);
-    if !wait_online(engine, peer, timeout, cancel).await? {
+    if !wait_online(engine, peer, wait, cancel).await? {
         return Ok(());
     }
     let (mut sent, mut received) = (0u32, 0u32);

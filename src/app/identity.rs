@@ -40,18 +40,32 @@ pub enum IdentityError {
         cause: io::Error,
     },
     /// The file is not a valid save.
-    #[error("{}: {source}", path.display())]
+    #[error("{}: {cause}", path.display())]
     Format {
         /// The file.
         path: PathBuf,
-        /// What is wrong with it.
-        source: SaveDataError,
+        /// What is wrong with it (part of the message, so not a separate
+        /// source).
+        cause: SaveDataError,
     },
     /// The save holds no key pair (no NOSPAMKEYS section).
     #[error("{}: the save holds no identity (no NOSPAMKEYS section)", path.display())]
     NoIdentity {
         /// The file.
         path: PathBuf,
+    },
+    /// Another process holds the directory's lock.
+    #[error(
+        "{} is in use by another tuntox{}: one process per config directory (-C), or their friend lists would \
+         overwrite each other",
+        dir.display(),
+        pid.map(|p| format!(" (process {p})")).unwrap_or_default()
+    )]
+    Locked {
+        /// The config directory.
+        dir: PathBuf,
+        /// The process holding it, when it wrote its ID.
+        pid: Option<u32>,
     },
 }
 
@@ -83,7 +97,13 @@ impl Identity {
         let identity =
             Self { path: dir.join(SAVE_FILE_NAME), save: SaveData::with_identity(nospam, &keys), nospam, keys };
         identity.store()?;
-        tracing::info!(path = %identity.path.display(), "created a new Tox identity");
+        tracing::info!(
+            target: NOTICE,
+            "created a new Tox identity in {} (Tox ID {}): there was none in {}",
+            identity.path.display(),
+            identity.tox_id(),
+            dir.display()
+        );
         Ok((identity, true))
     }
 
@@ -95,10 +115,10 @@ impl Identity {
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
             Err(e) => return Err(io_error("read", &path)(e)),
         };
-        let save = SaveData::decode(bytes).map_err(|source| IdentityError::Format { path: path.clone(), source })?;
+        let save = SaveData::decode(bytes).map_err(|cause| IdentityError::Format { path: path.clone(), cause })?;
         let (nospam, keys) = match save.identity() {
             Some(Ok(identity)) => identity,
-            Some(Err(source)) => return Err(IdentityError::Format { path, source }),
+            Some(Err(cause)) => return Err(IdentityError::Format { path, cause }),
             None => return Err(IdentityError::NoIdentity { path }),
         };
         if let Ok(meta) = fs::metadata(&path)
@@ -135,7 +155,7 @@ impl Identity {
 
     /// The friends kept in the save (none in a fresh one).
     pub fn friends(&self) -> Result<Vec<SavedFriend>, IdentityError> {
-        self.save.friends().map_err(|source| IdentityError::Format { path: self.path.clone(), source })
+        self.save.friends().map_err(|cause| IdentityError::Format { path: self.path.clone(), cause })
     }
 
     /// Replaces the friend list in memory; [`store`](Self::store) writes it.
@@ -147,6 +167,63 @@ impl Identity {
     /// Writes the save atomically, mode 0600.
     pub fn store(&self) -> Result<(), IdentityError> {
         write_atomic(&self.path, &self.save.encode())
+    }
+}
+
+/// The lock file in a config directory: held (flock) by the process that
+/// uses the identity, so that two processes never share one.
+pub const LOCK_FILE_NAME: &str = "tox_save.lock";
+
+/// The log target of messages a user must see whatever the log level
+/// (unless `-q`): the command line always lets it through at info.
+pub const NOTICE: &str = "tuntox::notice";
+
+/// A config directory held by this process: the identity and friend list
+/// in it are ours until dropped (or the process ends, however it ends).
+#[derive(Debug)]
+pub struct DirLock {
+    _lock: nix::fcntl::Flock<File>,
+    dir: PathBuf,
+}
+
+impl DirLock {
+    /// Takes `<dir>/tox_save.lock` (making the directory, mode 0700, when
+    /// missing), or fails with [`IdentityError::Locked`] naming the process
+    /// that holds it. Our process ID goes into the file.
+    pub fn acquire(dir: &Path) -> Result<Self, IdentityError> {
+        DirBuilder::new().recursive(true).mode(0o700).create(dir).map_err(io_error("create directory", dir))?;
+        let path = dir.join(LOCK_FILE_NAME);
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .mode(0o600)
+            .open(&path)
+            // A lock file another user made (before -U, say): locking needs
+            // no write access.
+            .or_else(|e| if e.kind() == io::ErrorKind::PermissionDenied { File::open(&path) } else { Err(e) })
+            .map_err(io_error("open", &path))?;
+        match nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusiveNonblock) {
+            Ok(mut lock) => {
+                let _ = lock.set_len(0).and_then(|()| writeln!(&mut *lock, "{}", std::process::id()));
+                Ok(Self { _lock: lock, dir: dir.to_owned() })
+            }
+            Err((_, nix::errno::Errno::EWOULDBLOCK)) => {
+                Err(IdentityError::Locked { dir: dir.to_owned(), pid: Self::holder(dir) })
+            }
+            Err((_, errno)) => Err(IdentityError::Io { action: "lock", path, cause: io::Error::from(errno) }),
+        }
+    }
+
+    /// The process ID written in `dir`'s lock file, if any.
+    pub fn holder(dir: &Path) -> Option<u32> {
+        fs::read_to_string(dir.join(LOCK_FILE_NAME)).ok()?.trim().parse().ok()
+    }
+
+    /// The directory held.
+    pub fn dir(&self) -> &Path {
+        &self.dir
     }
 }
 

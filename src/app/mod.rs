@@ -7,9 +7,11 @@
 pub mod bootstrap;
 pub mod bridge;
 pub mod client;
+pub mod friends;
 pub mod identity;
 pub mod netcheck;
 pub mod peers;
+pub mod progress;
 pub mod relay;
 pub mod secret;
 pub mod server;

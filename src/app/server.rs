@@ -1,12 +1,14 @@
 //! The tuntox server: the remote side that clients reach.
 //!
-//! It keeps a fixed Tox identity in the config directory, accepts friend
-//! requests as C tuntox does (with a shared secret the request message must
-//! be the secret followed by a NUL byte, compared in constant time; with an
-//! allow-list only listed keys are accepted), remembers accepted friends in
-//! `tox_save` so they reconnect after a restart without a new request, and
-//! opens the tunnels its friends ask for through the tunnel engine's exit
-//! side.
+//! It keeps a fixed Tox identity in the config directory (locked: one
+//! process per directory), accepts friend requests as C tuntox does (with
+//! a shared secret the request message must be the secret followed by a NUL
+//! byte, compared in constant time; with an allow-list only listed keys are
+//! accepted), remembers accepted friends in `tox_save` with the time each
+//! was last seen, so they reconnect after a restart without a new request
+//! (clients without an identity only for the session; see
+//! [`friends`](super::friends)), and opens the tunnels its friends ask for
+//! through the tunnel engine's exit side.
 //!
 //! With `--vpn` it also serves VPN clients (`tuntox vpn up`): a friend is a
 //! friend, whichever it asks for. Lossless packets are sorted by their
@@ -16,11 +18,12 @@
 //! masquerading) toward the offered routes is set up after it and removed
 //! on exit. Without `--vpn` a VPN client's hello gets a refusal saying so.
 
+use std::collections::HashSet;
 use std::path::PathBuf;
-use std::time::Duration;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use bytes::Bytes;
 use ipnet::{IpNet, Ipv4Net};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -29,14 +32,15 @@ use vpn::nat::{ForwardConfig, Forwarding};
 
 use super::Started;
 use super::bridge::Bridge;
-use super::identity::{Identity, IdentityError};
+use super::friends::{Book, FriendCommand, Kept, split_request, unix_now};
+use super::identity::{DirLock, Identity};
 use super::peers::PeerNumbers;
+use super::progress::{self, JoinWatch, describe_bootstrap, path_text};
 use super::secret::Secret;
 use super::status::{Place, Source, StatusServer};
 use super::vpn::{Lossless, VpnLink, stats_line};
 use crate::crypto::PublicKey;
 use crate::driver::tox::{Tox, ToxConfig, ToxEvent};
-use crate::wire::saved_friend::{SavedFriend, SavedFriendStatus};
 
 /// How the server runs.
 #[derive(Debug)]
@@ -47,6 +51,8 @@ pub struct ServerConfig {
     pub secret: Option<Secret>,
     /// Keys allowed to befriend us; empty means anyone.
     pub allowed: Vec<PublicKey>,
+    /// Saved friends offline this long are forgotten (`None`: never).
+    pub friend_expiry: Option<Duration>,
     /// Write our Tox ID here.
     pub id_file: Option<PathBuf>,
     /// The destination rules file (`-f`).
@@ -103,28 +109,31 @@ impl Refusal {
     }
 }
 
-/// Decides a friend request as C tuntox does.
+/// Decides a friend request as C tuntox does; an accepted client is kept
+/// for the session only when its request says it has no identity.
 pub fn check_request(
     secret: Option<&Secret>,
     allowed: &[PublicKey],
     key: &PublicKey,
     message: &[u8],
-) -> Result<(), Refusal> {
+) -> Result<Kept, Refusal> {
+    let (message, session_only) = split_request(message);
     if !allowed.is_empty() && !allowed.contains(key) {
         return Err(Refusal::NotAllowed);
     }
     match secret {
         Some(secret) if !secret.matches_request(message) => Err(Refusal::WrongSecret),
-        _ => Ok(()),
+        _ => Ok(if session_only { Kept::Session } else { Kept::Saved }),
     }
 }
 
+/// How often saved friends are checked for expiry.
+const EXPIRY_CHECK: Duration = Duration::from_secs(3600);
+
 /// Runs the server until `cancel` fires.
 pub async fn run(mut config: ServerConfig, cancel: CancellationToken) -> anyhow::Result<()> {
-    let (mut identity, created) = Identity::load_or_create(&config.config_dir)?;
-    if created {
-        tracing::info!(path = %identity.path().display(), "created a new identity");
-    }
+    let _lock = DirLock::acquire(&config.config_dir)?;
+    let (mut identity, _) = Identity::load_or_create(&config.config_dir)?;
     let id = identity.tox_id();
     tracing::info!("Using Tox ID: {id}");
     if let Some(path) = &config.id_file {
@@ -143,18 +152,15 @@ pub async fn run(mut config: ServerConfig, cancel: CancellationToken) -> anyhow:
     }
     config.tox.keys = identity.keys().clone();
     config.tox.nospam = identity.nospam();
-    let mut friends = saved_friends(&identity)?;
-    if !config.allowed.is_empty() {
-        friends.retain(|key| {
-            let allowed = config.allowed.contains(key);
-            if !allowed {
-                tracing::warn!(friend = %key, "ignoring a saved friend: not on the -i allow-list");
-            }
-            allowed
-        });
+    let (mut book, changed) = Book::load(&identity, &config.allowed, config.friend_expiry, unix_now())?;
+    if changed && let Err(e) = book.store(&mut identity) {
+        tracing::error!("cannot update the friend list: {e}");
     }
-    config.tox.friends = friends;
+    config.tox.friends = book.saved();
     let friends = config.tox.friends.len();
+    let book = Arc::new(Mutex::new(book));
+    let (commands, mut command_rx) = mpsc::channel(8);
+    let mut join = JoinWatch::new(now(), describe_bootstrap(&config.tox.bootstrap));
     let device = match &config.vpn {
         Some(v) => Some(vpn_device(v, config.vpn_device.take(), identity.keys().public()).await?),
         None => None,
@@ -186,6 +192,8 @@ pub async fn run(mut config: ServerConfig, cancel: CancellationToken) -> anyhow:
     source.tcp_listen = tox.tcp_addrs().to_vec();
     source.tunnels = Some(engine.clone());
     source.vpn = vpn.as_ref().map(|v| (v.link.vpn().clone(), numbers.clone()));
+    source.friend_book = Some(Arc::clone(&book));
+    source.friend_commands = Some(commands);
     let _status = match StatusServer::start(&config.status, source, cancel.child_token()) {
         Ok(status) => status,
         Err(e) => {
@@ -202,6 +210,17 @@ pub async fn run(mut config: ServerConfig, cancel: CancellationToken) -> anyhow:
     let mut bridge = Bridge::new(engine, tox.sender(), numbers);
     let mut stats_timer = tokio::time::interval(STATS_INTERVAL);
     let mut last_stats = None;
+    let mut progress_timer = tokio::time::interval(progress::INTERVAL);
+    let mut online: HashSet<PublicKey> = HashSet::new();
+    let mut in_use: HashSet<PublicKey> = HashSet::new();
+    let mut expiry_timer = tokio::time::interval(EXPIRY_CHECK);
+    expiry_timer.tick().await;
+    // Writes the saved friends after a change to them.
+    let store = |identity: &mut Identity, book: &Mutex<Book>| {
+        if let Err(e) = lock(book).store(identity) {
+            tracing::error!("cannot save the friend list: {e}");
+        }
+    };
     loop {
         let event = tokio::select! {
             () = cancel.cancelled() => break,
@@ -212,6 +231,61 @@ pub async fn run(mut config: ServerConfig, cancel: CancellationToken) -> anyhow:
             Some(event) = vpn_event(&mut vpn) => {
                 if let Some(v) = &vpn {
                     log_vpn_event(&v.link, event);
+                }
+                continue;
+            }
+            Some(command) = command_rx.recv() => {
+                let FriendCommand::Remove { key, reply } = command;
+                let removed = lock(&book).remove(&key);
+                let answer = match removed {
+                    Some(kept) => {
+                        tox.remove_friend(key).await?;
+                        online.remove(&key);
+                        in_use.remove(&key);
+                        if kept == Kept::Saved {
+                            store(&mut identity, &book);
+                        }
+                        tracing::info!(friend = %key, "friend removed ({kept})");
+                        Ok(format!("removed {key} ({kept})"))
+                    }
+                    None => Err(format!("{key} is not a friend of this server")),
+                };
+                let _ = reply.send(answer);
+                continue;
+            }
+            _ = expiry_timer.tick() => {
+                let expired = lock(&book).take_expired(unix_now());
+                if !expired.is_empty() {
+                    for key in &expired {
+                        tracing::info!(friend = %key, "forgetting a friend offline for too long (--friend-expiry)");
+                        tox.remove_friend(*key).await?;
+                    }
+                    store(&mut identity, &book);
+                }
+                continue;
+            }
+            _ = progress_timer.tick() => {
+                if let Some((net, _)) = progress::view(&tox.sender().node(), None).await {
+                    join.update(now(), net);
+                }
+                let gone = lock(&book).take_gone_sessions(now());
+                for key in gone {
+                    tracing::debug!(friend = %key, "forgetting a client kept for its session only: it left");
+                    tox.remove_friend(key).await?;
+                }
+                let used = friends_in_use(&bridge, vpn.as_ref(), &online);
+                if used != in_use {
+                    let changes: Vec<(PublicKey, bool)> = used
+                        .symmetric_difference(&in_use)
+                        .map(|key| (*key, used.contains(key)))
+                        .collect();
+                    let _ = tox.with(move |node, _| {
+                        for (key, used) in changes {
+                            node.set_friend_in_use(&key, used);
+                        }
+                    })
+                    .await;
+                    in_use = used;
                 }
                 continue;
             }
@@ -229,11 +303,18 @@ pub async fn run(mut config: ServerConfig, cancel: CancellationToken) -> anyhow:
         match event {
             ToxEvent::FriendRequest { public_key, message } => {
                 match check_request(config.secret.as_ref(), &config.allowed, &public_key, &message) {
-                    Ok(()) => {
-                        tracing::info!(friend = %public_key, "accepted a friend request");
+                    Ok(kept) => {
+                        match kept {
+                            Kept::Saved => tracing::info!(friend = %public_key, "accepted a friend request"),
+                            Kept::Session => tracing::info!(
+                                friend = %public_key,
+                                "accepted a friend request (kept for this session only: the client has no identity)"
+                            ),
+                        }
                         tox.add_friend(public_key).await?;
-                        if let Err(e) = save_friend(&mut identity, public_key) {
-                            tracing::error!("cannot save the new friend: {e}");
+                        lock(&book).accept(public_key, kept, unix_now());
+                        if kept == Kept::Saved {
+                            store(&mut identity, &book);
                         }
                     }
                     Err(refusal) => {
@@ -242,7 +323,11 @@ pub async fn run(mut config: ServerConfig, cancel: CancellationToken) -> anyhow:
                 }
             }
             ToxEvent::FriendConnected { public_key, path } => {
-                tracing::info!(friend = %public_key, ?path, "friend online");
+                tracing::info!(friend = %public_key, "friend online ({})", path_text(path));
+                online.insert(public_key);
+                if lock(&book).seen(&public_key, true, now(), unix_now()) == Some(Kept::Saved) {
+                    store(&mut identity, &book);
+                }
                 bridge.connected(public_key);
                 if let Some(v) = &vpn {
                     v.link.connected(public_key);
@@ -250,6 +335,11 @@ pub async fn run(mut config: ServerConfig, cancel: CancellationToken) -> anyhow:
             }
             ToxEvent::FriendLost { public_key } => {
                 tracing::info!(friend = %public_key, "friend offline");
+                // Its in-use mark is cleared at the next tick.
+                online.remove(&public_key);
+                if lock(&book).seen(&public_key, false, now(), unix_now()) == Some(Kept::Saved) {
+                    store(&mut identity, &book);
+                }
                 bridge.lost(&public_key);
                 if let Some(v) = &vpn {
                     v.link.lost(public_key);
@@ -275,6 +365,26 @@ pub async fn run(mut config: ServerConfig, cancel: CancellationToken) -> anyhow:
     }
     tox.shutdown().await;
     Ok(())
+}
+
+/// The online friends something of ours runs over: tunnels open (or
+/// asked for), a VPN session.
+fn friends_in_use(bridge: &Bridge, vpn: Option<&ServerVpn>, online: &HashSet<PublicKey>) -> HashSet<PublicKey> {
+    let mut used: HashSet<PublicKey> =
+        online.iter().filter(|key| bridge.engine().tunnels_to(bridge.peer_id(**key)) > 0).copied().collect();
+    if let Some(v) = vpn {
+        let sessions = v.link.vpn().inspect(|engine| engine.sessions());
+        used.extend(
+            sessions.into_iter().filter_map(|(peer, _)| v.link.key_of(peer)).filter(|key| online.contains(key)),
+        );
+    }
+    used
+}
+
+/// The time now.
+#[allow(clippy::disallowed_methods)]
+fn now() -> Instant {
+    Instant::now()
 }
 
 /// The server's running VPN.
@@ -390,49 +500,31 @@ async fn forwarding(v: &VpnServerConfig, key: &PublicKey) -> anyhow::Result<Opti
     Ok(Some(forwarding))
 }
 
-/// The friends kept in the identity file. A save c-toxcore wrote may hold
-/// pending requests too; a server only uses the friends it accepted.
-fn saved_friends(identity: &Identity) -> anyhow::Result<Vec<PublicKey>> {
-    let friends = identity.friends()?;
-    Ok(friends.iter().filter(|f| matches!(f.status, SavedFriendStatus::Confirmed)).map(|f| f.public_key).collect())
-}
-
-/// Adds a friend to the identity file (once).
-fn save_friend(identity: &mut Identity, key: PublicKey) -> Result<(), IdentityError> {
-    let mut friends = identity.friends()?;
-    if friends.iter().any(|f| f.public_key == key && matches!(f.status, SavedFriendStatus::Confirmed)) {
-        return Ok(());
-    }
-    friends.retain(|f| f.public_key != key);
-    friends.push(SavedFriend::confirmed(key));
-    identity.set_friends(&friends);
-    identity.store()
-}
-
-/// The friend-request message of a client: the secret and a NUL, or C
-/// tuntox's historical 8 bytes when there is no secret.
-pub fn request_message(secret: Option<&Secret>) -> Bytes {
-    match secret {
-        Some(secret) => Bytes::from(secret.request_message()),
-        None => Bytes::from_static(b"Hi, fell"),
-    }
+/// The friend book, locked (a panic elsewhere leaves it usable).
+fn lock(book: &Mutex<Book>) -> std::sync::MutexGuard<'_, Book> {
+    book.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::app::friends::request_message;
 
     #[test]
     fn requests_are_checked_like_c_tuntox() {
         let key = PublicKey::from_bytes([1; 32]);
         let other = PublicKey::from_bytes([2; 32]);
         let secret = Secret::new("pw").unwrap();
-        assert_eq!(check_request(None, &[], &key, b"anything"), Ok(()));
-        assert_eq!(check_request(Some(&secret), &[], &key, b"pw\0"), Ok(()));
+        assert_eq!(check_request(None, &[], &key, b"anything"), Ok(Kept::Saved));
+        assert_eq!(check_request(Some(&secret), &[], &key, b"pw\0"), Ok(Kept::Saved));
         assert_eq!(check_request(Some(&secret), &[], &key, b"pw"), Err(Refusal::WrongSecret));
         assert_eq!(check_request(Some(&secret), &[key], &other, b"pw\0"), Err(Refusal::NotAllowed));
-        assert_eq!(check_request(None, &[key], &key, b""), Ok(()));
-        assert_eq!(&request_message(Some(&secret))[..], b"pw\0");
-        assert_eq!(&request_message(None)[..], b"Hi, fell");
+        assert_eq!(check_request(None, &[key], &key, b""), Ok(Kept::Saved));
+        // A client without an identity says so after the secret.
+        let marked = request_message(Some(&secret), true);
+        assert_eq!(check_request(Some(&secret), &[], &key, &marked), Ok(Kept::Session));
+        assert_eq!(check_request(None, &[], &key, &request_message(None, true)), Ok(Kept::Session));
+        let wrong = request_message(Some(&Secret::new("px").unwrap()), true);
+        assert_eq!(check_request(Some(&secret), &[], &key, &wrong), Err(Refusal::WrongSecret));
     }
 }

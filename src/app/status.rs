@@ -24,11 +24,15 @@
 //!
 //! # Protocol
 //!
-//! The reader connects and reads one JSON document, a [`Status`], up to
-//! the end of the stream; nothing is read from it. Each connection gets a
-//! fresh snapshot, taken from the Tox node (friends, paths, DHT), the
-//! tunnel engine and the VPN (counters, addresses), and has
-//! [`WRITE_TIMEOUT`] to take it.
+//! The reader connects, shuts its side down (or writes one JSON
+//! [`Request`] and then shuts it down), and reads one JSON document up to
+//! the end of the stream: a [`Status`], or for a request an [`Answer`]. A
+//! reader that neither writes nor shuts down gets the report after
+//! [`READ_TIMEOUT`]. Each connection gets a fresh snapshot, taken from the
+//! Tox node (friends, paths, DHT), the tunnel engine and the VPN (counters,
+//! addresses), and has [`WRITE_TIMEOUT`] to take it. Requests change
+//! things (`tuntox friends remove`), so they are served only to the
+//! socket's owner, like the report (the socket is 0600).
 
 // Uptime is real time, read outside the sans-IO core.
 #![allow(clippy::disallowed_methods)]
@@ -38,14 +42,17 @@ use std::io::{self, Read};
 use std::net::SocketAddr;
 use std::os::unix::fs::{DirBuilderExt, FileTypeExt, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use serde::{Deserialize, Serialize};
 use tokio::io::AsyncWriteExt;
+use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
+use super::friends::{Book, FriendCommand, Kept};
 use super::peers::PeerNumbers;
 use crate::crypto::PublicKey;
 use crate::driver::NodeSender;
@@ -59,6 +66,11 @@ use crate::wire::tox_id::ToxId;
 pub const FORMAT_VERSION: u32 = 1;
 /// How long a reader has to take a report.
 pub const WRITE_TIMEOUT: Duration = Duration::from_secs(2);
+/// How long the server waits for a request (or the end of one) before it
+/// sends the report.
+pub const READ_TIMEOUT: Duration = Duration::from_millis(200);
+/// The largest request read.
+pub const MAX_REQUEST: u64 = 4096;
 /// The largest report `tuntox status` reads.
 pub const MAX_REPORT: u64 = 1 << 20;
 /// Status directory of root.
@@ -141,6 +153,32 @@ pub struct FriendStatus {
     /// destination to a new port, UDP off, a friend that is no tuntox...).
     #[serde(default)]
     pub direct_note: Option<String>,
+    /// When it was last seen online, Unix seconds (a server's friends).
+    #[serde(default)]
+    pub last_seen: Option<u64>,
+    /// How long the server keeps it: `saved` (in `tox_save`) or `session`.
+    #[serde(default)]
+    pub kept: Option<Kept>,
+}
+
+/// What a reader may ask instead of the report.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Request {
+    /// `tuntox friends remove`: forget a friend (a server only).
+    RemoveFriend {
+        /// Its public key (64 hex characters).
+        public_key: String,
+    },
+}
+
+/// The answer to a [`Request`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Answer {
+    /// Whether it was done.
+    pub ok: bool,
+    /// What was done, or why not.
+    pub message: String,
 }
 
 /// The VPN device.
@@ -175,6 +213,10 @@ pub struct Source {
     pub vpn: Option<(vpn::runner::Vpn, PeerNumbers)>,
     /// When the mode started.
     pub started: Instant,
+    /// A server's friends: how long each is kept, when it was last seen.
+    pub friend_book: Option<Arc<Mutex<Book>>>,
+    /// Where a server takes [`Request::RemoveFriend`].
+    pub friend_commands: Option<mpsc::Sender<FriendCommand>>,
 }
 
 /// A friend's path, and how long it has been on it.
@@ -209,6 +251,8 @@ impl Source {
             tunnels: None,
             vpn: None,
             started: Instant::now(),
+            friend_book: None,
+            friend_commands: None,
         }
     }
 
@@ -267,10 +311,24 @@ impl Source {
                     cipher: cipher.map(|c| c.name().to_owned()),
                     vpn_addresses: Vec::new(),
                     direct_note: note.clone(),
+                    last_seen: None,
+                    kept: None,
                 })
                 .collect(),
             ..Status::default()
         };
+        if let Some(book) = &self.friend_book {
+            let book = book.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            for friend in &mut status.friends {
+                let entry = crate::wire::tox_id::parse_public_key(&friend.public_key)
+                    .ok()
+                    .and_then(|key| book.entries().get(&key).cloned());
+                if let Some(entry) = entry {
+                    friend.last_seen = Some(if friend.online { super::friends::unix_now() } else { entry.last_seen });
+                    friend.kept = Some(entry.kept);
+                }
+            }
+        }
         if self.mode != "relay" {
             status.counters.insert("tcp_relay_client".into(), relay_client_counters(&view.relay_client));
             status.counters.insert("hole_punching".into(), punch_counters(&view.punch));
@@ -720,7 +778,12 @@ async fn serve(listener: tokio::net::UnixListener, source: Source, cancel: Cance
             },
         };
         let answer = async {
-            let mut json = serde_json::to_vec(&source.snapshot().await).map_err(io::Error::other)?;
+            let request = read_request(&mut stream).await;
+            let mut json = match request {
+                Some(request) => serde_json::to_vec(&source.answer(request).await),
+                None => serde_json::to_vec(&source.snapshot().await),
+            }
+            .map_err(io::Error::other)?;
             json.push(b'\n');
             stream.write_all(&json).await?;
             stream.shutdown().await
@@ -729,6 +792,51 @@ async fn serve(listener: tokio::net::UnixListener, source: Source, cancel: Cance
             Ok(Ok(())) => {}
             Ok(Err(e)) => tracing::debug!("status report not sent: {e}"),
             Err(_) => tracing::debug!("status reader too slow; report dropped"),
+        }
+    }
+}
+
+/// The reader's request, if it wrote one: read until it shuts its side
+/// down, at most [`MAX_REQUEST`] bytes and [`READ_TIMEOUT`]. Anything that
+/// is not a request counts as none (the report is sent).
+async fn read_request(stream: &mut tokio::net::UnixStream) -> Option<Result<Request, String>> {
+    use tokio::io::AsyncReadExt;
+    let mut bytes = Vec::new();
+    let read = tokio::time::timeout(READ_TIMEOUT, (&mut *stream).take(MAX_REQUEST).read_to_end(&mut bytes)).await;
+    if bytes.iter().all(u8::is_ascii_whitespace) {
+        return None;
+    }
+    Some(match read {
+        Ok(Ok(_)) => serde_json::from_slice(&bytes).map_err(|e| format!("not a request: {e}")),
+        Ok(Err(e)) => Err(format!("cannot read the request: {e}")),
+        Err(_) => Err("the request did not end".to_owned()),
+    })
+}
+
+impl Source {
+    /// Carries out a request.
+    async fn answer(&self, request: Result<Request, String>) -> Answer {
+        let done = match request {
+            Err(why) => Err(why),
+            Ok(Request::RemoveFriend { public_key }) => {
+                match (crate::wire::tox_id::parse_public_key(&public_key), &self.friend_commands) {
+                    (Err(e), _) => Err(format!("'{public_key}' is not a public key: {e}")),
+                    (Ok(_), None) => {
+                        Err(format!("this tuntox ({}) keeps no friend list; only a server does", self.mode))
+                    }
+                    (Ok(key), Some(commands)) => {
+                        let (reply, done) = tokio::sync::oneshot::channel();
+                        match commands.send(FriendCommand::Remove { key, reply }).await {
+                            Ok(()) => done.await.unwrap_or_else(|_| Err("the server is stopping".to_owned())),
+                            Err(_) => Err("the server is stopping".to_owned()),
+                        }
+                    }
+                }
+            }
+        };
+        match done {
+            Ok(message) => Answer { ok: true, message },
+            Err(message) => Answer { ok: false, message },
         }
     }
 }
@@ -777,6 +885,8 @@ pub fn query(path: &Path, timeout: Duration) -> Result<Status, QueryError> {
         Err(e) => return Err(io_err(e)),
     };
     stream.set_read_timeout(Some(timeout)).map_err(io_err)?;
+    // Asking nothing: the report comes at once.
+    stream.shutdown(std::net::Shutdown::Write).map_err(io_err)?;
     let mut report = Vec::new();
     (&mut stream).take(MAX_REPORT + 1).read_to_end(&mut report).map_err(io_err)?;
     if report.len() as u64 > MAX_REPORT {
@@ -791,6 +901,29 @@ pub fn query(path: &Path, timeout: Duration) -> Result<Status, QueryError> {
         });
     }
     Ok(status)
+}
+
+/// Sends `request` to the tuntox serving `path` and returns its answer,
+/// waiting at most `timeout` for each step.
+pub fn request(path: &Path, request: &Request, timeout: Duration) -> Result<Answer, QueryError> {
+    use std::io::Write;
+    let io_err = |source: io::Error| QueryError::Io { path: path.to_owned(), source };
+    let mut stream = match std::os::unix::net::UnixStream::connect(path) {
+        Ok(stream) => stream,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Err(QueryError::Missing(path.to_owned())),
+        Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => return Err(QueryError::Stale(path.to_owned())),
+        Err(e) => return Err(io_err(e)),
+    };
+    stream.set_read_timeout(Some(timeout)).map_err(io_err)?;
+    stream.set_write_timeout(Some(timeout)).map_err(io_err)?;
+    let json = serde_json::to_vec(request).map_err(|e| io_err(io::Error::other(e)))?;
+    stream.write_all(&json).and_then(|()| stream.shutdown(std::net::Shutdown::Write)).map_err(io_err)?;
+    let mut answer = Vec::new();
+    (&mut stream).take(MAX_REPORT + 1).read_to_end(&mut answer).map_err(io_err)?;
+    serde_json::from_slice(&answer).map_err(|e| QueryError::Garbage {
+        path: path.to_owned(),
+        why: format!("{e} (a tuntox too old to take requests?)"),
+    })
 }
 
 #[cfg(test)]
@@ -818,6 +951,8 @@ mod tests {
                     cipher: Some("aegis-256".into()),
                     vpn_addresses: vec!["10.77.0.2/32".into(), "fd00::2/128".into()],
                     direct_note: None,
+                    last_seen: None,
+                    kept: Some(Kept::Session),
                 },
                 FriendStatus {
                     public_key: key(2),
@@ -827,8 +962,16 @@ mod tests {
                     cipher: None,
                     vpn_addresses: vec![],
                     direct_note: Some("the friend's router maps each destination to a new port".into()),
+                    last_seen: None,
+                    kept: None,
                 },
-                FriendStatus { public_key: key(3), online: false, ..FriendStatus::default() },
+                FriendStatus {
+                    public_key: key(3),
+                    online: false,
+                    last_seen: Some(1_796_659_991),
+                    kept: Some(Kept::Saved),
+                    ..FriendStatus::default()
+                },
             ],
             tunnels_open: Some(2),
             vpn: Some(VpnStatus {

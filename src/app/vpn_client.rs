@@ -24,12 +24,16 @@ use std::time::Duration;
 
 use anyhow::{anyhow, bail};
 use ipnet::IpNet;
+use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use vpn::Event;
 
 use super::Started;
 use super::client::{ClientIdentity, start_tox};
 use super::peers::PeerNumbers;
+use super::progress::{
+    ClientWatch, Diagnosis, GIVE_UP_AFTER_REFUSAL, describe_bootstrap, path_text, refusal_causes, refused,
+};
 use super::secret::Secret;
 use super::status::{Place, Source, StatusServer};
 use super::vpn::{Lossless, VpnLink, stats_line};
@@ -90,7 +94,9 @@ pub async fn run(mut config: VpnClientConfig, cancel: CancellationToken) -> anyh
     }
     .map_err(|e| anyhow!("{e} ({NEEDS})"))?;
     tracing::debug!(dev = device.name(), offload = device.offload(), "VPN device created");
-    let tox = match start_tox(
+    let bootstrap = describe_bootstrap(&config.tox.bootstrap);
+    let causes = refusal_causes(config.secret.is_some(), matches!(config.identity, ClientIdentity::Persistent(_)));
+    let (tox, _lock) = match start_tox(
         &config.identity,
         config.server,
         config.secret.as_ref(),
@@ -129,8 +135,19 @@ pub async fn run(mut config: VpnClientConfig, cancel: CancellationToken) -> anyh
             return Err(e);
         }
     };
+    // The device makes the server in use for as long as we run: its loss
+    // is noticed within seconds.
+    let diagnosis = ClientWatch {
+        node: tox.sender().node(),
+        server,
+        bootstrap,
+        causes,
+        on_change: Box::new(|_| {}),
+        in_use: Box::new(|| true),
+    }
+    .spawn(cancel.child_token());
     config.started.signal();
-    let mut session = Session { tox, link, events, server, routes: config.routes, accepted: false };
+    let mut session = Session { tox, link, events, server, routes: config.routes, accepted: false, diagnosis };
     let result = session.run(config.connect_timeout, &cancel).await;
     let (stats, closed) = session.link.shutdown().await;
     tracing::info!("VPN counters: {}", stats_line(&stats));
@@ -148,6 +165,7 @@ struct Session {
     server: PublicKey,
     routes: Vec<IpNet>,
     accepted: bool,
+    diagnosis: watch::Receiver<Diagnosis>,
 }
 
 impl Session {
@@ -155,16 +173,21 @@ impl Session {
         let limit = connect_timeout.unwrap_or(Duration::MAX);
         let give_up = tokio::time::sleep(limit.min(Duration::from_secs(100 * 365 * 86_400)));
         tokio::pin!(give_up);
+        let refusal = refused(self.diagnosis.clone(), GIVE_UP_AFTER_REFUSAL);
+        tokio::pin!(refusal);
         let mut stats_timer = tokio::time::interval(STATS_INTERVAL);
         let mut last_stats = None;
         loop {
             tokio::select! {
                 () = cancel.cancelled() => return Ok(()),
                 () = &mut give_up, if !self.accepted && connect_timeout.is_some() => bail!(
-                    "the server did not accept us within {} s (--connect-timeout): wrong secret (-s), not on its \
-                     allow-list (-i), or not running",
-                    limit.as_secs()
+                    "the server did not accept us within {} s (--connect-timeout): {}",
+                    limit.as_secs(),
+                    self.diagnosis.borrow().note
                 ),
+                () = &mut refusal, if !self.accepted && connect_timeout.is_some() => {
+                    bail!("{}", self.diagnosis.borrow().note)
+                }
                 event = self.tox.next_event() => match event {
                     Some(event) => self.tox_event(event).await?,
                     // Tox stops with `cancel` too: that is a normal end.
@@ -196,7 +219,7 @@ impl Session {
                         addr.ip()
                     );
                 }
-                tracing::info!(?path, "connected to the server");
+                tracing::info!("connected to the server ({})", path_text(path));
                 self.link.connected(public_key);
             }
             ToxEvent::FriendLost { public_key } if public_key == self.server => {

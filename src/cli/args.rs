@@ -32,8 +32,9 @@ const RELAY_BOOTSTRAP_HELP: &str = "Join the Tox network through this node; repe
 /// Run `tuntox` on the remote machine (the server); it prints its Tox ID.
 /// On your machine, `tuntox -i <ToxID> -L 2222:127.0.0.1:22` makes port 2222
 /// reach the server's port 22; `ssh -o ProxyCommand='tuntox -i <ToxID> -W
-/// %h:%p' host` does the same for one ssh session. Use `-s SECRET` on both
-/// sides.
+/// 127.0.0.1:%p' user@server` does the same for one ssh session (the
+/// server connects to HOST:PORT as it sees them: 127.0.0.1 is the server
+/// itself). Use `-s SECRET` on both sides.
 #[derive(Debug, Parser)]
 #[command(name = "tuntox", version, args_conflicts_with_subcommands = true, disable_help_subcommand = true)]
 pub struct Cli {
@@ -72,6 +73,16 @@ pub enum Command {
     Status(StatusArgs),
     /// Measure the round trip to a tuntox server over Tox.
     Ping(PingArgs),
+    /// List or remove the clients a server keeps as friends.
+    ///
+    /// A server keeps each client it accepted in its config directory
+    /// (`tox_save`), with the time it was last seen, until the client has
+    /// been away for --friend-expiry days; clients without an identity
+    /// (no -C) only while they come and go. This works on a stopped
+    /// server's directory (-C) and on a running server through its status
+    /// socket: the server holding the directory is found by its lock.
+    #[command(subcommand)]
+    Friends(FriendsCommand),
     /// Check what this network lets Tox do, without a peer.
     ///
     /// Asks the bootstrap nodes over UDP where they see us (from a fresh
@@ -207,6 +218,12 @@ pub struct ForwardArgs {
     #[arg(long, value_name = "BYTES", default_value_t = vpn::mtu::DEFAULT_MTU, value_parser = parse_mtu, requires = "vpn")]
     pub vpn_mtu: u16,
 
+    /// Server: forget a saved client (one with its own identity, -C) once it
+    /// has been offline for DAYS (0: never). Clients without an identity are
+    /// never saved: they are kept while they come and go.
+    #[arg(long, value_name = "DAYS", default_value_t = crate::app::friends::DEFAULT_EXPIRY_DAYS)]
+    pub friend_expiry: u64,
+
     #[command(flatten)]
     #[allow(missing_docs)]
     pub process: ProcessArgs,
@@ -332,17 +349,47 @@ pub struct IdArgs {
 
 /// `tuntox vpn ...`.
 #[derive(Debug, Subcommand)]
+// Parsed once per run: the size of the larger variant costs nothing.
+#[allow(clippy::large_enum_variant)]
 pub enum VpnCommand {
     /// Bring up a TUN device linked to a tuntox server and run in the
     /// foreground until stopped.
     Up(VpnUpArgs),
+    /// Stop a running `tuntox vpn up` (found through its status socket): it
+    /// says goodbye to the server, which frees its session at once, and
+    /// removes its device.
+    Down(VpnDownArgs),
+}
+
+/// `tuntox vpn down`.
+#[derive(Debug, Args)]
+#[command(mut_arg("config_dir", |arg| arg.hide(true)))]
+pub struct VpnDownArgs {
+    /// The device of the `vpn up` to stop (its --dev). Needed when several
+    /// run.
+    #[arg(long, value_name = "NAME", value_parser = parse_device)]
+    pub dev: Option<String>,
+
+    /// The `vpn up` serving `tuntox status` on this socket (its
+    /// --status-socket). Without it: those in our status directory.
+    #[arg(long, value_name = "PATH")]
+    pub socket: Option<PathBuf>,
+
+    /// How long to wait for it to stop, in seconds.
+    #[arg(long, value_name = "SECS", default_value_t = 10)]
+    pub wait: u64,
+
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub common: CommonArgs,
 }
 
 /// `tuntox vpn up`.
 #[derive(Debug, Args)]
+#[command(mut_arg("daemonize", |arg| arg.help(VPN_UP_DAEMONIZE_HELP)))]
 pub struct VpnUpArgs {
-    /// The server's Tox ID.
-    #[arg(long, value_name = "TOXID")]
+    /// The server's Tox ID (`--peer TOXID` is the same).
+    #[arg(short = 'i', alias = "peer", value_name = "TOXID")]
     pub peer: ToxId,
 
     /// Shared secret the server requires.
@@ -390,7 +437,11 @@ pub struct VpnUpArgs {
 
 /// `tuntox relay`.
 #[derive(Debug, Args)]
-#[command(mut_arg("bootstrap", |arg| arg.help(RELAY_BOOTSTRAP_HELP)))]
+#[command(
+    mut_arg("bootstrap", |arg| arg.help(RELAY_BOOTSTRAP_HELP)),
+    mut_arg("config_dir", |arg| arg.help(RELAY_CONFIG_HELP)),
+    mut_arg("status_socket", |arg| arg.help(RELAY_STATUS_SOCKET_HELP))
+)]
 pub struct RelayArgs {
     /// UDP port of the DHT bootstrap node.
     #[arg(long, value_name = "PORT", default_value_t = 33445)]
@@ -424,6 +475,7 @@ pub struct RelayArgs {
 
 /// `tuntox status`.
 #[derive(Debug, Args)]
+#[command(mut_arg("config_dir", |arg| arg.hide(true)))]
 pub struct StatusArgs {
     /// Read the status of the tuntox serving it on this socket (its
     /// --status-socket). Without it: every tuntox in our status directory
@@ -444,10 +496,15 @@ pub struct StatusArgs {
 
 /// `tuntox ping`.
 #[derive(Debug, Args)]
+#[command(group(clap::ArgGroup::new("server").required(true).args(["peer", "peer_arg"])))]
 pub struct PingArgs {
-    /// The server's Tox ID.
-    #[arg(value_name = "TOXID")]
-    pub peer: ToxId,
+    /// The server's Tox ID (`--peer TOXID` is the same).
+    #[arg(short = 'i', alias = "peer", value_name = "TOXID")]
+    pub peer: Option<ToxId>,
+
+    /// The server's Tox ID, as -i gives it (for `tuntox ping TOXID`).
+    #[arg(value_name = "TOXID", conflicts_with = "peer")]
+    pub peer_arg: Option<ToxId>,
 
     /// Shared secret the server requires.
     #[arg(short = 's', value_name = "SECRET", env = "TUNTOX_SHARED_SECRET", hide_env_values = true)]
@@ -468,6 +525,7 @@ pub struct PingArgs {
 
 /// `tuntox netcheck`.
 #[derive(Debug, Args)]
+#[command(mut_arg("config_dir", |arg| arg.hide(true)))]
 pub struct NetcheckArgs {
     /// Bootstrap nodes from FILE in nodes.tox.chat JSON format, instead of
     /// the built-in list.
@@ -498,6 +556,75 @@ pub struct NetcheckArgs {
     #[allow(missing_docs)]
     pub common: CommonArgs,
 }
+
+/// `tuntox friends ...`.
+#[derive(Debug, Subcommand)]
+pub enum FriendsCommand {
+    /// Print each friend: its public key, whether it is online (on a
+    /// running server), how long it is kept, and when it was last seen.
+    List(FriendsListArgs),
+    /// Forget a friend: it leaves the friend list and `tox_save`. A client
+    /// that still has the secret (and is on the -i allow-list, if any) is
+    /// accepted again when it asks: change the secret to keep it out.
+    Remove(FriendsRemoveArgs),
+}
+
+/// `tuntox friends list`.
+#[derive(Debug, Args)]
+pub struct FriendsListArgs {
+    /// Print JSON instead of text: one object per line, one line per friend.
+    #[arg(long)]
+    pub json: bool,
+
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub target: FriendsTarget,
+}
+
+/// `tuntox friends remove`.
+#[derive(Debug, Args)]
+pub struct FriendsRemoveArgs {
+    /// The friend's public key (64 hex characters) or Tox ID.
+    #[arg(value_name = "KEY")]
+    pub key: PeerId,
+
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub target: FriendsTarget,
+}
+
+/// Which server's friends.
+#[derive(Debug, Args)]
+#[command(mut_arg("config_dir", |arg| arg.help(FRIENDS_CONFIG_HELP)))]
+pub struct FriendsTarget {
+    /// The running server serving `tuntox status` on this socket (its
+    /// --status-socket). Without it, the server is found by the lock on its
+    /// config directory, or the directory is read directly when no server
+    /// runs on it.
+    #[arg(long, value_name = "PATH")]
+    pub socket: Option<PathBuf>,
+
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub common: CommonArgs,
+}
+
+/// `vpn up -z`'s help: the main command's names flags `vpn up` does not take.
+const VPN_UP_DAEMONIZE_HELP: &str = "Run in the background (implies -S). The command returns once tuntox runs (the \
+                                     device made, identity loaded, sockets bound): status 0, or 1 and the reason it \
+                                     could not start. The background process has no terminal, works from / and has \
+                                     standard input, output and error on /dev/null; relative paths given in -C, -I, \
+                                     -b, -F and --status-socket are resolved first";
+/// `tuntox relay -C`'s help.
+const RELAY_CONFIG_HELP: &str = "Config directory: holds the relay's key pair (`relay_keys`, made when missing). \
+                                 Default /etc/tuntox/";
+/// `tuntox relay --status-socket`'s help (the relay has no -U).
+const RELAY_STATUS_SOCKET_HELP: &str = "Serve `tuntox status` on this Unix socket (mode 0600, removed on exit) \
+                                        instead of tuntox-PID.sock in the status directory: /run/tuntox/ for root, \
+                                        else $XDG_RUNTIME_DIR/tuntox/ or /tmp/tuntox-UID/";
+/// `tuntox friends -C`'s help.
+const FRIENDS_CONFIG_HELP: &str = "The server's config directory (its -C), holding `tox_save` and the friend list. \
+                                   Default /etc/tuntox/";
 
 fn parse_device(s: &str) -> Result<String, String> {
     let ok = !s.is_empty()

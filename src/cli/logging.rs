@@ -4,6 +4,8 @@
 //! Levels follow C tuntox: info by default (error for `-W`, whose standard
 //! output is the tunnel), `-q` errors only, `-d` debug, `-dd` trace for
 //! tuntox's own crates, `-ddd` trace for everything. `RUST_LOG` overrides.
+//! Notices (target [`NOTICE`](crate::app::identity::NOTICE): a new identity
+//! made in `-C`) show at every level except `-q`.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 
@@ -32,11 +34,13 @@ pub fn directives(common: &CommonArgs, default: DefaultLevel) -> String {
     if common.quiet {
         return "error".into();
     }
+    // Notices (a new identity made, say) show at every level but -q's.
+    let notice = format!("{}=info", crate::app::identity::NOTICE);
     match common.debug {
         0 => match default {
             DefaultLevel::Info => ours("info"),
-            DefaultLevel::Warn => "warn".into(),
-            DefaultLevel::Error => "error".into(),
+            DefaultLevel::Warn => format!("warn,{notice}"),
+            DefaultLevel::Error => format!("error,{notice}"),
         },
         1 => ours("debug"),
         2 => ours("trace"),
@@ -95,7 +99,8 @@ mod tests {
     #[test]
     fn levels_follow_the_flags() {
         assert_eq!(directives(&common(0, false), DefaultLevel::Info), "warn,tuntox=info,tunnel=info,vpn=info");
-        assert_eq!(directives(&common(0, false), DefaultLevel::Error), "error");
+        assert_eq!(directives(&common(0, false), DefaultLevel::Error), "error,tuntox::notice=info");
+        assert_eq!(directives(&common(0, false), DefaultLevel::Warn), "warn,tuntox::notice=info");
         assert_eq!(directives(&common(0, true), DefaultLevel::Info), "error");
         assert_eq!(directives(&common(1, false), DefaultLevel::Error), "warn,tuntox=debug,tunnel=debug,vpn=debug");
         assert_eq!(directives(&common(2, false), DefaultLevel::Info), "warn,tuntox=trace,tunnel=trace,vpn=trace");

@@ -34,8 +34,8 @@ use clap::Parser;
 use tokio_util::sync::CancellationToken;
 
 use self::args::{
-    Cli, Command, CommonArgs, ForwardArgs, JoinArgs, NetArgs, NetcheckArgs, PeerId, PingArgs, ProcessArgs, RelayArgs,
-    StatusArgs, StatusSocketArgs, VpnCommand, VpnUpArgs,
+    Cli, Command, CommonArgs, ForwardArgs, FriendsCommand, JoinArgs, NetArgs, NetcheckArgs, PeerId, PingArgs,
+    ProcessArgs, RelayArgs, StatusArgs, StatusSocketArgs, VpnCommand, VpnDownArgs, VpnUpArgs,
 };
 use self::daemon::{Forked, Readiness};
 use self::logging::DefaultLevel;
@@ -58,9 +58,9 @@ use crate::wire::tox_id::NoSpam;
 /// Why a command failed.
 #[derive(Debug, thiserror::Error)]
 pub enum CliError {
-    /// Flags that parse but do not fit together.
-    #[error("{0} (see tuntox --help)")]
-    Usage(String),
+    /// Flags that parse but do not fit together; the help to see.
+    #[error("{0} (see {1} --help)")]
+    Usage(String, &'static str),
     /// The process `-z` started in the background failed to start; it has
     /// logged the error itself.
     #[error(transparent)]
@@ -73,7 +73,7 @@ pub enum CliError {
 impl CliError {
     fn exit_code(&self) -> ExitCode {
         match self {
-            Self::Usage(_) => ExitCode::from(2),
+            Self::Usage(..) => ExitCode::from(2),
             Self::Background(_) | Self::Other(_) => ExitCode::from(1),
         }
     }
@@ -83,11 +83,12 @@ impl CliError {
 pub fn run<I, T>(args: I) -> ExitCode
 where
     I: IntoIterator<Item = T>,
-    T: Into<OsString> + Clone,
+    T: Into<OsString>,
 {
-    let cli = match Cli::try_parse_from(args) {
+    let args: Vec<OsString> = args.into_iter().map(Into::into).collect();
+    let cli = match Cli::try_parse_from(&args) {
         Ok(cli) => cli,
-        Err(err) => return report_usage_error(&err),
+        Err(err) => return report_usage_error(&err, &args),
     };
     match dispatch(cli) {
         Ok(()) => ExitCode::SUCCESS,
@@ -102,8 +103,9 @@ where
 }
 
 /// Help and version go to standard output with status 0; a usage error is
-/// one line on standard error with status 2.
-fn report_usage_error(err: &clap::Error) -> ExitCode {
+/// one line on standard error with status 2, with clap's tip (a similar
+/// flag) and the help of the command it is about.
+fn report_usage_error(err: &clap::Error, args: &[OsString]) -> ExitCode {
     use clap::error::ErrorKind;
     if matches!(err.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion) {
         let _ = err.print();
@@ -113,8 +115,29 @@ fn report_usage_error(err: &clap::Error) -> ExitCode {
         let _ = err.print();
         return ExitCode::from(2);
     }
-    eprintln!("tuntox: {} (see tuntox --help)", one_line(&err.to_string()));
+    let rendered = err.to_string();
+    let mut line = one_line(&rendered);
+    for tip in rendered.lines().filter_map(|l| l.trim().strip_prefix("tip: ")) {
+        line.push_str("; ");
+        line.push_str(tip);
+    }
+    eprintln!("tuntox: {line} (see {} --help)", command_of(args));
     ExitCode::from(2)
+}
+
+/// The command the arguments run: `tuntox`, or `tuntox` and the
+/// subcommand's names (`tuntox vpn up`), as far as they are right.
+fn command_of(args: &[OsString]) -> String {
+    use clap::CommandFactory;
+    let mut command = Cli::command();
+    let mut words = vec!["tuntox".to_owned()];
+    for arg in args.iter().skip(1) {
+        let Some(name) = arg.to_str() else { break };
+        let Some(sub) = command.find_subcommand(name).cloned() else { break };
+        words.push(name.to_owned());
+        command = sub;
+    }
+    words.join(" ")
 }
 
 /// A clap error in one line: its first line, and when that ends with a
@@ -136,15 +159,29 @@ fn one_line(rendered: &str) -> String {
 }
 
 fn dispatch(cli: Cli) -> Result<(), CliError> {
+    set_command(match &cli.command {
+        None => "tuntox",
+        Some(Command::Id(_)) => "tuntox id",
+        Some(Command::Vpn(VpnCommand::Up(_))) => "tuntox vpn up",
+        Some(Command::Vpn(VpnCommand::Down(_))) => "tuntox vpn down",
+        Some(Command::Relay(_)) => "tuntox relay",
+        Some(Command::Status(_)) => "tuntox status",
+        Some(Command::Ping(_)) => "tuntox ping",
+        Some(Command::Friends(FriendsCommand::List(_))) => "tuntox friends list",
+        Some(Command::Friends(FriendsCommand::Remove(_))) => "tuntox friends remove",
+        Some(Command::Netcheck(_)) => "tuntox netcheck",
+    });
     match cli.command {
         Some(Command::Id(args)) => {
             start(&args.common, DefaultLevel::Warn, false)?;
             print_id(&args.common)
         }
         Some(Command::Vpn(VpnCommand::Up(args))) => run_vpn_up(args),
+        Some(Command::Vpn(VpnCommand::Down(args))) => run_vpn_down(&args),
         Some(Command::Relay(args)) => run_relay(args),
         Some(Command::Status(args)) => run_status(&args),
         Some(Command::Ping(args)) => run_ping(args),
+        Some(Command::Friends(command)) => run_friends(command),
         Some(Command::Netcheck(args)) => run_netcheck(&args),
         None => run_forward(cli.forward),
     }
@@ -186,7 +223,7 @@ fn run_forward(mut args: ForwardArgs) -> Result<(), CliError> {
         return Err(usage("-z cannot be used with -W (-W needs standard input and output)"));
     }
     if client && args.vpn {
-        return Err(usage("--vpn is a server flag; a VPN client runs `tuntox vpn up --peer TOXID`"));
+        return Err(usage("--vpn is a server flag; a VPN client runs `tuntox vpn up -i TOXID`"));
     }
     if args.process.daemonize {
         let paths = [&mut args.common.config_dir, &mut args.id_file, &mut args.rules, &mut args.net.nodes_file];
@@ -231,7 +268,6 @@ fn run_forward(mut args: ForwardArgs) -> Result<(), CliError> {
                 None => Some(CONNECT_TIMEOUT),
             },
             mode,
-            offline_wait: OFFLINE_WAIT,
             tox,
             status: place(&args.status),
             started: Started::default(),
@@ -247,6 +283,7 @@ fn run_forward(mut args: ForwardArgs) -> Result<(), CliError> {
             config_dir: args.common.config_dir(),
             secret: args.secret.clone(),
             allowed: args.peers.iter().map(|p| *p.public_key()).collect(),
+            friend_expiry: (args.friend_expiry > 0).then(|| Duration::from_secs(args.friend_expiry * 86_400)),
             id_file: args.id_file.clone(),
             rules: args.rules.clone(),
             tox,
@@ -309,6 +346,61 @@ fn run_vpn_up(mut args: VpnUpArgs) -> Result<(), CliError> {
         config.started = started;
         vpn_client::run(config, cancel)
     })
+}
+
+/// `tuntox vpn down`: SIGTERM to the `vpn up` on `--dev` (or the only
+/// one), found through its status socket, then waits for it to end.
+fn run_vpn_down(args: &VpnDownArgs) -> Result<(), CliError> {
+    use nix::sys::signal::{Signal, kill};
+    use nix::unistd::Pid;
+    start(&args.common, DefaultLevel::Warn, false)?;
+    let (sockets, place) = match &args.socket {
+        Some(path) => (vec![path.clone()], path.display().to_string()),
+        None => {
+            let dir = status::default_dir();
+            (status::sockets_in(&dir).unwrap_or_default(), dir.display().to_string())
+        }
+    };
+    let running: Vec<(u32, String)> = sockets
+        .iter()
+        .filter_map(|path| status::query(path, STATUS_TIMEOUT).ok())
+        .filter(|report| report.mode == "vpn client")
+        .filter_map(|report| Some((report.pid, report.vpn?.device)))
+        .filter(|(_, dev)| args.dev.as_ref().is_none_or(|want| want == dev))
+        .collect();
+    let (pid, dev) = match running.as_slice() {
+        [one] => one.clone(),
+        [] => {
+            let which = args.dev.as_ref().map(|d| format!(" on {d}")).unwrap_or_default();
+            return Err(anyhow::anyhow!("no `tuntox vpn up` running{which} (looked in {place})").into());
+        }
+        several => {
+            let devs: Vec<&str> = several.iter().map(|(_, d)| d.as_str()).collect();
+            return Err(usage(&format!("several `tuntox vpn up` run ({}): name one with --dev", devs.join(", "))));
+        }
+    };
+    let process = Pid::from_raw(i32::try_from(pid).map_err(|_| anyhow::anyhow!("bad process ID {pid}"))?);
+    kill(process, Signal::SIGTERM).map_err(|e| anyhow::anyhow!("cannot stop process {pid} ({dev}): {e}"))?;
+    // Gone when signal 0 finds no process (or only a zombie of a parent
+    // that has not reaped it: its /proc entry says so).
+    let gone = || {
+        kill(process, None).is_err()
+            || std::fs::read_to_string(format!("/proc/{pid}/stat"))
+                .is_ok_and(|s| s.rsplit_once(')').is_some_and(|(_, rest)| rest.trim_start().starts_with('Z')))
+    };
+    const POLL: Duration = Duration::from_millis(50);
+    let mut polls = args.wait.saturating_mul(1000) / POLL.as_millis() as u64;
+    while !gone() {
+        if polls == 0 {
+            return Err(anyhow::anyhow!("process {pid} ({dev}) did not stop within {} s of SIGTERM", args.wait).into());
+        }
+        polls -= 1;
+        std::thread::sleep(POLL);
+    }
+    let mut stdout = std::io::stdout().lock();
+    writeln!(stdout, "stopped tuntox vpn up on {dev} (process {pid})")
+        .and_then(|()| stdout.flush())
+        .map_err(|e| CliError::Other(anyhow::Error::new(e).context("cannot write to standard output")))
 }
 
 /// How long the launcher of `-z` waits for the background process to start.
@@ -376,8 +468,20 @@ where
 /// descriptor is kept across both, and the mode configures the device
 /// later with CAP_NET_ADMIN alone. `needs` ends the error message.
 fn open_device(name: &str, needs: &str) -> Result<vpn::device::OpenedDevice, CliError> {
-    let opened =
-        vpn::device::Device::open(Some(name), true).map_err(|e| CliError::Other(anyhow::anyhow!("{e} ({needs})")))?;
+    let opened = vpn::device::Device::open(Some(name), true).map_err(|e| {
+        let errno = match &e {
+            vpn::device::DeviceError::Create { reason, .. } => reason.raw_os_error(),
+            _ => None,
+        };
+        CliError::Other(match errno {
+            Some(libc::EBUSY) => {
+                anyhow::anyhow!("{e}: the device is in use (another `tuntox vpn up` or --vpn?); pick another name")
+            }
+            Some(libc::EINVAL) => anyhow::anyhow!("{e}: a device of that name exists and is not a TUN device"),
+            Some(libc::EPERM | libc::EACCES) | None => anyhow::anyhow!("{e} ({needs})"),
+            Some(_) => anyhow::anyhow!("{e}"),
+        })
+    })?;
     tracing::debug!(dev = opened.name(), offload = opened.offload(), "VPN device opened");
     Ok(opened)
 }
@@ -392,22 +496,59 @@ fn absolute_paths<'a>(paths: impl IntoIterator<Item = &'a mut Option<PathBuf>>) 
     Ok(())
 }
 
-/// `tuntox ping TOXID`.
+/// `tuntox ping -i TOXID`.
 fn run_ping(args: PingArgs) -> Result<(), CliError> {
     start(&args.common, DefaultLevel::Warn, false)?;
+    let Some(server) = args.peer.or(args.peer_arg) else {
+        return Err(usage("tuntox ping needs the server's Tox ID (-i TOXID)"));
+    };
     let config = ClientConfig {
         identity: client_identity(&args.common),
-        server: args.peer,
+        server,
         secret: args.secret.clone(),
         id_file: None,
         mode: ClientMode::Ping { count: args.count },
         connect_timeout: Some(CONNECT_TIMEOUT),
-        offline_wait: OFFLINE_WAIT,
         tox: tox_config(&args.net)?,
         status: Place::Off,
         started: Started::default(),
     };
     run_async(Threads::One, |cancel, _| client::run(config, cancel), &mut None)
+}
+
+/// `tuntox friends list|remove`: on a stopped server's directory, or on a
+/// running server through its status socket.
+fn run_friends(command: FriendsCommand) -> Result<(), CliError> {
+    use crate::app::friends::{FriendsAt, unix_now};
+    let target = match &command {
+        FriendsCommand::List(args) => &args.target,
+        FriendsCommand::Remove(args) => &args.target,
+    };
+    start(&target.common, DefaultLevel::Warn, false)?;
+    let at = FriendsAt::find(&target.common.config_dir(), target.socket.as_deref())?;
+    let mut text = String::new();
+    match &command {
+        FriendsCommand::List(args) => {
+            let now = unix_now();
+            for friend in at.list()? {
+                if args.json {
+                    text.push_str(&serde_json::to_string(&friend).map_err(|e| CliError::Other(e.into()))?);
+                } else {
+                    text.push_str(&friend.render(now));
+                }
+                text.push('\n');
+            }
+        }
+        FriendsCommand::Remove(args) => {
+            text = at.remove(args.key.public_key())?;
+            text.push('\n');
+        }
+    }
+    let mut stdout = std::io::stdout().lock();
+    stdout
+        .write_all(text.as_bytes())
+        .and_then(|()| stdout.flush())
+        .map_err(|e| CliError::Other(anyhow::Error::new(e).context("cannot write to standard output")))
 }
 
 /// `tuntox netcheck`: the report on standard output; status 1 when
@@ -558,9 +699,6 @@ fn run_status(args: &StatusArgs) -> Result<(), CliError> {
         .map_err(|e| CliError::Other(anyhow::Error::new(e).context("cannot write to standard output")))
 }
 
-/// How long a connection made while the client starts waits for the server.
-const OFFLINE_WAIT: Duration = Duration::from_secs(30);
-
 /// How long `-W`, `-p` and `tuntox ping` wait for the server by default.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(120);
 
@@ -572,8 +710,15 @@ fn client_identity(common: &CommonArgs) -> ClientIdentity {
     }
 }
 
+/// The command being run, for usage errors' pointer to its help.
+static COMMAND: std::sync::RwLock<&'static str> = std::sync::RwLock::new("tuntox");
+
+fn set_command(command: &'static str) {
+    *COMMAND.write().unwrap_or_else(std::sync::PoisonError::into_inner) = command;
+}
+
 fn usage(message: &str) -> CliError {
-    CliError::Usage(message.to_owned())
+    CliError::Usage(message.to_owned(), *COMMAND.read().unwrap_or_else(std::sync::PoisonError::into_inner))
 }
 
 /// Set by the project's tests for every tuntox they start: a run that

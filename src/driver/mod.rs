@@ -13,6 +13,10 @@
 //! sends that find the command queue full are dropped and counted, as lossy
 //! data may be.
 //!
+//! When the node stops (its cancellation token), it says goodbye first:
+//! every online friend gets net_crypto's kill packet ([`Node::goodbye`]),
+//! so friends see us go at once rather than after their timeout.
+//!
 //! Per-packet costs are amortised: events cross to the owner in one batch
 //! per wake-up, and a lossless send may carry many packets for one friend
 //! with a single reply.
@@ -426,7 +430,11 @@ async fn run(
     let mut stats = DriverStats::default();
     let mut parked: VecDeque<Parked> = VecDeque::new();
     let mut outgoing: Vec<Outgoing> = Vec::new();
-    let mut relays = relay_client::RelayClientSide::new(cancel.child_token(), runtime);
+    // The relay connections outlive `cancel` for a moment: our goodbyes
+    // may have to go through them.
+    let relay_cancel = CancellationToken::new();
+    let _relays_stop = relay_cancel.clone().drop_guard();
+    let mut relays = relay_client::RelayClientSide::new(relay_cancel, runtime);
     let mut extras: Extras = Vec::new();
     node.handle_timeout(Instant::now());
     loop {
@@ -492,7 +500,45 @@ async fn run(
             () = sleep_until(timer) => node.handle_timeout(Instant::now()),
         }
     }
+    farewell(&mut node, &mut socket, &mut relays, &mut outgoing, &mut stats).await;
     stats
+}
+
+/// How long the relay connections get to write our goodbyes before they
+/// are closed.
+const FAREWELL_RELAY_TIME: std::time::Duration = std::time::Duration::from_millis(50);
+
+/// Tells every online friend we are going ([`Node::goodbye`]): the kill
+/// packets leave on the socket at once, and through the TCP relays, whose
+/// connections get [`FAREWELL_RELAY_TIME`] to write them.
+async fn farewell(
+    node: &mut Node,
+    socket: &mut Option<BatchSocket>,
+    relays: &mut relay_client::RelayClientSide,
+    outgoing: &mut Vec<Outgoing>,
+    stats: &mut DriverStats,
+) {
+    let now = Instant::now();
+    let told = node.goodbye(now);
+    relays.flush(node, now);
+    outgoing.clear();
+    while let Some(transmit) = node.poll_transmit() {
+        outgoing.push(Outgoing { dst: transmit.dst, payload: transmit.payload });
+    }
+    if !outgoing.is_empty()
+        && let Some(socket) = socket
+    {
+        let report = socket.send_all(outgoing).await;
+        stats.sent += report.sent;
+        stats.send_errors += report.errors;
+        stats.send_calls += report.calls;
+    }
+    if told > 0 {
+        tracing::debug!(friends = told, "said goodbye");
+        if !node.tcp_relays().connected(1).is_empty() {
+            tokio::time::sleep(FAREWELL_RELAY_TIME).await;
+        }
+    }
 }
 
 fn handle_command(node: &mut Node, command: Command, parked: &mut VecDeque<Parked>, stats: &mut DriverStats) {

@@ -124,6 +124,16 @@ impl SavedFriend {
         })
     }
 
+    /// When the friend was last seen online (Unix seconds; 0: never noted).
+    pub fn last_seen(&self) -> u64 {
+        self.profile.last_seen
+    }
+
+    /// Notes when the friend was last seen online (Unix seconds).
+    pub fn set_last_seen(&mut self, unix_secs: u64) {
+        self.profile.last_seen = unix_secs;
+    }
+
     /// The Tox ID to send the request to, for a friend we are still requesting.
     pub fn request_id(&self) -> Option<ToxId> {
         match self.status {

@@ -5,6 +5,7 @@
 use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Command, ExitStatus, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{Receiver, RecvTimeoutError, channel};
 use std::sync::{Arc, Mutex};
 use std::thread;
@@ -20,6 +21,8 @@ pub struct Tuntox {
     child: ChildGuard,
     log: Receiver<String>,
     history: Arc<Mutex<Vec<String>>>,
+    /// Set when the log reader reached the end of the pipe.
+    log_ended: Arc<AtomicBool>,
     seen: usize,
 }
 
@@ -60,6 +63,8 @@ impl Tuntox {
         let (tx, log) = channel();
         let history = Arc::new(Mutex::new(Vec::new()));
         let kept = Arc::clone(&history);
+        let log_ended = Arc::new(AtomicBool::new(false));
+        let ended = Arc::clone(&log_ended);
         thread::spawn(move || {
             for line in BufReader::new(stderr).lines() {
                 let Ok(line) = line else { break };
@@ -68,8 +73,9 @@ impl Tuntox {
                     break;
                 }
             }
+            ended.store(true, Ordering::Release);
         });
-        Tuntox { label: label.to_owned(), child: ChildGuard::new(child, label), log, history, seen: 0 }
+        Tuntox { label: label.to_owned(), child: ChildGuard::new(child, label), log, history, log_ended, seen: 0 }
     }
 
     /// The process id (for its CPU time in /proc).
@@ -130,7 +136,7 @@ impl Tuntox {
         // SAFETY: kill(2) on our own child's pid.
         unsafe { kill(self.child.id() as i32, 15) };
         match self.child.wait_timeout(timeout) {
-            Some(status) => status,
+            Some(status) => self.exited(status),
             None => self.fail(&format!("did not stop within {timeout:?} of SIGTERM")),
         }
     }
@@ -138,9 +144,20 @@ impl Tuntox {
     /// Waits (bounded) for the process to exit by itself.
     pub fn wait_exit(&mut self, timeout: Duration) -> ExitStatus {
         match self.child.wait_timeout(timeout) {
-            Some(status) => status,
+            Some(status) => self.exited(status),
             None => self.fail(&format!("did not exit within {timeout:?}")),
         }
+    }
+
+    /// After the exit: gives the log reader (up to 2 s) to take in the last
+    /// lines, so that the history holds all of them; a process that left
+    /// the pipe to a child of its own is not waited for longer.
+    fn exited(&self, status: ExitStatus) -> ExitStatus {
+        let deadline = Deadline::after(Duration::from_secs(2));
+        while !self.log_ended.load(Ordering::Acquire) && !deadline.passed() {
+            thread::sleep(Duration::from_millis(10));
+        }
+        status
     }
 
     /// SIGKILL, no goodbye to anyone.

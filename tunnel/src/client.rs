@@ -12,7 +12,8 @@
 //! peer is not connected, a new connection is closed at once (SOCKS: reply
 //! 0x03) instead of hanging, and the listeners keep working once it is
 //! back; only while the peer has never been connected (the client is
-//! starting) does a connection wait for it, at most
+//! starting) and the owner has not found a reason it will not come (a
+//! settled offline note) does a connection wait for it, at most
 //! [`Config::offline_wait`](crate::Config::offline_wait).
 
 use std::io;
@@ -195,12 +196,21 @@ impl Engine {
         }
         let ctx = match inner.peer_ctx(peer) {
             Some(ctx) => ctx,
-            None if inner.config.offline_wait.is_zero() || inner.lock().seen.contains(&peer) => {
+            None if inner.config.offline_wait.is_zero()
+                || inner.lock().seen.contains(&peer)
+                || self.offline_settled(peer) =>
+            {
                 return Err(OpenError::NotConnected);
             }
             None => {
-                debug!(wait = ?inner.config.offline_wait, "the peer is offline; waiting for it");
-                let _ = tokio::time::timeout(inner.config.offline_wait, self.wait_connected(peer)).await;
+                // The client is starting: wait for the peer, but not once
+                // the owner has found that waiting will not help.
+                debug!(wait = ?inner.config.offline_wait, "the peer is not connected yet; waiting for it");
+                let until = Instant::now() + inner.config.offline_wait;
+                while inner.peer_ctx(peer).is_none() && !self.offline_settled(peer) && Instant::now() < until {
+                    let step = (until - Instant::now()).min(Duration::from_millis(250));
+                    let _ = tokio::time::timeout(step, self.wait_connected(peer)).await;
+                }
                 inner.peer_ctx(peer).ok_or(OpenError::NotConnected)?
             }
         };
@@ -309,7 +319,16 @@ impl Engine {
                 pump::run(opened, reader, writer).await;
             }
             // Dropping the socket closes it: the application sees EOF now.
-            Err(e) => info!(%target, "closing connection: {e}"),
+            Err(e) => info!(%target, "closing connection: {}", self.with_note(peer, &e)),
+        }
+    }
+
+    /// An open error, with the owner's note on why the peer is away when
+    /// that is the reason.
+    fn with_note(&self, peer: PeerId, e: &OpenError) -> String {
+        match (e, self.offline_note(peer)) {
+            (OpenError::NotConnected, Some(note)) => format!("{e}: {note}"),
+            _ => e.to_string(),
         }
     }
 
@@ -329,7 +348,7 @@ impl Engine {
                 pump::run(opened, reader, writer).await;
             }
             Err(e) => {
-                info!(%target, "SOCKS5 request failed: {e}");
+                info!(%target, "SOCKS5 request failed: {}", self.with_note(peer, &e));
                 let _ = socks::reply(&mut socket, e.socks_reply()).await;
             }
         }

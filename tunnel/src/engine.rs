@@ -97,8 +97,9 @@ pub struct Config {
     pub extensions: bool,
     /// Client: how long a new tunnel waits for a peer that has never been
     /// connected (the client is starting) before it fails. Zero fails at
-    /// once. A peer that was connected and went away fails new tunnels at
-    /// once, so that users see an outage instead of a hang.
+    /// once. A peer that was connected and went away, or whose offline note
+    /// is settled (see [`Engine::set_offline_note`]), fails new tunnels at
+    /// once, so that users see an outage or a refusal instead of a hang.
     pub offline_wait: Duration,
 }
 
@@ -200,6 +201,9 @@ pub(crate) struct State {
     next_session: u64,
     /// Peers that have been connected at least once.
     pub(crate) seen: std::collections::HashSet<PeerId>,
+    /// Why a peer is not connected, in the owner's words: added to the
+    /// message of a connection refused for it.
+    pub(crate) offline_notes: HashMap<PeerId, (String, bool)>,
 }
 
 #[derive(Debug)]
@@ -615,6 +619,37 @@ impl Engine {
             entry.ctx.cancel.cancel();
             self.inner.peer_events.send_modify(|n| *n += 1);
         }
+    }
+
+    /// Tunnels open to the peer, and requests for one waiting for its
+    /// answer.
+    pub fn tunnels_to(&self, peer: PeerId) -> usize {
+        let state = self.inner.lock();
+        state.routes.keys().filter(|(p, _)| *p == peer).count()
+            + state.pending.values().filter(|p| p.peer == peer).count()
+    }
+
+    /// Says why `peer` is not connected (`None`: nothing to say): a local
+    /// connection refused while it is away is logged with this note, so
+    /// the user learns what is wrong (not accepted yet, not found...).
+    /// `settled`: waiting will not help (the peer refused us), so new
+    /// tunnels fail at once even while the client is starting.
+    pub fn set_offline_note(&self, peer: PeerId, note: Option<String>, settled: bool) {
+        let mut state = self.inner.lock();
+        match note {
+            Some(note) => state.offline_notes.insert(peer, (note, settled)),
+            None => state.offline_notes.remove(&peer),
+        };
+    }
+
+    /// The note set by [`set_offline_note`](Self::set_offline_note).
+    pub fn offline_note(&self, peer: PeerId) -> Option<String> {
+        self.inner.lock().offline_notes.get(&peer).map(|(note, _)| note.clone())
+    }
+
+    /// Whether `peer`'s offline note is settled.
+    pub(crate) fn offline_settled(&self, peer: PeerId) -> bool {
+        self.inner.lock().offline_notes.get(&peer).is_some_and(|(_, settled)| *settled)
     }
 
     /// Whether the peer is connected.

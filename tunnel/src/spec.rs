@@ -81,6 +81,18 @@ impl FromStr for LocalForward {
         let fields = split_fields(s, L_FORM)?;
         let (bind, rest) = match fields.len() {
             3 => (None, &fields[..]),
+            // PORT:HOST:HOSTPORT with something after it reads as a bind
+            // address followed by a host where the port goes: say so.
+            4 if is_port(fields[0]) && !is_port(fields[1]) && is_port(fields[2]) => {
+                return Err(SpecError::new(
+                    format!(
+                        "'{}' after the remote port: with 4 fields the first is a bind address and the second \
+                         the local port, so '{}' would be the local port (did you mean {}:{}:{}?)",
+                        fields[3], fields[1], fields[0], fields[1], fields[2]
+                    ),
+                    L_FORM,
+                ));
+            }
             4 => (Some(fields[0]), &fields[1..]),
             n => return Err(SpecError::new(format!("{n} fields"), L_FORM)),
         };
@@ -150,6 +162,11 @@ fn split_fields<'a>(s: &'a str, form: &'static str) -> Result<Vec<&'a str>, Spec
 fn bracketed_ipv6(s: &str, form: &'static str) -> Option<Result<Ipv6Addr, SpecError>> {
     let inner = s.strip_prefix('[')?.strip_suffix(']').unwrap_or(s);
     Some(inner.parse().map_err(|_| SpecError::new(format!("'{inner}' is not an IPv6 address"), form)))
+}
+
+/// Whether `s` reads as a port number.
+fn is_port(s: &str) -> bool {
+    !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()) && matches!(s.parse::<u32>(), Ok(1..=65535))
 }
 
 fn parse_port(s: &str, what: &str, form: &'static str) -> Result<u16, SpecError> {
@@ -236,6 +253,10 @@ mod tests {
         assert!(l("0:x:1").unwrap_err().starts_with("local port 0 is out of range"));
         assert!(l("2222:x:ssh").unwrap_err().starts_with("remote port 'ssh' is not a number"));
         assert!(l("2222:x").unwrap_err().starts_with("2 fields"));
+        let extra = l("2240:127.0.0.1:80:extra").unwrap_err();
+        assert!(
+            extra.starts_with("'extra' after the remote port") && extra.contains("did you mean 2240:127.0.0.1:80?")
+        );
         assert!(l("a:b:c:d:e").unwrap_err().starts_with("5 fields"));
         assert!(l("2222::22").unwrap_err().starts_with("host is empty"));
         assert!(l("2222:fd00::5:22").unwrap_err().starts_with("5 fields"));

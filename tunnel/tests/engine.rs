@@ -387,6 +387,29 @@ async fn at_start_a_connection_waits_for_the_peer_but_not_during_an_outage() {
 }
 
 #[tokio::test]
+async fn at_start_a_settled_offline_note_refuses_at_once_and_a_waiting_connection_gives_up() {
+    let echo = echo_server().await;
+    let mut config = Config::client();
+    config.offline_wait = Duration::from_secs(20);
+    let client = Engine::new(config, tokio_util::sync::CancellationToken::new());
+    let listen = client.listen(SERVER, &forward(echo)).await.unwrap();
+    // A note that is not settled (still looking): the connection waits...
+    client.set_offline_note(SERVER, Some("looking for the server".into()), false);
+    let mut waiting = TcpStream::connect(listen).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    // ...until the owner finds that waiting will not help: it closes then,
+    // and a new connection is closed at once.
+    let start = Instant::now();
+    client.set_offline_note(SERVER, Some("the server has not accepted us".into()), true);
+    assert_closed(&mut waiting, Duration::from_secs(2)).await;
+    assert!(start.elapsed() < Duration::from_secs(1), "{:?}", start.elapsed());
+    let start = Instant::now();
+    let mut s = TcpStream::connect(listen).await.unwrap();
+    assert_closed(&mut s, Duration::from_secs(2)).await;
+    assert!(start.elapsed() < Duration::from_secs(1), "{:?}", start.elapsed());
+}
+
+#[tokio::test]
 async fn socks5_reports_rules_and_offline_peer() {
     let echo = echo_server().await;
     let mut pair = Pair::with(Config::client(), exit_with_rules("localhost:1\n"));

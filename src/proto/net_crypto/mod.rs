@@ -267,15 +267,33 @@ impl NetCrypto {
         self.sessions.insert(peer, session);
     }
 
-    /// The peer's direct UDP address (from the DHT).
+    /// The peer's direct UDP address (from the DHT, or a friend's last
+    /// known one). Packets go there; packets from there are taken as the
+    /// peer's unless a session that is up (or coming up) already owns the
+    /// address: a stale address of a friend that is gone, now used by
+    /// another peer (a client restarted on the same port), must not take
+    /// that peer's packets away from its session.
     pub fn set_addr(&mut self, peer: &PublicKey, addr: SocketAddr) {
-        if let Some(session) = self.sessions.get_mut(peer)
-            && session.addr != Some(addr)
-        {
-            if let Some(old) = session.addr {
-                self.by_addr.remove(&old);
-            }
-            session.addr = Some(addr);
+        self.move_addr(peer, addr, false);
+    }
+
+    /// Points `peer`'s session at `addr`; `proven` when a packet that only
+    /// the peer can make (a handshake) came from there, which takes the
+    /// address from any other session.
+    fn move_addr(&mut self, peer: &PublicKey, addr: SocketAddr, proven: bool) {
+        let Some(session) = self.sessions.get_mut(peer) else { return };
+        let old = session.addr.replace(addr);
+        if let Some(old) = old.filter(|old| *old != addr) {
+            self.unmap_addr(old, peer);
+        }
+        let owner = self.by_addr.get(&addr).copied();
+        let taken = owner.is_some_and(|owner| {
+            owner != *peer
+                && self.sessions.get(&owner).is_some_and(|s| {
+                    s.addr == Some(addr) && matches!(s.state, State::NotConfirmed | State::Established)
+                })
+        });
+        if proven || !taken {
             self.by_addr.insert(addr, *peer);
         }
     }
@@ -309,6 +327,29 @@ impl NetCrypto {
         let Some(addr) = session.addr else { return };
         if let Some(payload) = session.probe_packet() {
             self.transmits.push_back(Transmit { dst: addr, payload });
+        }
+    }
+
+    /// `peer` no longer uses `addr`: the address goes to another session
+    /// there, if any (the one furthest up), else nowhere.
+    fn unmap_addr(&mut self, addr: SocketAddr, peer: &PublicKey) {
+        if self.by_addr.get(&addr) != Some(peer) {
+            return;
+        }
+        self.by_addr.remove(&addr);
+        let rank = |state: State| match state {
+            State::Established => 2,
+            State::NotConfirmed => 1,
+            _ => 0,
+        };
+        let heir = self
+            .sessions
+            .values()
+            .filter(|s| s.peer != *peer && s.addr == Some(addr))
+            .max_by_key(|s| rank(s.state))
+            .map(|s| s.peer);
+        if let Some(heir) = heir {
+            self.by_addr.insert(addr, heir);
         }
     }
 
@@ -414,7 +455,7 @@ impl NetCrypto {
                 }
             }
             if let Some(addr) = session.addr {
-                self.by_addr.remove(&addr);
+                self.unmap_addr(addr, peer);
             }
         }
     }
@@ -422,7 +463,7 @@ impl NetCrypto {
     fn close(&mut self, peer: &PublicKey, reason: CloseReason) {
         if let Some(session) = self.sessions.remove(peer) {
             if let Some(addr) = session.addr {
-                self.by_addr.remove(&addr);
+                self.unmap_addr(addr, peer);
             }
             self.events.push_back(NetCryptoEvent::Closed(*peer, reason));
         }
@@ -508,23 +549,37 @@ impl NetCrypto {
     }
 
     fn handle_cookie_response(&mut self, now: Instant, from: Origin, data: Bytes) -> Option<PublicKey> {
-        let peer = self.peer_of(from)?;
         let response = CookieResponse::decode(data).ok()?;
-        let session = self.sessions.get(&peer)?;
-        if session.state != State::CookieRequesting {
-            return None;
+        // Over UDP, every session asking for a cookie at that address may
+        // be the one answered: a stale session of a friend that is gone can
+        // share it with a live peer.
+        let candidates: Vec<PublicKey> = match from {
+            Origin::Udp(addr) => self
+                .sessions
+                .values()
+                .filter(|s| s.addr == Some(addr) && s.state == State::CookieRequesting)
+                .map(|s| s.peer)
+                .collect(),
+            Origin::Tcp(..) => self.peer_of(from).into_iter().collect(),
+        };
+        for peer in candidates {
+            let Some(session) = self.sessions.get(&peer) else { continue };
+            if session.state != State::CookieRequesting {
+                continue;
+            }
+            let Ok(key) = self.dht_cache.get(&session.dht_pk, self.dht_keys.secret()).cloned() else { continue };
+            let Ok(payload) = response.open(&key) else { continue };
+            if payload.echo_id != session.cookie_request_id {
+                continue;
+            }
+            let handshake = self.make_handshake(now, &peer, &payload.cookie)?;
+            let session = self.sessions.get_mut(&peer)?;
+            session.set_temp(handshake);
+            session.state = State::HandshakeSent;
+            self.flush_session(now, &peer);
+            return Some(peer);
         }
-        let key = self.dht_cache.get(&session.dht_pk, self.dht_keys.secret()).ok()?.clone();
-        let payload = response.open(&key).ok()?;
-        if payload.echo_id != session.cookie_request_id {
-            return None;
-        }
-        let handshake = self.make_handshake(now, &peer, &payload.cookie)?;
-        let session = self.sessions.get_mut(&peer)?;
-        session.set_temp(handshake);
-        session.state = State::HandshakeSent;
-        self.flush_session(now, &peer);
-        Some(peer)
+        None
     }
 
     /// Our handshake for `peer`, returning `peer_cookie`.
@@ -602,7 +657,7 @@ impl NetCrypto {
             }
         }
         if let Some(addr) = udp_from {
-            self.set_addr(&peer, addr);
+            self.move_addr(&peer, addr, true);
             if let Some(session) = self.sessions.get_mut(&peer) {
                 session.heard_udp(now, addr);
             }
@@ -1274,6 +1329,37 @@ mod tests {
             "{:?}",
             p.events_a
         );
+    }
+
+    #[test]
+    fn a_stale_session_at_a_live_peer_s_address_does_not_take_its_packets() {
+        // b is a server; a is a client now on the port where a friend of
+        // b's that is gone (d) used to be. b keeps trying d there.
+        let mut p = Pair::new(11, 0.0);
+        for _ in 0..50 {
+            p.step(Duration::from_millis(5));
+        }
+        assert!(p.a.is_established(&p.b_pk) && p.b.is_established(&p.a_pk));
+        let mut rng = ChaCha20Rng::seed_from_u64(99);
+        let (d_pk, d_dht) = (*KeyPair::generate(&mut rng).public(), *KeyPair::generate(&mut rng).public());
+        p.b.set_accept(d_pk, true);
+        let stale = p.a_addr;
+        for _ in 0..1000 {
+            // The node starts the friend's session again whenever it ends.
+            if p.b.session(&d_pk).is_none() {
+                let now = p.now;
+                p.b.connect(now, d_pk, d_dht);
+                p.b.set_addr(&d_pk, stale);
+            }
+            p.step(Duration::from_millis(100));
+        }
+        let closed = |events: &[NetCryptoEvent], peer: PublicKey| {
+            events.iter().any(|e| matches!(e, NetCryptoEvent::Closed(p, _) if *p == peer))
+        };
+        assert!(closed(&p.events_b, d_pk), "d's attempts ran their course: {:?}", p.events_b);
+        assert!(!closed(&p.events_b, p.a_pk) && !closed(&p.events_a, p.b_pk), "{:?} {:?}", p.events_a, p.events_b);
+        assert!(p.a.is_established(&p.b_pk) && p.b.is_established(&p.a_pk));
+        assert_eq!(p.b.session_stats(&p.a_pk).map(|s| s.packets_dropped), Some(0));
     }
 
     #[test]

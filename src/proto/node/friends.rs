@@ -8,8 +8,10 @@
 //! arrives no other lossless packet is delivered, as in c-toxcore. ALIVE
 //! (16) goes out every 8 s whatever else is sent (c-toxcore drops a friend
 //! whose ALIVE stops for 32 s even while its data keeps flowing), and a
-//! friend silent for 32 s is dropped and searched again. Friend requests we send go through the onion every 5 s,
-//! doubling, until the friend connects.
+//! friend silent for 32 s (8 s while we use it: tunnels, a VPN session) is
+//! dropped and searched again. Friend requests we send go through the onion
+//! every 5 s, doubling, until the friend connects, and again once it has
+//! been away for 5 s (as C tuntox's client does).
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -24,6 +26,11 @@ use crate::wire::packed_node::{PackedNode, Protocol};
 pub const PING_INTERVAL: Duration = Duration::from_secs(8);
 /// A friend silent this long is gone (FRIEND_CONNECTION_TIMEOUT).
 pub const CONNECTION_TIMEOUT: Duration = Duration::from_secs(32);
+/// A friend we use (tunnels open, a VPN session: [`Friend::in_use`]) is gone
+/// after this much silence. Both ends of a session send a packet every
+/// second (acknowledgements; c-toxcore's request packets), so this is
+/// eight missed in a row.
+pub const IN_USE_TIMEOUT: Duration = Duration::from_secs(8);
 /// First resend interval of a friend request (FRIENDREQUEST_TIMEOUT); it doubles.
 pub const REQUEST_RESEND: Duration = Duration::from_secs(5);
 /// The resend interval stops doubling here.
@@ -64,7 +71,15 @@ pub struct PendingRequest {
     pub next: Instant,
     /// The current interval.
     pub interval: Duration,
+    /// Sends left before the interval starts doubling again (after the
+    /// friend went away: the first copies may reach announce nodes that
+    /// still hold its old announcement).
+    pub steady: u8,
 }
+
+/// Copies sent every [`REQUEST_RESEND`] after a friend went away, before
+/// the interval doubles again.
+pub const REQUEST_STEADY_SENDS: u8 = 6;
 
 /// One friend.
 #[derive(Debug, Clone)]
@@ -84,7 +99,7 @@ pub struct Friend {
     /// When its last ALIVE arrived (we do not require it: any packet of the
     /// session keeps a friend; kept for diagnostics).
     pub last_alive: Option<Instant>,
-    /// Our friend request, while it is not connected.
+    /// Our friend request: sent while the friend is not connected.
     pub request: Option<PendingRequest>,
     /// TCP relays it is connected to.
     pub relays: Vec<PackedNode>,
@@ -92,6 +107,12 @@ pub struct Friend {
     pub addr: Option<SocketAddr>,
     /// When we last sent it our relays.
     pub relays_shared: Option<Instant>,
+    /// Something of ours runs over it (tunnels, a VPN session): its silence
+    /// counts as gone after [`IN_USE_TIMEOUT`] rather than
+    /// [`CONNECTION_TIMEOUT`], so what runs over it notices soon.
+    pub in_use: bool,
+    /// Friend requests we sent it through the onion (copies, all told).
+    pub requests_sent: u64,
 }
 
 impl Friend {
@@ -108,6 +129,19 @@ impl Friend {
             relays: Vec::new(),
             addr: None,
             relays_shared: None,
+            in_use: false,
+            requests_sent: 0,
+        }
+    }
+
+    /// The friend went away: a request we send it (if any) goes out again
+    /// [`REQUEST_RESEND`] from now, and then as often for
+    /// [`REQUEST_STEADY_SENDS`] copies, unless the session comes back first.
+    pub fn rearm_request(&mut self, now: Instant) {
+        if let Some(request) = &mut self.request {
+            request.next = now + REQUEST_RESEND;
+            request.interval = REQUEST_RESEND;
+            request.steady = REQUEST_STEADY_SENDS;
         }
     }
 

@@ -313,13 +313,14 @@ impl Node {
     }
 
     /// Adds a friend and sends it a friend request with `message` until it
-    /// connects (every 5 s, doubling).
+    /// connects (every 5 s, doubling), and again whenever it has been away
+    /// for a while (a server that forgot us takes us back).
     pub fn add_friend_with_request(&mut self, now: Instant, id: &ToxId, message: Bytes) -> Result<(), MessageLenError> {
         let request = FriendRequest::new(id.nospam(), message)?;
         let real_pk = *id.public_key();
         self.add_friend(real_pk);
         if let Some(friend) = self.friends.get_mut(&real_pk) {
-            friend.request = Some(PendingRequest { request, next: now, interval: friends::REQUEST_RESEND });
+            friend.request = Some(PendingRequest { request, next: now, interval: friends::REQUEST_RESEND, steady: 0 });
         }
         self.next_friend_tick = Some(now);
         Ok(())
@@ -339,6 +340,35 @@ impl Node {
             self.net_crypto.set_roaming(*real_pk, false);
             self.punch.closed(real_pk);
             self.onion.remove_friend(real_pk);
+        }
+        // Its next request is news again.
+        self.requests_seen.remove(real_pk);
+    }
+
+    /// Says goodbye before the node stops: every friend's session ends
+    /// with net_crypto's kill packet (over UDP or the friend's relays), so
+    /// friends see us go at once instead of after their timeout. The
+    /// friends are removed; the owner stops the node after sending what
+    /// this queued. Returns how many friends were online.
+    pub fn goodbye(&mut self, now: Instant) -> usize {
+        let keys: Vec<PublicKey> = self.friends.keys().copied().collect();
+        let mut told = 0;
+        for key in keys {
+            if self.net_crypto.is_established(&key) {
+                told += 1;
+            }
+            self.remove_friend(&key);
+        }
+        self.pump_relays(now);
+        told
+    }
+
+    /// Marks a friend as used by something of ours (tunnels open, a VPN
+    /// session) or not: while used, its silence counts as gone after
+    /// [`friends::IN_USE_TIMEOUT`] instead of [`friends::CONNECTION_TIMEOUT`].
+    pub fn set_friend_in_use(&mut self, real_pk: &PublicKey, in_use: bool) {
+        if let Some(friend) = self.friends.get_mut(real_pk) {
+            friend.in_use = in_use;
         }
     }
 
@@ -960,13 +990,13 @@ impl Node {
             }
             packet_id::ONLINE if friend.status != Status::Online => {
                 friend.status = Status::Online;
-                friend.request = None;
                 let path = self.path_of(&peer, now);
                 self.events.push_back(NodeEvent::Friend(FriendEvent::Connected { real_pk: peer, path }));
                 self.share_relays(now, &peer);
             }
             packet_id::OFFLINE if friend.status == Status::Online => {
                 friend.status = Status::SessionUp;
+                friend.rearm_request(now);
                 self.events.push_back(NodeEvent::Friend(FriendEvent::Lost { real_pk: peer }));
             }
             id if packet_id::LOSSLESS_CUSTOM.contains(&id) && friend.status == Status::Online => {
@@ -984,6 +1014,9 @@ impl Node {
         let Some(friend) = self.friends.get_mut(real_pk) else { return };
         if friend.status == Status::Online {
             self.events.push_back(NodeEvent::Friend(FriendEvent::Lost { real_pk: *real_pk }));
+        }
+        if friend.status != Status::Connecting {
+            friend.rearm_request(now);
         }
         friend.status = Status::Connecting;
         self.onion.set_friend_online(real_pk, false);
@@ -1008,7 +1041,8 @@ impl Node {
                         (Some(t), Some(session)) => Some(t.max(session.last_recv())),
                         (t, _) => t,
                     };
-                    if heard.is_some_and(|t| now >= t + friends::CONNECTION_TIMEOUT) {
+                    let timeout = if friend.in_use { friends::IN_USE_TIMEOUT } else { friends::CONNECTION_TIMEOUT };
+                    if heard.is_some_and(|t| now >= t + timeout) {
                         self.net_crypto.kill(&real_pk);
                         self.went_offline(now, &real_pk);
                         continue;
@@ -1045,10 +1079,17 @@ impl Node {
             return;
         }
         let sent = self.onion.send_friend_request(now, real_pk, &pending.request);
+        if let Some(friend) = self.friends.get_mut(real_pk) {
+            friend.requests_sent += sent as u64;
+        }
         if let Some(request) = self.friends.get_mut(real_pk).and_then(|f| f.request.as_mut()) {
             if sent > 0 {
                 request.next = now + request.interval;
-                request.interval = (request.interval * 2).min(friends::REQUEST_RESEND_MAX);
+                if request.steady > 0 {
+                    request.steady -= 1;
+                } else {
+                    request.interval = (request.interval * 2).min(friends::REQUEST_RESEND_MAX);
+                }
             } else {
                 // The friend's announce nodes are not found yet: try again soon.
                 request.next = now + Duration::from_secs(1);

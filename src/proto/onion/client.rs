@@ -359,6 +359,15 @@ impl OnionClient {
         }
     }
 
+    /// Nodes that store a friend's announcement now: the friend is on the
+    /// network when some do (its friend requests can be delivered).
+    pub fn friend_announced(&self, real_pk: &PublicKey, now: Instant) -> usize {
+        self.friends
+            .iter()
+            .find(|f| f.real_pk == *real_pk)
+            .map_or(0, |f| f.nodes.iter().filter(|n| n.data_pk.is_some() && !n.timed_out(now)).count())
+    }
+
     /// The DHT key a friend last announced.
     pub fn friend_dht_pk(&self, real_pk: &PublicKey) -> Option<PublicKey> {
         self.friends.iter().find(|f| f.real_pk == *real_pk)?.dht_pk
