@@ -1,5 +1,5 @@
 //! Hole punching on a virtual clock: two [`Puncher`]s, each on a host
-//! behind a Linux router ([`conntrack::Router`]), a public core between the
+//! behind a Linux router ([`Router`]), a public core between the
 //! routers, and a relay that carries their messages (the session they
 //! share). Probes stand for the DHT pings the node sends and are answered
 //! as the DHT answers them; the hosts can also chatter between their main
