@@ -500,7 +500,7 @@ async fn run(
             () = sleep_until(timer) => node.handle_timeout(Instant::now()),
         }
     }
-    farewell(&mut node, &mut socket, &mut relays, &mut outgoing, &mut stats).await;
+    farewell(&mut node, &mut socket, &mut extras, &mut relays, &mut outgoing, &mut stats).await;
     stats
 }
 
@@ -509,11 +509,13 @@ async fn run(
 const FAREWELL_RELAY_TIME: std::time::Duration = std::time::Duration::from_millis(50);
 
 /// Tells every online friend we are going ([`Node::goodbye`]): the kill
-/// packets leave on the socket at once, and through the TCP relays, whose
-/// connections get [`FAREWELL_RELAY_TIME`] to write them.
+/// packets leave on the sockets at once (the main one, and those hole
+/// punching opened), and through the TCP relays, whose connections get
+/// [`FAREWELL_RELAY_TIME`] to write them.
 async fn farewell(
     node: &mut Node,
     socket: &mut Option<BatchSocket>,
+    extras: &mut Extras,
     relays: &mut relay_client::RelayClientSide,
     outgoing: &mut Vec<Outgoing>,
     stats: &mut DriverStats,
@@ -521,18 +523,7 @@ async fn farewell(
     let now = Instant::now();
     let told = node.goodbye(now);
     relays.flush(node, now);
-    outgoing.clear();
-    while let Some(transmit) = node.poll_transmit() {
-        outgoing.push(Outgoing { dst: transmit.dst, payload: transmit.payload });
-    }
-    if !outgoing.is_empty()
-        && let Some(socket) = socket
-    {
-        let report = socket.send_all(outgoing).await;
-        stats.sent += report.sent;
-        stats.send_errors += report.errors;
-        stats.send_calls += report.calls;
-    }
+    send_udp(node, socket, extras, outgoing, stats).await;
     if told > 0 {
         tracing::debug!(friends = told, "said goodbye");
         if !node.tcp_relays().connected(1).is_empty() {
