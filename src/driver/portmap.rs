@@ -373,17 +373,7 @@ async fn release(mapping: &Mapping, lease: &Lease) {
     let deleted = tokio::time::timeout(RELEASE_TIMEOUT, async {
         match lease {
             Lease::Pcp { gateway, nonce } => {
-                let request = pcp::Request {
-                    lifetime: 0,
-                    client_ip: IpAddr::V4(gateway.local),
-                    map: Some(pcp::Map {
-                        nonce: *nonce,
-                        protocol: pcp::PROTO_UDP,
-                        internal_port: mapping.internal_port,
-                        external_port: 0,
-                        external_ip: pcp::any_like(mapping.external.ip()),
-                    }),
-                };
+                let request = pcp_delete(mapping, gateway, nonce);
                 let matches =
                     |r: &pcp::Response| matches!(r, pcp::Response::Pcp { map: Some(m), .. } if m.nonce == *nonce);
                 match exchange_pcp(gateway.addr, request.to_bytes(), matches).await? {
@@ -788,19 +778,24 @@ pub async fn probe(port: u16) -> io::Result<Option<(Gateway, Vec<ProbeResult>)>>
     )))
 }
 
+/// The PCP request that deletes `mapping` (a lifetime of 0).
+fn pcp_delete(mapping: &Mapping, gateway: &Gateway, nonce: &[u8; 12]) -> pcp::Request {
+    pcp::Request {
+        lifetime: 0,
+        client_ip: IpAddr::V4(gateway.local),
+        map: Some(pcp::Map {
+            nonce: *nonce,
+            protocol: pcp::PROTO_UDP,
+            internal_port: mapping.internal_port,
+            external_port: 0,
+            external_ip: pcp::any_like(mapping.external.ip()),
+        }),
+    }
+}
+
 async fn release_quietly(mapping: &Mapping, lease: &Lease) {
     if let Lease::Pcp { gateway, nonce } = lease {
-        let request = pcp::Request {
-            lifetime: 0,
-            client_ip: IpAddr::V4(gateway.local),
-            map: Some(pcp::Map {
-                nonce: *nonce,
-                protocol: pcp::PROTO_UDP,
-                internal_port: mapping.internal_port,
-                external_port: 0,
-                external_ip: pcp::any_like(mapping.external.ip()),
-            }),
-        };
+        let request = pcp_delete(mapping, gateway, nonce);
         let _ = exchange_pcp(gateway.addr, request.to_bytes(), |_| true).await;
     }
 }
