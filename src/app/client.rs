@@ -13,6 +13,7 @@
 //! server is away (not found, not accepting us: [`progress`](super::progress)). `-W`, `-p` and `tuntox ping` give up
 //! after their connect timeout, or once the server has plainly refused us.
 
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -32,7 +33,7 @@ use super::progress::{
     ClientWatch, Diagnosis, GIVE_UP_AFTER_REFUSAL, describe_bootstrap, path_text, refusal_causes, refused,
 };
 use super::secret::Secret;
-use super::status::{Place, Source, StatusServer};
+use super::status::{Place, Reporting, Source};
 use crate::crypto::{KeyPair, PublicKey, SodiumRng};
 use crate::driver::tox::{Tox, ToxConfig, ToxEvent};
 use crate::wire::tox_id::{NoSpam, ToxId};
@@ -90,6 +91,8 @@ pub struct ClientConfig {
     pub tox: ToxConfig,
     /// Where `tuntox status` is served.
     pub status: Place,
+    /// Where Prometheus metrics are served (`--metrics`), if anywhere.
+    pub metrics: Option<SocketAddr>,
     /// Told once the Tox socket, the status socket and the listeners (`-L`,
     /// `-D`) are bound.
     pub started: Started,
@@ -121,7 +124,7 @@ pub async fn run(config: ClientConfig, cancel: CancellationToken) -> anyhow::Res
     source.udp = Some(tox.local_addr());
     source.tcp_listen = tox.tcp_addrs().to_vec();
     source.tunnels = Some(engine.clone());
-    let _status = match StatusServer::start(&config.status, source, cancel.child_token()) {
+    let _reporting = match Reporting::start(&config.status, config.metrics, source, cancel.child_token()).await {
         Ok(status) => status,
         Err(e) => {
             engine.shutdown().await;

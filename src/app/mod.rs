@@ -2,13 +2,15 @@
 //! of Tox friends to the tunnel engine ([`bridge`]) and the VPN ([`vpn`]),
 //! both numbering friends in one [`peers::PeerNumbers`]; the server, the
 //! forward client, the VPN client ([`vpn_client`]), the relay, and
-//! `tuntox netcheck` ([`netcheck`]).
+//! `tuntox netcheck` ([`netcheck`]); what a running mode reports to
+//! `tuntox status` ([`status`]) and to Prometheus ([`metrics`]).
 
 pub mod bootstrap;
 pub mod bridge;
 pub mod client;
 pub mod friends;
 pub mod identity;
+pub mod metrics;
 pub mod netcheck;
 pub mod peers;
 pub mod progress;

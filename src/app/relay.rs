@@ -16,7 +16,7 @@
 
 use std::fs::{self, DirBuilder};
 use std::io;
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -27,7 +27,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::bootstrap::BootstrapNode;
 use super::identity::{IdentityError, write_atomic};
-use super::status::{Place, Source, StatusServer};
+use super::status::{Place, Reporting, Source};
 use crate::crypto::{KeyPair, PUBLIC_KEY_LEN, SecretKey, SodiumRng, fill_random};
 use crate::driver::udp::{self, UdpConfig};
 use crate::proto::dht::DhtConfig;
@@ -63,6 +63,8 @@ pub struct RelayConfig {
     pub bind_ip: Option<IpAddr>,
     /// Where `tuntox status` is served.
     pub status: Place,
+    /// Where Prometheus metrics are served (`--metrics`), if anywhere.
+    pub metrics: Option<SocketAddr>,
 }
 
 /// Loads the relay's key pair from `dir`, or makes and stores a new one.
@@ -164,7 +166,7 @@ pub async fn run(config: RelayConfig, cancel: CancellationToken) -> anyhow::Resu
     source.relay_key = Some(*keys.public());
     source.udp = Some(handle.local_addr());
     source.tcp_listen = handle.tcp_addrs().to_vec();
-    let _status = match StatusServer::start(&config.status, source, cancel.child_token()) {
+    let _reporting = match Reporting::start(&config.status, config.metrics, source, cancel.child_token()).await {
         Ok(status) => status,
         Err(e) => {
             handle.shutdown().await;

@@ -19,6 +19,7 @@
 //! on exit. Without `--vpn` a VPN client's hello gets a refusal saying so.
 
 use std::collections::HashSet;
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -37,7 +38,7 @@ use super::identity::{DirLock, Identity};
 use super::peers::PeerNumbers;
 use super::progress::{self, JoinWatch, describe_bootstrap, path_text};
 use super::secret::Secret;
-use super::status::{Place, Source, StatusServer};
+use super::status::{Place, Reporting, Source};
 use super::vpn::{Lossless, VpnLink, stats_line};
 use crate::crypto::PublicKey;
 use crate::driver::tox::{Tox, ToxConfig, ToxEvent};
@@ -66,6 +67,8 @@ pub struct ServerConfig {
     pub vpn_device: Option<vpn::device::OpenedDevice>,
     /// Where `tuntox status` is served.
     pub status: Place,
+    /// Where Prometheus metrics are served (`--metrics`), if anywhere.
+    pub metrics: Option<SocketAddr>,
     /// Told once the identity is loaded, the Tox socket bound and the
     /// status socket made.
     pub started: Started,
@@ -194,7 +197,7 @@ pub async fn run(mut config: ServerConfig, cancel: CancellationToken) -> anyhow:
     source.vpn = vpn.as_ref().map(|v| (v.link.vpn().clone(), numbers.clone()));
     source.friend_book = Some(Arc::clone(&book));
     source.friend_commands = Some(commands);
-    let _status = match StatusServer::start(&config.status, source, cancel.child_token()) {
+    let _reporting = match Reporting::start(&config.status, config.metrics, source, cancel.child_token()).await {
         Ok(status) => status,
         Err(e) => {
             engine.shutdown().await;

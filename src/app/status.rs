@@ -159,6 +159,32 @@ pub struct FriendStatus {
     /// How long the server keeps it: `saved` (in `tox_save`) or `session`.
     #[serde(default)]
     pub kept: Option<Kept>,
+    /// Its Tox session's counters and congestion control, while one is
+    /// established or being set up.
+    #[serde(default)]
+    pub session: Option<SessionStatus>,
+}
+
+/// One friend's Tox session (net_crypto): what went each way, the round
+/// trip and the congestion window. Counters start afresh with each session.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SessionStatus {
+    /// Data packets sent.
+    pub packets_sent: u64,
+    /// Data packets received and opened.
+    pub packets_received: u64,
+    /// Bytes of the data packets sent, sealed, without UDP or relay framing.
+    pub bytes_sent: u64,
+    /// Bytes of the data packets received, sealed.
+    pub bytes_received: u64,
+    /// Lossless packets sent again.
+    pub retransmissions: u64,
+    /// Data packets that failed to open or fell outside the window.
+    pub packets_dropped: u64,
+    /// The smoothed round trip, in microseconds.
+    pub rtt_us: u64,
+    /// The congestion window: packets allowed in flight.
+    pub window: u64,
 }
 
 /// What a reader may ask instead of the report.
@@ -223,8 +249,8 @@ pub struct Source {
 type PathSince = (FriendPath, Option<Duration>);
 
 /// One friend as the node sees it: key, online, path and how long it has
-/// been on it, cipher, why not direct.
-type FriendView = (PublicKey, bool, Option<PathSince>, Option<DataCipher>, Option<String>);
+/// been on it, cipher, why not direct, its session.
+type FriendView = (PublicKey, bool, Option<PathSince>, Option<DataCipher>, Option<String>, Option<SessionStatus>);
 
 /// What the node tells, in one visit to its task.
 #[derive(Debug, Default)]
@@ -269,7 +295,20 @@ impl Source {
                         let note =
                             (online && path != Some(FriendPath::Udp)).then(|| node.direct_note(key, now)).flatten();
                         let path = path.map(|p| (p, node.friend_path_age(key, now)));
-                        (*key, online, path, node.friend_cipher(key), note)
+                        let session = node.net_crypto().session(key).map(|s| {
+                            let stats = s.stats();
+                            SessionStatus {
+                                packets_sent: stats.packets_sent,
+                                packets_received: stats.packets_received,
+                                bytes_sent: stats.bytes_sent,
+                                bytes_received: stats.bytes_received,
+                                retransmissions: stats.retransmissions,
+                                packets_dropped: stats.packets_dropped,
+                                rtt_us: u64::try_from(s.congestion().rtt().as_micros()).unwrap_or(u64::MAX),
+                                window: s.congestion().window() as u64,
+                            }
+                        });
+                        (*key, online, path, node.friend_cipher(key), note, session)
                     })
                     .collect();
                 friends.sort_by_key(|(key, ..)| *key.as_bytes());
@@ -300,7 +339,7 @@ impl Source {
             friends: view
                 .friends
                 .iter()
-                .map(|(key, online, path, cipher, note)| FriendStatus {
+                .map(|(key, online, path, cipher, note, session)| FriendStatus {
                     public_key: key.to_string(),
                     online: *online,
                     path: path.map(|(p, _)| match p {
@@ -313,6 +352,7 @@ impl Source {
                     direct_note: note.clone(),
                     last_seen: None,
                     kept: None,
+                    session: *session,
                 })
                 .collect(),
             ..Status::default()
@@ -669,6 +709,37 @@ fn sweep_stale(dir: &Path) {
     }
 }
 
+/// What a running mode serves about itself: its status socket and, with
+/// `--metrics`, its Prometheus endpoint, both from one [`Source`].
+/// Dropping it stops both.
+#[derive(Debug)]
+pub struct Reporting {
+    /// The status socket (none for [`Place::Off`], or when the default
+    /// place failed).
+    pub status: Option<StatusServer>,
+    /// The metrics endpoint (`--metrics`).
+    pub metrics: Option<super::metrics::MetricsServer>,
+}
+
+impl Reporting {
+    /// Starts serving reports at `place` and metrics on `metrics`. An
+    /// address that cannot be bound, or a `--status-socket` that cannot be
+    /// made, stops the start.
+    pub async fn start(
+        place: &Place,
+        metrics: Option<SocketAddr>,
+        source: Source,
+        cancel: CancellationToken,
+    ) -> anyhow::Result<Reporting> {
+        let metrics = match metrics {
+            Some(addr) => Some(super::metrics::MetricsServer::start(addr, source.clone(), cancel.clone()).await?),
+            None => None,
+        };
+        let status = StatusServer::start(place, source, cancel)?;
+        Ok(Reporting { status, metrics })
+    }
+}
+
 /// A report socket being served; dropping it stops serving and removes
 /// the socket (if it is still ours).
 #[derive(Debug)]
@@ -953,6 +1024,16 @@ mod tests {
                     direct_note: None,
                     last_seen: None,
                     kept: Some(Kept::Session),
+                    session: Some(SessionStatus {
+                        packets_sent: 10,
+                        packets_received: 12,
+                        bytes_sent: 1500,
+                        bytes_received: 1800,
+                        retransmissions: 1,
+                        packets_dropped: 0,
+                        rtt_us: 25_000,
+                        window: 64,
+                    }),
                 },
                 FriendStatus {
                     public_key: key(2),
@@ -964,6 +1045,7 @@ mod tests {
                     direct_note: Some("the friend's router maps each destination to a new port".into()),
                     last_seen: None,
                     kept: None,
+                    session: None,
                 },
                 FriendStatus {
                     public_key: key(3),

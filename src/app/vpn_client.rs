@@ -35,7 +35,7 @@ use super::progress::{
     ClientWatch, Diagnosis, GIVE_UP_AFTER_REFUSAL, describe_bootstrap, path_text, refusal_causes, refused,
 };
 use super::secret::Secret;
-use super::status::{Place, Source, StatusServer};
+use super::status::{Place, Reporting, Source};
 use super::vpn::{Lossless, VpnLink, stats_line};
 use crate::crypto::PublicKey;
 use crate::driver::tox::{Tox, ToxConfig, ToxEvent};
@@ -71,6 +71,8 @@ pub struct VpnClientConfig {
     pub tox: ToxConfig,
     /// Where `tuntox status` is served.
     pub status: Place,
+    /// Where Prometheus metrics are served (`--metrics`), if anywhere.
+    pub metrics: Option<SocketAddr>,
     /// Told once the device exists, the Tox socket is bound and the status
     /// socket made.
     pub started: Started,
@@ -127,7 +129,7 @@ pub async fn run(mut config: VpnClientConfig, cancel: CancellationToken) -> anyh
     source.udp = Some(tox.local_addr());
     source.tcp_listen = tox.tcp_addrs().to_vec();
     source.vpn = Some((link.vpn().clone(), numbers));
-    let _status = match StatusServer::start(&config.status, source, cancel.child_token()) {
+    let _reporting = match Reporting::start(&config.status, config.metrics, source, cancel.child_token()).await {
         Ok(status) => status,
         Err(e) => {
             let _ = link.shutdown().await;

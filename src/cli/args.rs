@@ -5,6 +5,7 @@
 //! `-L`, `-W`, `-D` or `-p` is given and a server otherwise.
 
 use std::fmt;
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::str::FromStr;
 
@@ -100,10 +101,31 @@ pub enum Command {
     /// answered), 1 when nothing answered or the check could not run, 2 for
     /// a usage error.
     Netcheck(NetcheckArgs),
+    /// Work with config files.
+    #[command(subcommand)]
+    Config(ConfigCommand),
+}
+
+/// `tuntox config ...`.
+#[derive(Debug, Subcommand)]
+pub enum ConfigCommand {
+    /// Check a config file and print the settings it gives each mode it
+    /// configures, defaults filled in and secrets masked (a secret file
+    /// is read to check it). An unknown key or a bad value is an error
+    /// naming the file, line and column; exit status 1.
+    Check(ConfigCheckArgs),
+}
+
+/// `tuntox config check`.
+#[derive(Debug, Args)]
+pub struct ConfigCheckArgs {
+    /// The config file.
+    #[arg(value_name = "FILE")]
+    pub file: PathBuf,
 }
 
 /// Options every mode shares.
-#[derive(Debug, Args)]
+#[derive(Debug, Clone, PartialEq, Args)]
 pub struct CommonArgs {
     /// Config directory: holds our identity (`tox_save`). Default
     /// /etc/tuntox/ for the server and `tuntox id`; a client without -C uses
@@ -134,7 +156,7 @@ impl CommonArgs {
 }
 
 /// C tuntox's flags: server by default, client with -L, -W, -D or -p.
-#[derive(Debug, Args)]
+#[derive(Debug, Clone, PartialEq, Args)]
 pub struct ForwardArgs {
     /// Client: forward a local port to HOST:HOSTPORT as seen from the server.
     /// OpenSSH syntax; `@` may replace `:`; IPv6 in brackets. Binds 127.0.0.1
@@ -171,6 +193,11 @@ pub struct ForwardArgs {
     /// 1015 bytes.
     #[arg(short = 's', value_name = "SECRET", env = "TUNTOX_SHARED_SECRET", hide_env_values = true)]
     pub secret: Option<Secret>,
+
+    /// Read the shared secret from FILE (its first line), at start. FILE
+    /// must not be readable by group or others.
+    #[arg(long, value_name = "FILE", conflicts_with = "secret")]
+    pub secret_file: Option<PathBuf>,
 
     /// Write our Tox ID to FILE.
     #[arg(short = 'I', value_name = "FILE")]
@@ -226,6 +253,10 @@ pub struct ForwardArgs {
 
     #[command(flatten)]
     #[allow(missing_docs)]
+    pub service: ServiceArgs,
+
+    #[command(flatten)]
+    #[allow(missing_docs)]
     pub process: ProcessArgs,
 
     #[command(flatten)]
@@ -241,8 +272,25 @@ pub struct ForwardArgs {
     pub common: CommonArgs,
 }
 
+/// The settings file and the metrics endpoint, for the modes that run as
+/// services.
+#[derive(Debug, Clone, PartialEq, Args)]
+pub struct ServiceArgs {
+    /// Read settings from FILE (TOML; see docs/config.md). Flags
+    /// given here override it. The server reads /etc/tuntox/tuntox.toml
+    /// when there is one and no -c.
+    #[arg(short = 'c', long = "config", value_name = "FILE")]
+    pub config: Option<PathBuf>,
+
+    /// Serve Prometheus metrics on http://ADDR:PORT/metrics (off unless
+    /// given; docs/metrics.md). No authentication: use a loopback address
+    /// such as 127.0.0.1:9184 (another is served with a warning).
+    #[arg(long, value_name = "ADDR:PORT")]
+    pub metrics: Option<SocketAddr>,
+}
+
 /// How a mode joins the Tox network.
-#[derive(Debug, Args)]
+#[derive(Debug, Clone, PartialEq, Args)]
 pub struct NetArgs {
     /// UDP port range for Tox, FIRST:LAST (default 33445:33545).
     #[arg(short = 'u', value_name = "FIRST:LAST")]
@@ -284,7 +332,7 @@ pub struct NetArgs {
 /// Where a node finds the Tox network: `--bootstrap` and `--no-lan`, for
 /// the modes that join it ([`NetArgs`]) and for `tuntox relay`, which words
 /// `--bootstrap`'s help its own way.
-#[derive(Debug, Args)]
+#[derive(Debug, Clone, PartialEq, Args)]
 pub struct JoinArgs {
     /// Bootstrap from this node instead of the built-in list; repeatable.
     /// IPv6 hosts in brackets.
@@ -297,7 +345,7 @@ pub struct JoinArgs {
 }
 
 /// What becomes of the process: background, PID file, user.
-#[derive(Debug, Args)]
+#[derive(Debug, Clone, PartialEq, Args)]
 pub struct ProcessArgs {
     /// Run in the background (implies -S). The command returns once tuntox
     /// runs (identity loaded, sockets bound): status 0, or 1 and the reason it
@@ -329,7 +377,7 @@ pub struct ProcessArgs {
 }
 
 /// Where a running tuntox serves `tuntox status`.
-#[derive(Debug, Args)]
+#[derive(Debug, Clone, PartialEq, Args)]
 pub struct StatusSocketArgs {
     /// Serve `tuntox status` on this Unix socket (mode 0600, removed on
     /// exit) instead of tuntox-PID.sock in the status directory:
@@ -385,16 +433,22 @@ pub struct VpnDownArgs {
 }
 
 /// `tuntox vpn up`.
-#[derive(Debug, Args)]
+#[derive(Debug, Clone, PartialEq, Args)]
 #[command(mut_arg("daemonize", |arg| arg.help(VPN_UP_DAEMONIZE_HELP)))]
 pub struct VpnUpArgs {
-    /// The server's Tox ID (`--peer TOXID` is the same).
+    /// The server's Tox ID (`--peer TOXID` is the same). Required, here
+    /// or in the config file.
     #[arg(short = 'i', alias = "peer", value_name = "TOXID")]
-    pub peer: ToxId,
+    pub peer: Option<ToxId>,
 
     /// Shared secret the server requires.
     #[arg(short = 's', value_name = "SECRET", env = "TUNTOX_SHARED_SECRET", hide_env_values = true)]
     pub secret: Option<Secret>,
+
+    /// Read the shared secret from FILE (its first line), at start. FILE
+    /// must not be readable by group or others.
+    #[arg(long, value_name = "FILE", conflicts_with = "secret")]
+    pub secret_file: Option<PathBuf>,
 
     /// Route CIDR through the server (it must offer it). Repeatable.
     #[arg(long, value_name = "CIDR")]
@@ -420,6 +474,10 @@ pub struct VpnUpArgs {
 
     #[command(flatten)]
     #[allow(missing_docs)]
+    pub service: ServiceArgs,
+
+    #[command(flatten)]
+    #[allow(missing_docs)]
     pub process: ProcessArgs,
 
     #[command(flatten)]
@@ -436,7 +494,7 @@ pub struct VpnUpArgs {
 }
 
 /// `tuntox relay`.
-#[derive(Debug, Args)]
+#[derive(Debug, Clone, PartialEq, Args)]
 #[command(
     mut_arg("bootstrap", |arg| arg.help(RELAY_BOOTSTRAP_HELP)),
     mut_arg("config_dir", |arg| arg.help(RELAY_CONFIG_HELP)),
@@ -463,6 +521,10 @@ pub struct RelayArgs {
     /// TCP relay connections at most; more are refused.
     #[arg(long, value_name = "N", default_value_t = 4096, value_parser = clap::value_parser!(u32).range(1..))]
     pub max_clients: u32,
+
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub service: ServiceArgs,
 
     #[command(flatten)]
     #[allow(missing_docs)]
@@ -626,7 +688,7 @@ const RELAY_STATUS_SOCKET_HELP: &str = "Serve `tuntox status` on this Unix socke
 const FRIENDS_CONFIG_HELP: &str = "The server's config directory (its -C), holding `tox_save` and the friend list. \
                                    Default /etc/tuntox/";
 
-fn parse_device(s: &str) -> Result<String, String> {
+pub(crate) fn parse_device(s: &str) -> Result<String, String> {
     let ok = !s.is_empty()
         && s.len() <= 15
         && s.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
@@ -639,7 +701,7 @@ fn parse_device(s: &str) -> Result<String, String> {
     }
 }
 
-fn parse_mtu(s: &str) -> Result<u16, String> {
+pub(crate) fn parse_mtu(s: &str) -> Result<u16, String> {
     let mtu = s.parse::<u16>().map_err(|_| format!("'{s}' is not a number"))?;
     vpn::mtu::check_mtu(mtu).map_err(|e| e.to_string())
 }
@@ -659,6 +721,15 @@ impl PeerId {
         match self {
             Self::ToxId(id) => id.public_key(),
             Self::PublicKey(key) => key,
+        }
+    }
+}
+
+impl fmt::Display for PeerId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::ToxId(id) => id.fmt(f),
+            Self::PublicKey(key) => key.fmt(f),
         }
     }
 }

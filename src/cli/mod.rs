@@ -17,6 +17,7 @@
 //! its sockets and configure the device.
 
 pub mod args;
+pub mod config;
 pub mod daemon;
 pub mod logging;
 pub mod pidfile;
@@ -30,12 +31,11 @@ use std::process::ExitCode;
 
 use std::time::Duration;
 
-use clap::Parser;
 use tokio_util::sync::CancellationToken;
 
 use self::args::{
-    Cli, Command, CommonArgs, ForwardArgs, FriendsCommand, JoinArgs, NetArgs, NetcheckArgs, PeerId, PingArgs,
-    ProcessArgs, RelayArgs, StatusArgs, StatusSocketArgs, VpnCommand, VpnDownArgs, VpnUpArgs,
+    Cli, Command, CommonArgs, ConfigCommand, ForwardArgs, FriendsCommand, JoinArgs, NetArgs, NetcheckArgs, PeerId,
+    PingArgs, ProcessArgs, RelayArgs, StatusArgs, StatusSocketArgs, VpnCommand, VpnDownArgs, VpnUpArgs,
 };
 use self::daemon::{Forked, Readiness};
 use self::logging::DefaultLevel;
@@ -86,9 +86,13 @@ where
     T: Into<OsString>,
 {
     let args: Vec<OsString> = args.into_iter().map(Into::into).collect();
-    let cli = match Cli::try_parse_from(&args) {
+    let cli = match effective(&args) {
         Ok(cli) => cli,
-        Err(err) => return report_usage_error(&err, &args),
+        Err(Effective::Usage(err)) => return report_usage_error(&err, &args),
+        Err(Effective::Config(err)) => {
+            eprintln!("tuntox: {err}");
+            return ExitCode::from(1);
+        }
     };
     match dispatch(cli) {
         Ok(()) => ExitCode::SUCCESS,
@@ -100,6 +104,69 @@ where
             err.exit_code()
         }
     }
+}
+
+/// Why the command line and config file give no settings.
+#[derive(Debug, thiserror::Error)]
+pub enum Effective {
+    /// The command line does not parse.
+    #[error(transparent)]
+    Usage(#[from] clap::Error),
+    /// The config file cannot be used.
+    #[error(transparent)]
+    Config(#[from] config::ConfigError),
+}
+
+/// The settings the arguments (the first is the program name) give: the
+/// flags, and for the modes that take one the config file (`-c`, or for
+/// the server [`config::DEFAULT_FILE`] when it exists) under them. A file
+/// and the flags that say the same give equal values.
+pub fn effective(args: &[OsString]) -> Result<Cli, Effective> {
+    use clap::parser::ValueSource;
+    use clap::{CommandFactory, FromArgMatches};
+    let matches = Cli::command().try_get_matches_from(args)?;
+    let mut cli = Cli::from_arg_matches(&matches)?;
+    let given_in = |matches: &clap::ArgMatches, id: &str| {
+        matches!(matches.value_source(id), Some(ValueSource::CommandLine | ValueSource::EnvVariable))
+    };
+    match &mut cli.command {
+        None => {
+            let given = |id: &str| given_in(&matches, id);
+            let client_flags = ["local", "stdio", "dynamic", "ping"].iter().any(|id| given(id));
+            let default = Path::new(config::DEFAULT_FILE);
+            let path = match &cli.forward.service.config {
+                Some(path) => path.clone(),
+                None if !client_flags && default.exists() => default.to_owned(),
+                None => return Ok(cli),
+            };
+            let file = config::load(&path)?;
+            if cli.forward.service.config.is_none() && file.is_client() {
+                return Err(config::ConfigError::Invalid {
+                    path,
+                    message: "the default config file is the server's; it has [client] or [forwards] (a client \
+                              reads its file with -c)"
+                        .to_owned(),
+                }
+                .into());
+            }
+            config::apply_forward(&path, &file, &given, &mut cli.forward)?;
+            cli.forward.service.config = Some(path);
+        }
+        Some(Command::Vpn(VpnCommand::Up(args))) => {
+            let Some(path) = args.service.config.clone() else { return Ok(cli) };
+            let sub = matches.subcommand_matches("vpn").and_then(|m| m.subcommand_matches("up"));
+            let given = |id: &str| sub.is_some_and(|m| given_in(m, id));
+            config::apply_vpn_up(&path, &config::load(&path)?, &given, args)?;
+        }
+        Some(Command::Relay(args)) => {
+            let Some(path) = args.service.config.clone() else { return Ok(cli) };
+            let sub = matches.subcommand_matches("relay");
+            let given = |id: &str| sub.is_some_and(|m| given_in(m, id));
+            config::apply_relay(&path, &config::load(&path)?, &given, args)?;
+        }
+        _ => {}
+    }
+    Ok(cli)
 }
 
 /// Help and version go to standard output with status 0; a usage error is
@@ -170,6 +237,7 @@ fn dispatch(cli: Cli) -> Result<(), CliError> {
         Some(Command::Friends(FriendsCommand::List(_))) => "tuntox friends list",
         Some(Command::Friends(FriendsCommand::Remove(_))) => "tuntox friends remove",
         Some(Command::Netcheck(_)) => "tuntox netcheck",
+        Some(Command::Config(ConfigCommand::Check(_))) => "tuntox config check",
     });
     match cli.command {
         Some(Command::Id(args)) => {
@@ -183,6 +251,7 @@ fn dispatch(cli: Cli) -> Result<(), CliError> {
         Some(Command::Ping(args)) => run_ping(args),
         Some(Command::Friends(command)) => run_friends(command),
         Some(Command::Netcheck(args)) => run_netcheck(&args),
+        Some(Command::Config(ConfigCommand::Check(args))) => run_config_check(&args.file),
         None => run_forward(cli.forward),
     }
 }
@@ -227,9 +296,14 @@ fn run_forward(mut args: ForwardArgs) -> Result<(), CliError> {
     }
     if args.process.daemonize {
         let paths = [&mut args.common.config_dir, &mut args.id_file, &mut args.rules, &mut args.net.nodes_file];
+        let paths = paths.into_iter().chain([&mut args.secret_file]);
         absolute_paths(paths.into_iter().chain([&mut args.process.pid_file, &mut args.status.status_socket]))?;
     }
     start(&args.common, default, args.process.daemonize)?;
+    // Read before -U drops root's rights.
+    if let Some(path) = &args.secret_file {
+        args.secret = Some(config::read_secret_file(path).map_err(|e| CliError::Other(e.into()))?);
+    }
     let mut tox = tox_config(&args.net)?;
     // -t 0 is C tuntox's "no relay".
     if let Some(port) = args.tcp_relay_port.filter(|port| *port != 0) {
@@ -270,6 +344,7 @@ fn run_forward(mut args: ForwardArgs) -> Result<(), CliError> {
             mode,
             tox,
             status: place(&args.status),
+            metrics: args.service.metrics,
             started: Started::default(),
         };
         launch(process, |cancel, started| {
@@ -296,6 +371,7 @@ fn run_forward(mut args: ForwardArgs) -> Result<(), CliError> {
             }),
             vpn_device,
             status: place(&args.status),
+            metrics: args.service.metrics,
             started: Started::default(),
         };
         launch(process, |cancel, started| {
@@ -309,9 +385,17 @@ fn run_forward(mut args: ForwardArgs) -> Result<(), CliError> {
 fn run_vpn_up(mut args: VpnUpArgs) -> Result<(), CliError> {
     if args.process.daemonize {
         let paths = [&mut args.common.config_dir, &mut args.id_file, &mut args.net.nodes_file];
+        let paths = paths.into_iter().chain([&mut args.secret_file]);
         absolute_paths(paths.into_iter().chain([&mut args.process.pid_file, &mut args.status.status_socket]))?;
     }
     start(&args.common, DefaultLevel::Info, args.process.daemonize)?;
+    let Some(server) = args.peer else {
+        return Err(usage("vpn up needs the server's Tox ID (-i TOXID, or server in [vpn_client] of -c FILE)"));
+    };
+    // Read before -U drops root's rights.
+    if let Some(path) = &args.secret_file {
+        args.secret = Some(config::read_secret_file(path).map_err(|e| CliError::Other(e.into()))?);
+    }
     let tox = tox_config(&args.net)?;
     // Tox must reach its bootstrap nodes outside the tunnel.
     for node in &tox.bootstrap {
@@ -330,7 +414,7 @@ fn run_vpn_up(mut args: VpnUpArgs) -> Result<(), CliError> {
     let opened = open_device(&args.dev, vpn_client::NEEDS)?;
     let mut config = VpnClientConfig {
         identity: client_identity(&args.common),
-        server: args.peer,
+        server,
         secret: args.secret.clone(),
         routes: args.route.clone(),
         mtu: args.mtu,
@@ -340,6 +424,7 @@ fn run_vpn_up(mut args: VpnUpArgs) -> Result<(), CliError> {
         id_file: args.id_file.clone(),
         tox,
         status: place(&args.status),
+        metrics: args.service.metrics,
         started: Started::default(),
     };
     launch(process, |cancel, started| {
@@ -511,6 +596,7 @@ fn run_ping(args: PingArgs) -> Result<(), CliError> {
         connect_timeout: Some(CONNECT_TIMEOUT),
         tox: tox_config(&args.net)?,
         status: Place::Off,
+        metrics: None,
         started: Started::default(),
     };
     run_async(Threads::One, |cancel, _| client::run(config, cancel), &mut None)
@@ -635,8 +721,60 @@ fn run_relay(args: RelayArgs) -> Result<(), CliError> {
         max_clients: args.max_clients as usize,
         bind_ip: None,
         status: place(&args.status),
+        metrics: args.service.metrics,
     };
     run_async(Threads::PerCore, |cancel, _| crate::app::relay::run(config, cancel), &mut None)
+}
+
+/// `tuntox config check FILE`: the settings the file gives each mode it
+/// configures, as TOML on standard output with secrets masked; an error
+/// (file, line and column) when it cannot be used.
+fn run_config_check(path: &Path) -> Result<(), CliError> {
+    use clap::Parser as _;
+    let other = |e: config::ConfigError| CliError::Other(e.into());
+    let file = config::load(path).map_err(other)?;
+    let defaults = |words: &[&str]| {
+        Cli::try_parse_from(std::iter::once("tuntox").chain(words.iter().copied()))
+            .map_err(|e| CliError::Other(anyhow::anyhow!("{e}")))
+    };
+    let never = |_: &str| false;
+    let mut text = format!("# The settings {} gives (secrets masked).\n", path.display());
+    let mut secret_files = Vec::new();
+    let wants_forward =
+        file.server.is_some() || file.is_client() || (file.vpn_client.is_none() && file.relay.is_none());
+    if wants_forward {
+        let mut args = defaults(&[])?.forward;
+        config::apply_forward(path, &file, &never, &mut args).map_err(other)?;
+        let mode = if file.is_client() { "tuntox -c FILE (a client)" } else { "tuntox -c FILE (the server)" };
+        text.push_str(&format!("\n# {mode}\n{}", config::to_toml(&config::forward_file(&args))));
+        secret_files.extend(args.secret_file);
+    }
+    if file.vpn_client.is_some() {
+        let Some(Command::Vpn(VpnCommand::Up(mut args))) = defaults(&["vpn", "up"])?.command else {
+            unreachable!("vpn up parses to vpn up")
+        };
+        config::apply_vpn_up(path, &file, &never, &mut args).map_err(other)?;
+        if args.peer.is_none() {
+            return Err(anyhow::anyhow!("{}: [vpn_client] needs server (the server's Tox ID)", path.display()).into());
+        }
+        text.push_str(&format!("\n# tuntox vpn up -c FILE\n{}", config::to_toml(&config::vpn_up_file(&args))));
+        secret_files.extend(args.secret_file);
+    }
+    if file.relay.is_some() {
+        let Some(Command::Relay(mut args)) = defaults(&["relay"])?.command else {
+            unreachable!("relay parses to relay")
+        };
+        config::apply_relay(path, &file, &never, &mut args).map_err(other)?;
+        text.push_str(&format!("\n# tuntox relay -c FILE\n{}", config::to_toml(&config::relay_file(&args))));
+    }
+    for secret_file in &secret_files {
+        config::read_secret_file(secret_file).map_err(other)?;
+    }
+    let mut stdout = std::io::stdout().lock();
+    stdout
+        .write_all(text.as_bytes())
+        .and_then(|()| stdout.flush())
+        .map_err(|e| CliError::Other(anyhow::Error::new(e).context("cannot write to standard output")))
 }
 
 /// Where a mode serves `tuntox status`.

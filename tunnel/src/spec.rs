@@ -70,6 +70,20 @@ pub struct DynamicForward {
     pub listen: SocketAddr,
 }
 
+/// `BIND:PORT:HOST:HOSTPORT`, which parses back to the same forward.
+impl fmt::Display for LocalForward {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}", self.listen, self.target)
+    }
+}
+
+/// `BIND:PORT`, which parses back to the same forward.
+impl fmt::Display for DynamicForward {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.listen)
+    }
+}
+
 const L_FORM: &str = "[bind_address:]port:host:hostport";
 const W_FORM: &str = "host:port";
 const D_FORM: &str = "[bind_address:]port";
@@ -218,6 +232,19 @@ fn parse_bind(bind: Option<&str>, form: &'static str) -> Result<IpAddr, SpecErro
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn forwards_print_as_they_parse() {
+        for text in ["2222:127.0.0.1:22", "*:8080:web:80", "[::1]:9000:[fd00::1]:22", "10.0.0.1:1:h:2"] {
+            let forward: LocalForward = text.parse().unwrap();
+            assert_eq!(forward.to_string().parse::<LocalForward>().unwrap(), forward, "{text}");
+        }
+        assert_eq!("2222:host:22".parse::<LocalForward>().unwrap().to_string(), "127.0.0.1:2222:host:22");
+        for text in ["1080", "*:1080", "[::1]:1080"] {
+            let forward: DynamicForward = text.parse().unwrap();
+            assert_eq!(forward.to_string().parse::<DynamicForward>().unwrap(), forward, "{text}");
+        }
+    }
 
     fn l(s: &str) -> Result<LocalForward, String> {
         s.parse::<LocalForward>().map_err(|e| e.to_string())

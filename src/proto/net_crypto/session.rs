@@ -122,6 +122,11 @@ pub struct SessionStats {
     pub duplicates: u64,
     /// Data packets sent sealed with AEGIS-256 (0x1c), of `packets_sent`.
     pub aegis_sent: u64,
+    /// Bytes of the data packets sent, sealed (as on the wire, without
+    /// the UDP or TCP relay framing).
+    pub bytes_sent: u64,
+    /// Bytes of the data packets received and opened, sealed.
+    pub bytes_received: u64,
 }
 
 /// A handshake packet (cookie request or handshake) resent until answered.
@@ -417,6 +422,7 @@ impl Session {
             }
         }
         self.stats.packets_sent += 1;
+        self.stats.bytes_sent += out.len() as u64;
         Some(out.freeze())
     }
 
@@ -655,6 +661,7 @@ impl Session {
     pub(super) fn handle_data(&mut self, now: Instant, packet: &mut [u8], delivered: &mut Vec<Received>) -> bool {
         self.advanced = false;
         let Some(key) = self.shared.as_ref() else { return false };
+        let sealed_len = packet.len() as u64;
         let opened = match (packet.first(), &self.aegis) {
             (Some(&AEGIS_DATA_KIND), Some(keys)) => aegis_data::open_in_place(&keys.recv, &mut self.recv_nonce, packet),
             (Some(&AEGIS_DATA_KIND), None) => Err(crypto_data::DataOpenError::Decrypt),
@@ -665,6 +672,7 @@ impl Session {
             return false;
         };
         self.stats.packets_received += 1;
+        self.stats.bytes_received += sealed_len;
         self.last_recv = now;
         // The cumulative acknowledgement. A packet sent before a later one
         // that acknowledged more (reordering) carries a stale start: its
