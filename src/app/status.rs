@@ -572,6 +572,10 @@ pub fn render(status: &Status) -> String {
             (Some(cipher), true) => format!("{state}, {cipher}"),
             _ => state,
         };
+        let state = match (&friend.session, friend.online) {
+            (Some(session), true) => format!("{state}, rtt {} ms", session.rtt_us.div_ceil(1000)),
+            _ => state,
+        };
         let state = match (&friend.direct_note, friend.online) {
             (Some(note), true) => format!("{state} (no direct path: {note})"),
             _ => state,
@@ -1080,7 +1084,7 @@ mod tests {
              Port mapping: 203.0.113.7:33445 (router)\n\
              DHT:          8 good nodes, 1 TCP relays connected\n\
              Friends:      2 of 3 online\n\
-             \x20 {} online, direct UDP, aegis-256; VPN 10.77.0.2/32, fd00::2/128\n\
+             \x20 {} online, direct UDP, aegis-256, rtt 25 ms; VPN 10.77.0.2/32, fd00::2/128\n\
              \x20 {} online, through a TCP relay for 1m 15s (no direct path: the friend's router maps each destination to a new port)\n\
              \x20 {} offline\n\
              Tunnels open: 2\n\
