@@ -25,6 +25,8 @@
 //! Values are written as on the command line (forwards in ssh's syntax,
 //! CIDRs, `HOST:PORT:KEY`), durations in words ("30s", "2m", "30days").
 //! Unknown keys are refused; every error names the file, line and column.
+//! Sections for other modes are ignored, but a file with none for the mode
+//! run is refused.
 //!
 //! Flags given on the command line (or in `TUNTOX_SHARED_SECRET`) win over
 //! the file, each for its own setting: a list flag (-L, --bootstrap...)
@@ -482,6 +484,35 @@ impl ConfigFile {
     pub fn is_client(&self) -> bool {
         self.client.is_some() || self.forwards.is_some()
     }
+
+    /// The sections for modes, as `[name]`, and the command each is for.
+    fn modes(&self) -> Vec<(&'static str, &'static str)> {
+        let mut modes = Vec::new();
+        if self.server.is_some() {
+            modes.push(("[server]", "tuntox -c FILE"));
+        }
+        if self.is_client() {
+            modes.push(("[client]", "tuntox -c FILE"));
+        }
+        if self.vpn_client.is_some() {
+            modes.push(("[vpn_client]", "tuntox vpn up -c FILE"));
+        }
+        if self.relay.is_some() {
+            modes.push(("[relay]", "tuntox relay -c FILE"));
+        }
+        modes
+    }
+}
+
+/// Refuses a file that has sections for other modes but none for `ours`
+/// (`tuntox -c relay.toml` would otherwise run a server).
+fn for_this_mode(path: &Path, file: &ConfigFile, ours: &[&str]) -> Result<(), ConfigError> {
+    let modes = file.modes();
+    if modes.is_empty() || modes.iter().any(|(section, _)| ours.contains(section)) {
+        return Ok(());
+    }
+    let (section, command) = modes[0];
+    Err(invalid(path, format!("the file has {section}, which is for `{command}`, and no {}", ours.join(" or "))))
 }
 
 /// Sets `target` to the file's `value` unless the flag `id` was given.
@@ -588,6 +619,7 @@ pub fn apply_forward(
     if file.server.is_some() && client_flags {
         return Err(invalid(path, "the file configures a server, but -L, -W, -D or -p make this a client"));
     }
+    for_this_mode(path, file, &["[server]", "[client]"])?;
     apply_top(file, given, &mut args.common, &mut args.status, &mut args.service);
     apply_process(file, given, &mut args.process);
     apply_network(file, given, &mut args.net);
@@ -642,6 +674,7 @@ pub fn apply_forward(
 /// Applies `file` onto `tuntox vpn up`'s flags: `[vpn_client]`, the
 /// top-level keys and `[network]`.
 pub fn apply_vpn_up(path: &Path, file: &ConfigFile, given: Given<'_>, args: &mut VpnUpArgs) -> Result<(), ConfigError> {
+    for_this_mode(path, file, &["[vpn_client]"])?;
     apply_top(file, given, &mut args.common, &mut args.status, &mut args.service);
     apply_process(file, given, &mut args.process);
     apply_network(file, given, &mut args.net);
@@ -661,6 +694,7 @@ pub fn apply_vpn_up(path: &Path, file: &ConfigFile, given: Given<'_>, args: &mut
 /// Applies `file` onto `tuntox relay`'s flags: `[relay]`, the top-level
 /// keys it has, and `bootstrap` and `lan` of `[network]`.
 pub fn apply_relay(path: &Path, file: &ConfigFile, given: Given<'_>, args: &mut RelayArgs) -> Result<(), ConfigError> {
+    for_this_mode(path, file, &["[relay]"])?;
     if file.daemonize.is_some() || file.pid_file.is_some() || file.user.is_some() {
         return Err(invalid(
             path,
@@ -889,8 +923,19 @@ mod tests {
             Some(Command::Relay(r)) => r,
             _ => unreachable!(),
         };
-        let err = apply_relay(Path::new("t.toml"), &file, &|_| false, &mut relay).unwrap_err();
+        let err = apply_relay(Path::new("t.toml"), &file, &|_| false, &mut relay.clone()).unwrap_err();
         assert!(err.to_string().contains("only bootstrap and lan"), "{err}");
+        // A file for another mode only is refused, naming its command.
+        let file = parse_text("[relay]\nport = 1\n").unwrap();
+        let err = apply_forward(Path::new("t.toml"), &file, &|_| false, &mut forward_defaults()).unwrap_err();
+        assert!(
+            err.to_string()
+                .ends_with("the file has [relay], which is for `tuntox relay -c FILE`, and no [server] or [client]"),
+            "{err}"
+        );
+        let file = parse_text("[server]\n").unwrap();
+        let err = apply_relay(Path::new("t.toml"), &file, &|_| false, &mut relay).unwrap_err();
+        assert!(err.to_string().contains("no [relay]"), "{err}");
     }
 
     #[test]
