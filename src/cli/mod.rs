@@ -1,15 +1,18 @@
 //! The command line: parsing, logging, and dispatch to the engines.
 //!
 //! Exit codes: 0 success, 1 a runtime failure (the message says what; for
-//! `tuntox status`, also: no running tuntox found), 2 a usage error. Errors
+//! `tuntox status`, also: no running tuntox found; a config file that
+//! cannot be used), 2 a usage error. Errors
 //! are one line on standard error, prefixed `tuntox:` (and also logged when
 //! logging goes to syslog). Standard output carries only what a command
 //! promises (the Tox ID for `id`, the byte stream for `-W`, the report of
 //! `status`).
 //!
-//! A forward mode starts in this order: flags are checked and paths made
-//! absolute (`-z`), logging starts (syslog for `-S` and `-z`), the Tox
-//! settings are read (`-b`, `--bootstrap`), the VPN's TUN device is opened
+//! A forward mode starts in this order: the config file (`-c`, see
+//! [`config`]) is read and applied under the flags, flags are checked and
+//! paths made absolute (`-z`), logging starts (syslog for `-S` and `-z`),
+//! the secret file is read (`--secret-file`), the Tox settings are read
+//! (`-b`, `--bootstrap`), the VPN's TUN device is opened
 //! and created (`--vpn`, `vpn up`: opening `/dev/net/tun` may need root's
 //! file rights), privileges are dropped (`-U`), the process forks into the
 //! background (`-z`), the PID file is written (`-F`), and only then does
