@@ -10,6 +10,7 @@ pub mod client;
 pub mod friends;
 pub mod identity;
 pub mod netcheck;
+pub mod notify;
 pub mod peers;
 pub mod progress;
 pub mod relay;
