@@ -1,0 +1,272 @@
+//! Running tuntox as a service: the systemd notification protocol against
+//! a fake `NOTIFY_SOCKET` (a Unix datagram socket of the test's own), and
+//! the log going to a file that logrotate may move away (SIGHUP reopens
+//! it), as JSON, or to the journal.
+//!
+//! The notify test starts a server in a network namespace whose only
+//! bootstrap node (a tox-bootstrapd) is down: the server must not say
+//! `READY=1` while nothing answers it, and must say it once the node is
+//! back and the server is on the network (which `tuntox status` then
+//! confirms), before `STOPPING=1` when it is stopped.
+//!
+//! Needs root (network namespaces) and toxcore-utils; run through
+//! `scripts/test`, which installs them. It never skips.
+
+mod support;
+
+use std::os::unix::fs::MetadataExt;
+use std::os::unix::net::UnixDatagram;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::thread;
+use std::time::Duration;
+
+use serde_json::Value;
+use support::bootstrapd::Bootstrapd;
+use support::deadline::Deadline;
+use support::netns::Netns;
+use support::tuntox::{Tuntox, binary, config_dir_args, local_network_args};
+
+/// A fake service manager: the messages that reach its socket.
+struct FakeManager {
+    socket: UnixDatagram,
+    seen: Vec<String>,
+}
+
+impl FakeManager {
+    fn bind(path: &Path) -> FakeManager {
+        let socket = UnixDatagram::bind(path).expect("bind the notify socket");
+        FakeManager { socket, seen: Vec::new() }
+    }
+
+    /// The next message within `timeout`, if any.
+    fn next(&mut self, timeout: Duration) -> Option<String> {
+        self.socket.set_read_timeout(Some(timeout.max(Duration::from_millis(1)))).unwrap();
+        let mut buf = [0; 4096];
+        let n = self.socket.recv(&mut buf).ok()?;
+        let message = String::from_utf8_lossy(&buf[..n]).into_owned();
+        self.seen.push(message.clone());
+        Some(message)
+    }
+
+    /// Waits for a message matching `pred`; panics with all seen after `timeout`.
+    fn wait(&mut self, what: &str, pred: impl Fn(&str) -> bool, timeout: Duration) -> String {
+        let deadline = Deadline::after(timeout);
+        while !deadline.passed() {
+            if let Some(message) = self.next(deadline.step(Duration::from_millis(200)))
+                && pred(&message)
+            {
+                return message;
+            }
+        }
+        panic!("no notification for {what} within {timeout:?}; seen: {:?}", self.seen)
+    }
+
+    /// Takes in what arrives for `period`.
+    fn drain(&mut self, period: Duration) {
+        let deadline = Deadline::after(period);
+        while !deadline.passed() {
+            self.next(deadline.step(Duration::from_millis(100)));
+        }
+    }
+
+    /// What arrived so far, without the watchdog's pings.
+    fn states(&self) -> Vec<&str> {
+        self.seen.iter().map(String::as_str).filter(|m| *m != "WATCHDOG=1").collect()
+    }
+}
+
+/// The JSON report of the one tuntox in `netns`.
+fn status(netns: &Netns) -> Value {
+    let out = netns
+        .command(binary())
+        .args(["status", "--json"])
+        .stdin(Stdio::null())
+        .env_remove("RUST_LOG")
+        .output()
+        .expect("run tuntox status");
+    assert!(out.status.success(), "tuntox status: {}", String::from_utf8_lossy(&out.stderr));
+    serde_json::from_slice(&out.stdout).expect("one JSON report")
+}
+
+#[test]
+fn ready_is_said_only_once_the_server_is_on_the_network() {
+    let netns = Netns::new("notify");
+    let mut bootstrapd = Bootstrapd::start(&netns);
+    let bootstrap = bootstrapd.bootstrap_arg();
+    // Down: the server starts with nothing to answer it.
+    bootstrapd.stop();
+
+    let dir = tempfile::tempdir().unwrap();
+    let socket_path = dir.path().join("notify");
+    let mut manager = FakeManager::bind(&socket_path);
+    let mut args = config_dir_args(&dir.path().join("conf"));
+    args.extend(["-u", "34100:34199", "--no-portmap"].map(String::from));
+    args.extend(local_network_args(&bootstrap));
+    let mut cmd = netns.command(binary());
+    cmd.args(&args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .env("NOTIFY_SOCKET", &socket_path)
+        // Pings every 100 ms.
+        .env("WATCHDOG_USEC", "200000")
+        .env_remove("WATCHDOG_PID");
+    let mut server = Tuntox::spawn_command(cmd, "server");
+    server.wait_log("listening", |l| l.contains("listening"), Duration::from_secs(20));
+
+    // Running, but off the network: pings, and no READY=1.
+    manager.drain(Duration::from_secs(3));
+    assert!(manager.seen.iter().filter(|m| *m == "WATCHDOG=1").count() >= 5, "watchdog pings: {:?}", manager.seen);
+    assert!(!manager.seen.iter().any(|m| m.contains("READY=1")), "READY=1 while offline: {:?}", manager.seen);
+    let report = status(&netns);
+    assert_eq!((report["dht_nodes"].as_u64(), report["tcp_relays"].as_u64()), (Some(0), Some(0)), "{report}");
+
+    // The bootstrap node comes back: READY=1 follows, with the status.
+    bootstrapd.restart(&netns);
+    let ready = manager.wait("READY=1", |m| m.contains("READY=1"), Duration::from_secs(30));
+    assert!(ready.starts_with("READY=1\nSTATUS=on the Tox network: "), "{ready}");
+    let report = status(&netns);
+    let online = report["dht_nodes"].as_u64().unwrap_or(0) + report["tcp_relays"].as_u64().unwrap_or(0);
+    assert!(online > 0, "READY=1 but the node is not on the network: {report}");
+
+    // Stopped: STOPPING=1, the last word.
+    let exit = server.terminate(Duration::from_secs(10));
+    assert!(exit.success(), "{exit:?}");
+    manager.wait("STOPPING=1", |m| m.starts_with("STOPPING=1"), Duration::from_secs(5));
+    manager.drain(Duration::from_millis(200));
+    let states = manager.states();
+    let ready_at = states.iter().position(|m| m.starts_with("READY=1")).unwrap();
+    assert_eq!(states.iter().filter(|m| m.contains("READY=1")).count(), 1, "{states:?}");
+    assert!(states[..ready_at].iter().all(|m| m.starts_with("STATUS=")), "{states:?}");
+    assert_eq!(states.last().map(|m| m.starts_with("STOPPING=1")), Some(true), "{states:?}");
+}
+
+#[test]
+fn the_relay_is_ready_once_its_sockets_are_bound() {
+    let netns = Netns::new("notifyrelay");
+    let dir = tempfile::tempdir().unwrap();
+    let socket_path = dir.path().join("notify");
+    let mut manager = FakeManager::bind(&socket_path);
+    let mut cmd = netns.command(binary());
+    cmd.args(["relay", "--no-lan", "--port", "34201", "--tcp-port", "34202", "-C"])
+        .arg(dir.path().join("conf"))
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .env("NOTIFY_SOCKET", &socket_path);
+    let mut relay = Tuntox::spawn_command(cmd, "relay");
+    let ready = manager.wait("READY=1", |m| m.contains("READY=1"), Duration::from_secs(20));
+    assert!(ready.contains("STATUS=relay running: DHT node on UDP port 34201, TCP relay on port 34202"), "{ready}");
+    // It answers on the port it announced.
+    let out = netns.exec(&["ss", "-ltn", "sport = :34202"]);
+    assert!(String::from_utf8_lossy(&out.stdout).contains("34202"), "{out:?}");
+    assert!(relay.terminate(Duration::from_secs(10)).success());
+    manager.wait("STOPPING=1", |m| m.starts_with("STOPPING=1"), Duration::from_secs(5));
+}
+
+#[test]
+fn a_bad_notify_socket_stops_the_start() {
+    let netns = Netns::new("notifybad");
+    let out = netns
+        .command(binary())
+        .args(["relay", "--no-lan", "--port", "34203", "--tcp-port", "34204", "-C"])
+        .arg(tempfile::tempdir().unwrap().path().join("conf"))
+        .env("NOTIFY_SOCKET", "relative/name")
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("NOTIFY_SOCKET") && stderr.contains("absolute path"), "{stderr}");
+}
+
+/// Reads `path` until a line contains `needle`; panics after `timeout`.
+fn wait_file_line(path: &Path, needle: &str, timeout: Duration) -> String {
+    let deadline = Deadline::after(timeout);
+    loop {
+        let text = std::fs::read_to_string(path).unwrap_or_default();
+        if let Some(line) = text.lines().find(|l| l.contains(needle)) {
+            return line.to_owned();
+        }
+        assert!(!deadline.passed(), "no line with {needle:?} in {} within {timeout:?}:\n{text}", path.display());
+        thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn the_log_file_is_appended_to_and_reopened_on_sighup() {
+    let netns = Netns::new("logfile");
+    let bootstrapd = Bootstrapd::start(&netns);
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("tuntox.log");
+    std::fs::write(&log, "an older line\n").unwrap();
+    let mut args = config_dir_args(&dir.path().join("conf"));
+    args.extend(["-u", "34300:34399", "--no-portmap", "--log-file"].map(String::from));
+    args.push(log.to_str().unwrap().to_owned());
+    args.extend(local_network_args(&bootstrapd.bootstrap_arg()));
+    let mut server = Tuntox::spawn(&netns, "server", &args);
+    let line = wait_file_line(&log, "Using Tox ID: ", Duration::from_secs(20));
+    // Text lines: a timestamp, the level, no module path at the default level.
+    assert!(line.contains(" INFO ") && !line.contains("tuntox::"), "{line}");
+    assert!(std::fs::read_to_string(&log).unwrap().starts_with("an older line\n"), "appended");
+    wait_file_line(&log, "joined the Tox network", Duration::from_secs(30));
+
+    // logrotate renames the file, then signals.
+    let rotated = dir.path().join("tuntox.log.1");
+    std::fs::rename(&log, &rotated).unwrap();
+    // SAFETY: kill(2) on our own child.
+    assert_eq!(unsafe { libc::kill(server.pid() as i32, libc::SIGHUP) }, 0);
+    wait_file_line(&log, "reopened the log file", Duration::from_secs(10));
+    assert!(server.terminate(Duration::from_secs(10)).success());
+    let fresh = std::fs::read_to_string(&log).unwrap();
+    assert!(fresh.contains("terminated; stopping"), "{fresh}");
+    let old = std::fs::read_to_string(&rotated).unwrap();
+    assert!(old.contains("joined the Tox network") && !old.contains("terminated"), "{old}");
+    // Nothing went to standard error.
+    assert!(server.log().is_empty(), "{:?}", server.log());
+}
+
+#[test]
+fn json_lines_and_journal_lines() {
+    let dir = tempfile::tempdir().unwrap();
+    // A new identity is a notice, logged at the default level.
+    let out = Command::new(binary())
+        .args(["id", "--log-format", "json", "-C"])
+        .arg(dir.path().join("a"))
+        .env_remove("RUST_LOG")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let line: Value = serde_json::from_str(stderr.lines().next().unwrap_or("")).expect("a JSON line");
+    assert_eq!(line["level"], "INFO", "{line}");
+    assert!(line["timestamp"].is_string(), "{line}");
+    assert!(line["fields"]["message"].as_str().unwrap_or("").starts_with("created a new Tox identity"), "{line}");
+
+    // Standard error that systemd connected to the journal (JOURNAL_STREAM
+    // names it): a priority prefix, no time, no level word.
+    let err_path = dir.path().join("stderr");
+    let err = std::fs::File::create(&err_path).unwrap();
+    let meta = err.metadata().unwrap();
+    let out = Command::new(binary())
+        .args(["id", "-C"])
+        .arg(dir.path().join("b"))
+        .env_remove("RUST_LOG")
+        .env("JOURNAL_STREAM", format!("{}:{}", meta.dev(), meta.ino()))
+        .stderr(err)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let text = std::fs::read_to_string(&err_path).unwrap();
+    assert!(text.starts_with("<6>created a new Tox identity in "), "{text}");
+
+    // Another stream: our own timestamps as usual.
+    let out = Command::new(binary())
+        .args(["id", "-C"])
+        .arg(dir.path().join("c"))
+        .env_remove("RUST_LOG")
+        .env("JOURNAL_STREAM", "1:1")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.starts_with("20") && stderr.contains(" INFO created a new Tox identity"), "{stderr}");
+}
