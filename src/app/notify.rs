@@ -59,7 +59,7 @@ impl Notifier {
             _ => {
                 return Err(io::Error::new(
                     io::ErrorKind::InvalidInput,
-                    format!("{SOCKET_ENV} must be an absolute path or start with '@', not {}", name.display()),
+                    format!("{SOCKET_ENV} must be an absolute path or start with '@', not {}", name.to_string_lossy()),
                 ));
             }
         };
