@@ -225,6 +225,24 @@ fn the_log_file_is_appended_to_and_reopened_on_sighup() {
     assert!(server.log().is_empty(), "{:?}", server.log());
 }
 
+/// Without a log file SIGHUP keeps its default action, ending the process
+/// (ssh stops its ProxyCommand, `tuntox -W`, with it).
+#[test]
+fn without_a_log_file_sighup_ends_the_process() {
+    use std::os::unix::process::ExitStatusExt;
+    let netns = Netns::new("hup");
+    let dir = tempfile::tempdir().unwrap();
+    let mut args = config_dir_args(&dir.path().join("conf"));
+    args.extend(["-u", "34400:34499", "--no-portmap"].map(String::from));
+    args.extend(local_network_args(&format!("127.0.0.1:33445:{}", "AB".repeat(32))));
+    let mut server = Tuntox::spawn(&netns, "server", &args);
+    server.wait_log("listening", |l| l.contains("listening"), Duration::from_secs(20));
+    // SAFETY: kill(2) on our own child.
+    assert_eq!(unsafe { libc::kill(server.pid() as i32, libc::SIGHUP) }, 0);
+    let exit = server.wait_exit(Duration::from_secs(10));
+    assert_eq!(exit.signal(), Some(libc::SIGHUP), "{exit:?}");
+}
+
 #[test]
 fn json_lines_and_journal_lines() {
     let dir = tempfile::tempdir().unwrap();

@@ -154,6 +154,11 @@ pub fn elsewhere() -> bool {
     ELSEWHERE.load(Ordering::Relaxed)
 }
 
+/// Whether the log goes to a file (`--log-file`), which SIGHUP reopens.
+pub fn has_log_file() -> bool {
+    LOG_FILE.get().is_some()
+}
+
 /// Reopens the log file (`--log-file`), on SIGHUP: logrotate has renamed
 /// it, and the lines now go to a new file of the old name. Without a log
 /// file, nothing to do.

@@ -902,6 +902,16 @@ enum Threads {
     PerCore,
 }
 
+/// Resolves at each SIGHUP, when it is caught; never otherwise.
+async fn hangup(hup: &mut Option<tokio::signal::unix::Signal>) {
+    match hup {
+        Some(hup) => {
+            hup.recv().await;
+        }
+        None => std::future::pending().await,
+    }
+}
+
 /// Runs `f` on a Tokio runtime until it ends or SIGINT/SIGTERM arrives.
 /// When `f` reports its start, `readiness` (the launcher of `-z` waiting)
 /// is told and taken.
@@ -923,13 +933,17 @@ where
         // Caught from here on, before the mode starts: a signal that comes
         // as soon as it reports its start still stops it cleanly.
         use tokio::signal::unix::{SignalKind, signal};
-        let (mut int, mut term, mut hup) =
-            match (signal(SignalKind::interrupt()), signal(SignalKind::terminate()), signal(SignalKind::hangup())) {
-                (Ok(int), Ok(term), Ok(hup)) => (int, term, hup),
-                (Err(e), _, _) | (_, Err(e), _) | (_, _, Err(e)) => {
-                    return Err(anyhow::Error::new(e).context("cannot catch SIGINT, SIGTERM and SIGHUP"));
-                }
-            };
+        let (mut int, mut term) = match (signal(SignalKind::interrupt()), signal(SignalKind::terminate())) {
+            (Ok(int), Ok(term)) => (int, term),
+            (Err(e), _) | (_, Err(e)) => return Err(anyhow::Error::new(e).context("cannot catch SIGINT and SIGTERM")),
+        };
+        // SIGHUP reopens the log file; without one it keeps its default
+        // action (ssh ends a ProxyCommand, -W, with it).
+        let mut hup = if logging::has_log_file() {
+            Some(signal(SignalKind::hangup()).map_err(|e| anyhow::Error::new(e).context("cannot catch SIGHUP"))?)
+        } else {
+            None
+        };
         let signals = cancel.clone();
         tokio::spawn(async move {
             loop {
@@ -937,7 +951,7 @@ where
                     _ = int.recv() => tracing::info!("interrupted; stopping"),
                     _ = term.recv() => tracing::info!("terminated; stopping"),
                     // logrotate has moved the log file away.
-                    _ = hup.recv() => {
+                    () = hangup(&mut hup) => {
                         logging::reopen();
                         continue;
                     }
