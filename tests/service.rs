@@ -118,6 +118,18 @@ fn ready_is_said_only_once_the_server_is_on_the_network() {
     manager.drain(Duration::from_secs(3));
     assert!(manager.seen.iter().filter(|m| *m == "WATCHDOG=1").count() >= 5, "watchdog pings: {:?}", manager.seen);
     assert!(!manager.seen.iter().any(|m| m.contains("READY=1")), "READY=1 while offline: {:?}", manager.seen);
+    assert_eq!(
+        manager.states().first().copied(),
+        Some(
+            format!(
+                "STATUS=joining the Tox network through {}",
+                bootstrap.split(':').take(2).collect::<Vec<_>>().join(":")
+            )
+            .as_str()
+        ),
+        "{:?}",
+        manager.seen
+    );
     let report = status(&netns);
     assert_eq!((report["dht_nodes"].as_u64(), report["tcp_relays"].as_u64()), (Some(0), Some(0)), "{report}");
 

@@ -133,8 +133,10 @@ enum Join {
 }
 
 impl JoinWatch {
-    /// Starts watching at `now`; `bootstrap` names the bootstrap nodes.
+    /// Starts watching at `now` (and says so to the service manager);
+    /// `bootstrap` names the bootstrap nodes.
     pub fn new(now: Instant, bootstrap: String) -> Self {
+        notify::status(&format!("joining the Tox network through {bootstrap}"));
         Self { bootstrap, state: Join::Waiting, since: now, warned: false }
     }
 
