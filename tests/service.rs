@@ -9,6 +9,10 @@
 //! back and the server is on the network (which `tuntox status` then
 //! confirms), before `STOPPING=1` when it is stopped.
 //!
+//! A VPN client runs with what `tuntox-vpn@.service` gives it: a user
+//! other than root, CAP_NET_ADMIN and nothing else, and a `/dev/net/tun`
+//! anyone may open (as udev makes it).
+//!
 //! Needs root (network namespaces) and toxcore-utils; run through
 //! `scripts/test`, which installs them. It never skips.
 
@@ -24,6 +28,7 @@ use std::time::Duration;
 use serde_json::Value;
 use support::bootstrapd::Bootstrapd;
 use support::deadline::Deadline;
+use support::devlog::DevLog;
 use support::netns::Netns;
 use support::tuntox::{Tuntox, binary, config_dir_args, local_network_args};
 
@@ -299,4 +304,63 @@ fn json_lines_and_journal_lines() {
         .unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.starts_with("20") && stderr.contains(" INFO created a new Tox identity"), "{stderr}");
+}
+
+/// `tuntox vpn up` as `tuntox-vpn@.service` runs it: as `nobody`, with
+/// CAP_NET_ADMIN as its only capability (bounding, ambient, effective) and
+/// no new privileges, against a `tuntox --vpn` server in another
+/// namespace: the device comes up with its address, traffic flows, and
+/// on SIGTERM it removes its device.
+#[test]
+fn a_vpn_client_needs_only_cap_net_admin() {
+    use nix::unistd::{User, chown};
+    let srv = Netns::new("capsrv");
+    let cli = Netns::new("capcli");
+    srv.exec(&["ip", "link", "add", "c1", "type", "veth", "peer", "name", "eth0", "netns", cli.name()]);
+    srv.exec(&["ip", "addr", "add", "10.0.9.1/24", "dev", "c1"]);
+    srv.exec(&["ip", "link", "set", "c1", "up"]);
+    cli.exec(&["ip", "addr", "add", "10.0.9.2/24", "dev", "eth0"]);
+    cli.exec(&["ip", "link", "set", "eth0", "up"]);
+    let bootstrapd = Bootstrapd::start(&srv);
+    let boot = bootstrapd.bootstrap_arg().replacen("127.0.0.1", "10.0.9.1", 1);
+
+    let dir = tempfile::tempdir().unwrap();
+    let mut args = config_dir_args(&dir.path().join("server"));
+    args.extend(["-s", "cap-secret", "-u", "34500:34599", "--no-portmap", "--vpn"].map(String::from));
+    args.extend(local_network_args(&boot));
+    let mut server = Tuntox::spawn(&srv, "server", &args);
+    let id = server.wait_tox_id();
+
+    let nobody = User::from_name("nobody").unwrap().expect("the nobody account");
+    let conf = dir.path().join("client");
+    std::fs::create_dir(&conf).unwrap();
+    chown(&conf, Some(nobody.uid), Some(nobody.gid)).unwrap();
+    let dev = DevLog::missing().with_open_tun();
+    let mut cmd = dev.wrap(Path::new("setpriv"), |program| cli.command(program));
+    cmd.args(["--reuid", &nobody.uid.to_string(), "--regid", &nobody.gid.to_string(), "--clear-groups"])
+        .args(["--inh-caps=-all,+net_admin", "--ambient-caps=-all,+net_admin", "--bounding-set=-all,+net_admin"])
+        .args(["--no-new-privs", binary(), "vpn", "up", "-i", &id, "-s", "cap-secret", "--no-portmap", "-C"])
+        .arg(&conf)
+        .args(local_network_args(&boot))
+        .stdin(Stdio::null())
+        .stdout(Stdio::null());
+    let mut client = Tuntox::spawn_command(cmd, "vpn up (CAP_NET_ADMIN only)");
+    client.wait_log("the VPN session", |l| l.contains("VPN up: "), Duration::from_secs(60));
+
+    let status = std::fs::read_to_string(format!("/proc/{}/status", client.pid())).unwrap();
+    let field =
+        |name: &str| status.lines().find_map(|l| l.strip_prefix(&format!("{name}:\t"))).unwrap_or_default().to_owned();
+    let uid = nobody.uid.to_string();
+    assert_eq!(field("Uid").split_whitespace().collect::<Vec<_>>(), [uid.as_str(); 4], "{status}");
+    for set in ["CapEff", "CapPrm", "CapAmb", "CapBnd"] {
+        assert_eq!(field(set), "0000000000001000", "{set} is CAP_NET_ADMIN alone: {status}");
+    }
+    assert_eq!(field("NoNewPrivs"), "1", "{status}");
+    let out = cli.exec(&["ping", "-c", "1", "-W", "5", "10.77.0.1"]);
+    assert!(out.status.success(), "ping over the VPN: {out:?}");
+
+    assert!(client.terminate(Duration::from_secs(10)).success(), "{:?}", client.log());
+    let links = String::from_utf8_lossy(&cli.exec(&["ip", "-o", "link"]).stdout).into_owned();
+    assert!(!links.contains("tuntox0"), "the device is left behind: {links}");
+    assert!(server.terminate(Duration::from_secs(15)).success());
 }
