@@ -7,7 +7,8 @@
 //! bootstrap node (a tox-bootstrapd) is down: the server must not say
 //! `READY=1` while nothing answers it, and must say it once the node is
 //! back and the server is on the network (which `tuntox status` then
-//! confirms), before `STOPPING=1` when it is stopped.
+//! confirms), follow a client coming and going in `STATUS=`, and say
+//! `STOPPING=1` last when it is stopped; watchdog pings come throughout.
 //!
 //! A VPN client runs with what `tuntox-vpn@.service` gives it: a user
 //! other than root, CAP_NET_ADMIN and nothing else, and a `/dev/net/tun`
@@ -22,6 +23,9 @@ use std::os::unix::fs::MetadataExt;
 use std::os::unix::net::UnixDatagram;
 use std::path::Path;
 use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{Receiver, channel};
 use std::thread;
 use std::time::Duration;
 
@@ -32,24 +36,38 @@ use support::devlog::DevLog;
 use support::netns::Netns;
 use support::tuntox::{Tuntox, binary, config_dir_args, local_network_args};
 
-/// A fake service manager: the messages that reach its socket.
+/// A fake service manager: the messages that reach its socket, read by a
+/// thread as they come (a Unix datagram socket queues only a few, and
+/// tuntox drops a notification rather than wait).
 struct FakeManager {
-    socket: UnixDatagram,
+    messages: Receiver<String>,
     seen: Vec<String>,
+    stop: Arc<AtomicBool>,
 }
 
 impl FakeManager {
     fn bind(path: &Path) -> FakeManager {
         let socket = UnixDatagram::bind(path).expect("bind the notify socket");
-        FakeManager { socket, seen: Vec::new() }
+        socket.set_read_timeout(Some(Duration::from_millis(100))).unwrap();
+        let (tx, messages) = channel();
+        let stop = Arc::new(AtomicBool::new(false));
+        let stopped = Arc::clone(&stop);
+        thread::spawn(move || {
+            let mut buf = [0; 4096];
+            while !stopped.load(Ordering::Relaxed) {
+                if let Ok(n) = socket.recv(&mut buf)
+                    && tx.send(String::from_utf8_lossy(&buf[..n]).into_owned()).is_err()
+                {
+                    break;
+                }
+            }
+        });
+        FakeManager { messages, seen: Vec::new(), stop }
     }
 
     /// The next message within `timeout`, if any.
     fn next(&mut self, timeout: Duration) -> Option<String> {
-        self.socket.set_read_timeout(Some(timeout.max(Duration::from_millis(1)))).unwrap();
-        let mut buf = [0; 4096];
-        let n = self.socket.recv(&mut buf).ok()?;
-        let message = String::from_utf8_lossy(&buf[..n]).into_owned();
+        let message = self.messages.recv_timeout(timeout).ok()?;
         self.seen.push(message.clone());
         Some(message)
     }
@@ -64,7 +82,7 @@ impl FakeManager {
                 return message;
             }
         }
-        panic!("no notification for {what} within {timeout:?}; seen: {:?}", self.seen)
+        panic!("no notification for {what} within {timeout:?}; seen: {:?}", self.states())
     }
 
     /// Takes in what arrives for `period`.
@@ -78,6 +96,12 @@ impl FakeManager {
     /// What arrived so far, without the watchdog's pings.
     fn states(&self) -> Vec<&str> {
         self.seen.iter().map(String::as_str).filter(|m| *m != "WATCHDOG=1").collect()
+    }
+}
+
+impl Drop for FakeManager {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
     }
 }
 
@@ -117,6 +141,7 @@ fn ready_is_said_only_once_the_server_is_on_the_network() {
         .env("WATCHDOG_USEC", "200000")
         .env_remove("WATCHDOG_PID");
     let mut server = Tuntox::spawn_command(cmd, "server");
+    let id = server.wait_tox_id();
     server.wait_log("listening", |l| l.contains("listening"), Duration::from_secs(20));
 
     // Running, but off the network: pings, and no READY=1.
@@ -145,6 +170,17 @@ fn ready_is_said_only_once_the_server_is_on_the_network() {
     let report = status(&netns);
     let online = report["dht_nodes"].as_u64().unwrap_or(0) + report["tcp_relays"].as_u64().unwrap_or(0);
     assert!(online > 0, "READY=1 but the node is not on the network: {report}");
+
+    // A client comes and goes: the status follows.
+    let mut ping = netns.command(binary());
+    ping.args(["ping", &id, "-c", "1", "-u", "34200:34299", "--no-portmap"])
+        .args(local_network_args(&bootstrap))
+        .env_remove("RUST_LOG")
+        .stdin(Stdio::null());
+    let out = ping.output().unwrap();
+    assert!(out.status.success(), "tuntox ping: {}", String::from_utf8_lossy(&out.stderr));
+    manager.wait("a client online", |m| m == "STATUS=serving; 1 client online", Duration::from_secs(10));
+    manager.wait("no client online", |m| m == "STATUS=serving; 0 clients online", Duration::from_secs(10));
 
     // Stopped: STOPPING=1, the last word.
     let exit = server.terminate(Duration::from_secs(10));

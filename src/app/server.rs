@@ -374,8 +374,8 @@ pub async fn run(mut config: ServerConfig, cancel: CancellationToken) -> anyhow:
 /// The service manager's status line once friends come and go.
 fn friends_status(online: usize) -> String {
     match online {
-        1 => "on the Tox network; 1 client online".to_owned(),
-        n => format!("on the Tox network; {n} clients online"),
+        1 => "serving; 1 client online".to_owned(),
+        n => format!("serving; {n} clients online"),
     }
 }
 
