@@ -163,7 +163,19 @@ fn help_and_version_succeed() {
     assert!(String::from_utf8_lossy(&help.stdout).contains("-L <[BIND:]PORT:HOST:HOSTPORT>"));
     let version = tuntox(&["-V"]);
     assert!(version.status.success());
-    assert_eq!(String::from_utf8_lossy(&version.stdout).trim(), format!("tuntox {}", env!("CARGO_PKG_VERSION")));
+    // The commit the build came from, when built from a git checkout.
+    let commit = std::process::Command::new("git")
+        .args(["rev-parse", "--short=12", "HEAD"])
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .ok()
+        .filter(|out| out.status.success())
+        .map(|out| String::from_utf8_lossy(&out.stdout).trim().to_owned());
+    let expected = match commit {
+        Some(commit) => format!("tuntox {} (commit {commit})", env!("CARGO_PKG_VERSION")),
+        None => format!("tuntox {}", env!("CARGO_PKG_VERSION")),
+    };
+    assert_eq!(String::from_utf8_lossy(&version.stdout).trim(), expected);
 }
 
 #[test]

@@ -260,3 +260,20 @@ fn vpn_up_needs_a_server_from_the_flags_or_the_file() {
     assert_eq!(out.status.code(), Some(2), "{err}");
     assert!(err.contains("vpn up needs the server's Tox ID (-i TOXID, or server in [vpn_client] of -c FILE)"), "{err}");
 }
+
+#[test]
+fn the_log_keys_equal_their_flags() {
+    let dir = std::env::temp_dir().join(format!("tuntox-config-log-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("server.toml");
+    std::fs::write(
+        &path,
+        "log_file = \"/var/log/tuntox.log\"\nlog_format = \"json\"\n[server]\nrules = \"/etc/tuntox/rules\"\n",
+    )
+    .unwrap();
+    let file = forward(&["-c", path.to_str().unwrap()]);
+    std::fs::remove_dir_all(&dir).unwrap();
+    let flags = forward(&["--log-file", "/var/log/tuntox.log", "--log-format", "json", "-f", "/etc/tuntox/rules"]);
+    assert_eq!(file, flags);
+    assert_eq!(file.common.log_format, tuntox::cli::args::LogFormat::Json);
+}

@@ -246,10 +246,30 @@ fn a_background_server_that_cannot_start_fails_its_launcher() {
     let ran = run_bounded(setup.command(&nolog, &args), "tuntox -z without /dev/log", Duration::from_secs(30));
     assert_eq!(ran.status.code(), Some(1), "{ran:?}");
     assert!(
-        ran.stderr.starts_with("tuntox: -z logs to syslog: cannot reach the syslog daemon at /dev/log"),
+        ran.stderr.starts_with("tuntox: -z logs to syslog: cannot reach the syslog daemon at /dev/log")
+            && ran.stderr.contains("or log to a file with --log-file FILE"),
         "{}",
         ran.stderr
     );
+
+    // With --log-file, -z needs no syslog daemon: the log goes to the file
+    // (a relative path, taken from the directory tuntox was started in).
+    let args = setup.server_args(&["-z", "-C", "conf", "-F", "logged.pid", "--log-file", "daemon.log"]);
+    let ran = run_bounded(setup.command(&nolog, &args), "tuntox -z --log-file", Duration::from_secs(30));
+    assert_eq!(ran.status.code(), Some(0), "{ran:?}");
+    let log = setup.path("daemon.log");
+    let deadline = Deadline::after(Duration::from_secs(10));
+    let text = loop {
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        if text.contains("Using Tox ID: ") || deadline.passed() {
+            break text;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(text.contains("Using Tox ID: "), "{text}");
+    let pid = read_pid(&setup.path("logged.pid"));
+    kill(Pid::from_raw(pid), Signal::SIGTERM).unwrap();
+    wait_until("the daemon ends after SIGTERM", Duration::from_secs(10), || ended(pid));
 }
 
 #[test]
@@ -341,7 +361,7 @@ fn syslog_gets_bsd_datagrams_from_local1_with_our_pid() {
     assert!(ran.stdout.is_empty());
     assert_eq!(
         ran.stderr.trim(),
-        "tuntox: -S: cannot reach the syslog daemon at /dev/log: No such file or directory (os error 2) \
-         (is journald, rsyslog or syslogd running?)"
+        "tuntox: -S: cannot reach the syslog daemon at /dev/log: No such file or directory (os error 2) (start \
+         journald, rsyslog or syslogd, or log to standard error without -S, or to a file with --log-file FILE)"
     );
 }

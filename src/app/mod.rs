@@ -12,6 +12,7 @@ pub mod friends;
 pub mod identity;
 pub mod metrics;
 pub mod netcheck;
+pub mod notify;
 pub mod peers;
 pub mod progress;
 pub mod relay;

@@ -6,6 +6,8 @@
 //! "joined the Tox network" once a DHT node or TCP relay answers, a warning
 //! naming the bootstrap nodes when none has answered for
 //! [`NO_ANSWER_WARNING`], and the same when the network is lost later.
+//! The same changes go to the service manager ([`notify`]): `READY=1` when
+//! the network first answers, a `STATUS=` line at each change.
 //!
 //! A client also watches its server ([`ServerWatch`]), whose phases are
 //! read off the node once a second: looking for it on the network, found
@@ -23,6 +25,7 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 use super::bootstrap::BootstrapNode;
+use super::notify;
 use crate::crypto::PublicKey;
 use crate::driver::NodeSender;
 use crate::proto::net_crypto::session::State;
@@ -130,8 +133,10 @@ enum Join {
 }
 
 impl JoinWatch {
-    /// Starts watching at `now`; `bootstrap` names the bootstrap nodes.
+    /// Starts watching at `now` (and says so to the service manager);
+    /// `bootstrap` names the bootstrap nodes.
     pub fn new(now: Instant, bootstrap: String) -> Self {
+        notify::status(&format!("joining the Tox network through {bootstrap}"));
         Self { bootstrap, state: Join::Waiting, since: now, warned: false }
     }
 
@@ -159,6 +164,10 @@ impl JoinWatch {
                     net.dht_nodes,
                     net.tcp_relays
                 );
+                notify::ready(&format!(
+                    "on the Tox network: {} DHT nodes, {} TCP relays answer",
+                    net.dht_nodes, net.tcp_relays
+                ));
                 self.enter(now, Join::Joined);
             }
             (Join::Lost, true) => {
@@ -169,9 +178,16 @@ impl JoinWatch {
                         net.tcp_relays
                     );
                 }
+                notify::status(&format!(
+                    "back on the Tox network: {} DHT nodes, {} TCP relays answer",
+                    net.dht_nodes, net.tcp_relays
+                ));
                 self.enter(now, Join::Joined);
             }
-            (Join::Joined, false) => self.enter(now, Join::Lost),
+            (Join::Joined, false) => {
+                notify::status("no DHT node or TCP relay answers: reconnecting to the Tox network");
+                self.enter(now, Join::Lost);
+            }
             (Join::Waiting, false) if !self.warned && waited >= NO_ANSWER_WARNING => {
                 tracing::warn!(
                     "no bootstrap node has answered in {} s ({}): check each node's address, port and key \
@@ -180,6 +196,7 @@ impl JoinWatch {
                     waited.as_secs(),
                     self.bootstrap
                 );
+                notify::status(&format!("no bootstrap node answers ({})", self.bootstrap));
                 self.warned = true;
             }
             (Join::Lost, false) if !self.warned && waited >= NO_ANSWER_WARNING => {
@@ -273,6 +290,16 @@ impl ServerWatch {
             Phase::Accepted => "the server accepted us; setting up the session".into(),
             Phase::Reconnecting => "lost the server; reconnecting".into(),
             Phase::Online(_) => String::new(),
+        }
+    }
+
+    /// The state in a few words, for the service manager.
+    pub fn service_status(&self, join: &JoinWatch) -> String {
+        match self.phase {
+            Phase::Searching => "on the Tox network; looking for the server".to_owned(),
+            Phase::Requested => "found the server; friend request sent".to_owned(),
+            Phase::Online(path) => format!("connected to the server ({})", path_text(path)),
+            _ => self.note(join),
         }
     }
 
@@ -452,6 +479,9 @@ impl ClientWatch {
                     || server.diagnosis(&join).settled != settled
                 {
                     let diagnosis = server.diagnosis(&join);
+                    if join.joined() {
+                        notify::status(&server.service_status(&join));
+                    }
                     (self.on_change)(&diagnosis);
                     tx.send_replace(diagnosis);
                 }

@@ -180,6 +180,11 @@ pub async fn run(config: RelayConfig, cancel: CancellationToken) -> anyhow::Resu
         tcp_ports = %tcp.join(","),
         "relay running: DHT bootstrap node on UDP, TCP relay on TCP"
     );
+    super::notify::ready(&format!(
+        "relay running: DHT node on UDP port {}, TCP relay on port {}",
+        handle.local_addr().port(),
+        tcp.join(",")
+    ));
     let mut tick = tokio::time::interval(Duration::from_secs(60));
     tick.tick().await;
     loop {
@@ -194,6 +199,7 @@ pub async fn run(config: RelayConfig, cancel: CancellationToken) -> anyhow::Resu
                     .await;
                 if let Ok((dht_nodes, (clients, stats))) = status {
                     tracing::info!(dht_nodes, clients, ?stats, "relay status");
+                    super::notify::status(&format!("relay running: {dht_nodes} DHT nodes, {clients} TCP clients"));
                 }
             }
         }

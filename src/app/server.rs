@@ -328,6 +328,7 @@ pub async fn run(mut config: ServerConfig, cancel: CancellationToken) -> anyhow:
             ToxEvent::FriendConnected { public_key, path } => {
                 tracing::info!(friend = %public_key, "friend online ({})", path_text(path));
                 online.insert(public_key);
+                super::notify::status(&friends_status(online.len()));
                 if lock(&book).seen(&public_key, true, now(), unix_now()) == Some(Kept::Saved) {
                     store(&mut identity, &book);
                 }
@@ -340,6 +341,7 @@ pub async fn run(mut config: ServerConfig, cancel: CancellationToken) -> anyhow:
                 tracing::info!(friend = %public_key, "friend offline");
                 // Its in-use mark is cleared at the next tick.
                 online.remove(&public_key);
+                super::notify::status(&friends_status(online.len()));
                 if lock(&book).seen(&public_key, false, now(), unix_now()) == Some(Kept::Saved) {
                     store(&mut identity, &book);
                 }
@@ -372,6 +374,14 @@ pub async fn run(mut config: ServerConfig, cancel: CancellationToken) -> anyhow:
 
 /// The online friends something of ours runs over: tunnels open (or
 /// asked for), a VPN session.
+/// The service manager's status line once friends come and go.
+fn friends_status(online: usize) -> String {
+    match online {
+        1 => "serving; 1 client online".to_owned(),
+        n => format!("serving; {n} clients online"),
+    }
+}
+
 fn friends_in_use(bridge: &Bridge, vpn: Option<&ServerVpn>, online: &HashSet<PublicKey>) -> HashSet<PublicKey> {
     let mut used: HashSet<PublicKey> =
         online.iter().filter(|key| bridge.engine().tunnels_to(bridge.peer_id(**key)) > 0).copied().collect();

@@ -28,6 +28,10 @@ pub const DEFAULT_VPN_SERVER_DEVICE: &str = "tuntox-srv0";
 const RELAY_BOOTSTRAP_HELP: &str = "Join the Tox network through this node; repeatable. IPv6 hosts in brackets. \
                                     Without it the relay is a network of its own that others bootstrap from";
 
+/// `tuntox --version`: the package version and, when built from a git
+/// checkout, the commit (see build.rs).
+pub const VERSION: &str = env!("TUNTOX_VERSION");
+
 /// Reach machines behind NATs over the Tox network.
 ///
 /// Run `tuntox` on the remote machine (the server); it prints its Tox ID.
@@ -37,7 +41,7 @@ const RELAY_BOOTSTRAP_HELP: &str = "Join the Tox network through this node; repe
 /// server connects to HOST:PORT as it sees them: 127.0.0.1 is the server
 /// itself). Use `-s SECRET` on both sides.
 #[derive(Debug, Parser)]
-#[command(name = "tuntox", version, args_conflicts_with_subcommands = true, disable_help_subcommand = true)]
+#[command(name = "tuntox", version = VERSION, args_conflicts_with_subcommands = true, disable_help_subcommand = true)]
 pub struct Cli {
     /// A subcommand; without one, tuntox runs as C tuntox does.
     #[command(subcommand)]
@@ -104,6 +108,13 @@ pub enum Command {
     /// Work with config files.
     #[command(subcommand)]
     Config(ConfigCommand),
+    /// Print a shell completion script for tuntox on standard output.
+    ///
+    /// For bash: `tuntox completions bash >
+    /// /usr/share/bash-completion/completions/tuntox`; zsh: to `_tuntox` in
+    /// a directory of `$fpath`; fish: to
+    /// `~/.config/fish/completions/tuntox.fish`.
+    Completions(CompletionsArgs),
 }
 
 /// `tuntox config ...`.
@@ -122,6 +133,25 @@ pub struct ConfigCheckArgs {
     /// The config file.
     #[arg(value_name = "FILE")]
     pub file: PathBuf,
+}
+
+/// `tuntox completions`.
+#[derive(Debug, Args)]
+pub struct CompletionsArgs {
+    /// The shell.
+    #[arg(value_name = "SHELL", value_enum)]
+    pub shell: Shell,
+}
+
+/// The shells `tuntox completions` writes for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Shell {
+    /// bash (with bash-completion).
+    Bash,
+    /// zsh.
+    Zsh,
+    /// fish.
+    Fish,
 }
 
 /// Options every mode shares.
@@ -146,6 +176,25 @@ pub struct CommonArgs {
     /// `tuntox` with the process ID, through /dev/log (which must exist).
     #[arg(short = 'S')]
     pub syslog: bool,
+
+    /// Append the log to FILE instead of standard error (or, with -z,
+    /// syslog). Reopened on SIGHUP, so that logrotate can move it away.
+    #[arg(long, value_name = "FILE", conflicts_with = "syslog")]
+    pub log_file: Option<PathBuf>,
+
+    /// How log lines look: `text`, or `json` (one object per line).
+    #[arg(long, value_name = "FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+}
+
+/// `--log-format`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Lines of text.
+    Text,
+    /// One JSON object per line.
+    Json,
 }
 
 impl CommonArgs {
@@ -347,11 +396,12 @@ pub struct JoinArgs {
 /// What becomes of the process: background, PID file, user.
 #[derive(Debug, Clone, PartialEq, Args)]
 pub struct ProcessArgs {
-    /// Run in the background (implies -S). The command returns once tuntox
+    /// Run in the background, logging to syslog (-S) unless --log-file is
+    /// given. The command returns once tuntox
     /// runs (identity loaded, sockets bound): status 0, or 1 and the reason it
     /// could not start. The background process has no terminal, works from /
     /// and has standard input, output and error on /dev/null; relative paths
-    /// given in -C, -I, -f, -b and -F are resolved first. Not with -W.
+    /// given in -C, -I, -f, -b, -F, --status-socket and --log-file are resolved first. Not with -W.
     #[arg(short = 'z')]
     pub daemonize: bool,
 
@@ -672,11 +722,11 @@ pub struct FriendsTarget {
 }
 
 /// `vpn up -z`'s help: the main command's names flags `vpn up` does not take.
-const VPN_UP_DAEMONIZE_HELP: &str = "Run in the background (implies -S). The command returns once tuntox runs (the \
+const VPN_UP_DAEMONIZE_HELP: &str = "Run in the background, logging to syslog (-S) unless --log-file is given. The command returns once tuntox runs (the \
                                      device made, identity loaded, sockets bound): status 0, or 1 and the reason it \
                                      could not start. The background process has no terminal, works from / and has \
                                      standard input, output and error on /dev/null; relative paths given in -C, -I, \
-                                     -b, -F and --status-socket are resolved first";
+                                     -b, -F, --status-socket and --log-file are resolved first";
 /// `tuntox relay -C`'s help.
 const RELAY_CONFIG_HELP: &str = "Config directory: holds the relay's key pair (`relay_keys`, made when missing). \
                                  Default /etc/tuntox/";

@@ -5,7 +5,8 @@
 //! The file's layout:
 //!
 //! - top-level keys: `config_dir` (-C), `log_level` (-q, -d),
-//!   `syslog` (-S), `daemonize` (-z), `pid_file` (-F), `user` (-U),
+//!   `syslog` (-S), `log_file` (--log-file), `log_format` (--log-format:
+//!   "text" or "json"), `daemonize` (-z), `pid_file` (-F), `user` (-U),
 //!   `status_socket`, `metrics`;
 //! - `[network]`: `udp_ports` (-u), `nodes_file` (-b), `bootstrap`, `lan`
 //!   (false: --no-lan), `relays` (--relay), `udp` (false: --no-udp),
@@ -52,7 +53,7 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use tunnel::spec::{DynamicForward, LocalForward, Target};
 
 use super::args::{
-    CommonArgs, ForwardArgs, JoinArgs, NetArgs, PeerId, PortRange, ProcessArgs, RelayArgs, ServiceArgs,
+    CommonArgs, ForwardArgs, JoinArgs, LogFormat, NetArgs, PeerId, PortRange, ProcessArgs, RelayArgs, ServiceArgs,
     StatusSocketArgs, VpnUpArgs, parse_device, parse_mtu,
 };
 use crate::app::bootstrap::BootstrapSpec;
@@ -108,6 +109,12 @@ pub struct ConfigFile {
     /// -S.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub syslog: Option<bool>,
+    /// --log-file.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub log_file: Option<PathBuf>,
+    /// --log-format.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub log_format: Option<LogFormat>,
     /// -z.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub daemonize: Option<bool>,
@@ -545,6 +552,8 @@ fn apply_top(
         };
     }
     set(given, "syslog", &mut common.syslog, file.syslog);
+    set(given, "log_file", &mut common.log_file, file.log_file.clone().map(Some));
+    set(given, "log_format", &mut common.log_format, file.log_format);
     set(given, "status_socket", &mut status.status_socket, file.status_socket.clone().map(Some));
     set(given, "metrics", &mut service.metrics, file.metrics.map(Some));
 }
@@ -741,6 +750,8 @@ fn top(common: &CommonArgs, status: &StatusSocketArgs, service: &ServiceArgs) ->
         config_dir: common.config_dir.clone(),
         log_level: Some(log_level(common)),
         syslog: Some(common.syslog),
+        log_file: common.log_file.clone(),
+        log_format: Some(common.log_format),
         status_socket: status.status_socket.clone(),
         metrics: service.metrics,
         ..ConfigFile::default()

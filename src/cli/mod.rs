@@ -100,7 +100,7 @@ where
     match dispatch(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
-            if logging::to_syslog() && !matches!(err, CliError::Background(_)) {
+            if logging::elsewhere() && !matches!(err, CliError::Background(_)) {
                 tracing::error!("{err:#}");
             }
             eprintln!("tuntox: {err:#}");
@@ -241,6 +241,7 @@ fn dispatch(cli: Cli) -> Result<(), CliError> {
         Some(Command::Friends(FriendsCommand::Remove(_))) => "tuntox friends remove",
         Some(Command::Netcheck(_)) => "tuntox netcheck",
         Some(Command::Config(ConfigCommand::Check(_))) => "tuntox config check",
+        Some(Command::Completions(_)) => "tuntox completions",
     });
     match cli.command {
         Some(Command::Id(args)) => {
@@ -255,27 +256,92 @@ fn dispatch(cli: Cli) -> Result<(), CliError> {
         Some(Command::Friends(command)) => run_friends(command),
         Some(Command::Netcheck(args)) => run_netcheck(&args),
         Some(Command::Config(ConfigCommand::Check(args))) => run_config_check(&args.file),
+        Some(Command::Completions(args)) => print_completions(args.shell),
         None => run_forward(cli.forward),
     }
 }
 
-/// Sets up logging for a mode: to syslog with `-S` or `-z`
-/// (`daemonize`), else to standard error.
+/// Sets up logging for a mode: to the `--log-file`; else to syslog with
+/// `-S` or `-z` (`daemonize`); else to standard error (which may be the
+/// journal).
 fn start(common: &CommonArgs, default: DefaultLevel, daemonize: bool) -> Result<(), CliError> {
+    if let Some(path) = &common.log_file {
+        let file = logging::LogFile::open(path)
+            .map_err(|e| anyhow::anyhow!("--log-file: cannot open {} for appending: {e}", path.display()))?;
+        logging::init(common, default, logging::Sink::File(file));
+        return Ok(());
+    }
     if !common.syslog && !daemonize {
-        logging::init(common, default);
+        logging::init(common, default, logging::Sink::stderr());
         return Ok(());
     }
     let path = Path::new(syslog::DEFAULT_SOCKET);
     let syslog = Syslog::connect(path).map_err(|e| {
-        let flag = if daemonize { "-z logs to syslog" } else { "-S" };
+        let (flag, instead) = if daemonize {
+            ("-z logs to syslog", "or log to a file with --log-file FILE")
+        } else {
+            ("-S", "or log to standard error without -S, or to a file with --log-file FILE")
+        };
         anyhow::anyhow!(
-            "{flag}: cannot reach the syslog daemon at {}: {e} (is journald, rsyslog or syslogd running?)",
+            "{flag}: cannot reach the syslog daemon at {}: {e} (start journald, rsyslog or syslogd, {instead})",
             path.display()
         )
     })?;
-    logging::init_syslog(common, default, syslog);
+    logging::init(common, default, logging::Sink::Syslog(syslog));
     Ok(())
+}
+
+/// Connects to the service manager when it asked for notifications
+/// (`NOTIFY_SOCKET`, see [`crate::app::notify`]).
+fn service_manager() -> Result<(), CliError> {
+    crate::app::notify::init().map_err(|e| {
+        anyhow::anyhow!("cannot use the service manager's socket ({}): {e}", crate::app::notify::SOCKET_ENV)
+    })?;
+    Ok(())
+}
+
+/// `tuntox completions SHELL`: the script on standard output.
+fn print_completions(shell: args::Shell) -> Result<(), CliError> {
+    let mut script = Vec::new();
+    completions(shell, &mut script);
+    let mut stdout = std::io::stdout().lock();
+    stdout
+        .write_all(&script)
+        .and_then(|()| stdout.flush())
+        .map_err(|e| CliError::Other(anyhow::Error::new(e).context("cannot write to standard output")))
+}
+
+/// The completion script for `shell`.
+pub fn completions(shell: args::Shell, out: &mut Vec<u8>) {
+    use clap::CommandFactory;
+    use clap_complete::shells;
+    let mut command = Cli::command();
+    match shell {
+        args::Shell::Bash => clap_complete::generate(shells::Bash, &mut command, "tuntox", out),
+        args::Shell::Zsh => clap_complete::generate(shells::Zsh, &mut command, "tuntox", out),
+        args::Shell::Fish => clap_complete::generate(shells::Fish, &mut command, "tuntox", out),
+    }
+}
+
+/// The manual pages: `tuntox.1`, and `tuntox-SUB.1` for each subcommand
+/// (`tuntox-vpn-up.1`), as (file name, roff text). Their version is the
+/// package's, without the commit, so that they change only with the
+/// program's options.
+pub fn manpages() -> Vec<(String, Vec<u8>)> {
+    use clap::CommandFactory;
+    fn walk(command: clap::Command, name: String, pages: &mut Vec<(String, Vec<u8>)>) {
+        let command = command.name(name.clone()).bin_name(name.replace('-', " "));
+        let mut page = Vec::new();
+        // Writing to a Vec cannot fail.
+        let _ = clap_mangen::Man::new(command.clone()).render(&mut page);
+        pages.push((format!("{name}.1"), page));
+        for sub in command.get_subcommands() {
+            walk(sub.clone().version(env!("CARGO_PKG_VERSION")), format!("{name}-{}", sub.get_name()), pages);
+        }
+    }
+    let mut pages = Vec::new();
+    walk(Cli::command().version(env!("CARGO_PKG_VERSION")), "tuntox".to_owned(), &mut pages);
+    pages
 }
 
 /// `tuntox id`: the Tox ID and a newline on standard output, nothing else.
@@ -300,9 +366,11 @@ fn run_forward(mut args: ForwardArgs) -> Result<(), CliError> {
     if args.process.daemonize {
         let paths = [&mut args.common.config_dir, &mut args.id_file, &mut args.rules, &mut args.net.nodes_file];
         let paths = paths.into_iter().chain([&mut args.secret_file]);
-        absolute_paths(paths.into_iter().chain([&mut args.process.pid_file, &mut args.status.status_socket]))?;
+        let more = [&mut args.process.pid_file, &mut args.status.status_socket, &mut args.common.log_file];
+        absolute_paths(paths.chain(more))?;
     }
     start(&args.common, default, args.process.daemonize)?;
+    service_manager()?;
     // Read before -U drops root's rights.
     if let Some(path) = &args.secret_file {
         args.secret = Some(config::read_secret_file(path).map_err(|e| CliError::Other(e.into()))?);
@@ -389,9 +457,11 @@ fn run_vpn_up(mut args: VpnUpArgs) -> Result<(), CliError> {
     if args.process.daemonize {
         let paths = [&mut args.common.config_dir, &mut args.id_file, &mut args.net.nodes_file];
         let paths = paths.into_iter().chain([&mut args.secret_file]);
-        absolute_paths(paths.into_iter().chain([&mut args.process.pid_file, &mut args.status.status_socket]))?;
+        let more = [&mut args.process.pid_file, &mut args.status.status_socket, &mut args.common.log_file];
+        absolute_paths(paths.chain(more))?;
     }
     start(&args.common, DefaultLevel::Info, args.process.daemonize)?;
+    service_manager()?;
     let Some(server) = args.peer else {
         return Err(usage("vpn up needs the server's Tox ID (-i TOXID, or server in [vpn_client] of -c FILE)"));
     };
@@ -712,6 +782,7 @@ fn run_relay(args: RelayArgs) -> Result<(), CliError> {
             .map_err(|e| CliError::Other(anyhow::Error::new(e).context("cannot write to standard output")));
     }
     start(&args.common, DefaultLevel::Info, false)?;
+    service_manager()?;
     let bootstrap = bootstrap_nodes(&args.join)?;
     let lan_discovery = lan_discovery(&args.join)?;
     let tcp_ports = if args.tcp_ports.is_empty() { vec![crate::app::relay::DEFAULT_PORT] } else { args.tcp_ports };
@@ -972,6 +1043,16 @@ enum Threads {
     PerCore,
 }
 
+/// Resolves at each SIGHUP, when it is caught; never otherwise.
+async fn hangup(hup: &mut Option<tokio::signal::unix::Signal>) {
+    match hup {
+        Some(hup) => {
+            hup.recv().await;
+        }
+        None => std::future::pending().await,
+    }
+}
+
 /// Runs `f` on a Tokio runtime until it ends or SIGINT/SIGTERM arrives.
 /// When `f` reports its start, `readiness` (the launcher of `-z` waiting)
 /// is told and taken.
@@ -997,14 +1078,44 @@ where
             (Ok(int), Ok(term)) => (int, term),
             (Err(e), _) | (_, Err(e)) => return Err(anyhow::Error::new(e).context("cannot catch SIGINT and SIGTERM")),
         };
+        // SIGHUP reopens the log file; without one it keeps its default
+        // action (ssh ends a ProxyCommand, -W, with it).
+        let mut hup = if logging::has_log_file() {
+            Some(signal(SignalKind::hangup()).map_err(|e| anyhow::Error::new(e).context("cannot catch SIGHUP"))?)
+        } else {
+            None
+        };
         let signals = cancel.clone();
         tokio::spawn(async move {
-            tokio::select! {
-                _ = int.recv() => tracing::info!("interrupted; stopping"),
-                _ = term.recv() => tracing::info!("terminated; stopping"),
+            loop {
+                tokio::select! {
+                    _ = int.recv() => tracing::info!("interrupted; stopping"),
+                    _ = term.recv() => tracing::info!("terminated; stopping"),
+                    // logrotate has moved the log file away.
+                    () = hangup(&mut hup) => {
+                        logging::reopen();
+                        continue;
+                    }
+                }
+                break;
             }
+            crate::app::notify::stopping();
             signals.cancel();
         });
+        // Pings from this runtime: a runtime that hangs stops them, and
+        // systemd restarts the service (WatchdogSec=).
+        if let Some(every) = crate::app::notify::watchdog_interval() {
+            let stop = cancel.clone();
+            tokio::spawn(async move {
+                let mut tick = tokio::time::interval(every);
+                loop {
+                    tokio::select! {
+                        () = stop.cancelled() => break,
+                        _ = tick.tick() => crate::app::notify::watchdog(),
+                    }
+                }
+            });
+        }
         let (started, ready) = Started::channel();
         let work = f(cancel, started);
         tokio::pin!(work);

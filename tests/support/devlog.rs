@@ -21,10 +21,11 @@ use super::deadline::Deadline;
 
 /// Mounts the private /dev, then execs the rest of its arguments.
 /// `$1` is the directory holding `log` and the mount point `realdev`,
-/// `$2` is `yes` to provide /dev/log, `$3` `yes` to provide /dev/net/tun.
+/// `$2` is `yes` to provide /dev/log, `$3` `yes` to provide /dev/net/tun
+/// with mode `$4`.
 const SCRIPT: &str = r#"set -e
-dir=$1 with_log=$2 with_tun=$3
-shift 3
+dir=$1 with_log=$2 with_tun=$3 tun_mode=$4
+shift 4
 mount --rbind /dev "$dir/realdev"
 mount -t tmpfs -o mode=755 tuntox-test-dev /dev
 for n in null zero full random urandom; do
@@ -37,7 +38,7 @@ if [ "$with_log" = yes ]; then
 fi
 if [ "$with_tun" = yes ]; then
   mkdir /dev/net
-  mknod -m 0600 /dev/net/tun c 10 200
+  mknod -m "$tun_mode" /dev/net/tun c 10 200
 fi
 umount -l "$dir/realdev"
 exec "$@"
@@ -51,6 +52,7 @@ pub struct DevLog {
     datagrams: Option<Receiver<String>>,
     stop: Arc<AtomicBool>,
     tun: bool,
+    tun_mode: u32,
 }
 
 impl DevLog {
@@ -75,18 +77,26 @@ impl DevLog {
                 }
             }
         });
-        DevLog { dir, datagrams: Some(rx), stop, tun: false }
+        DevLog { dir, datagrams: Some(rx), stop, tun: false, tun_mode: 0o600 }
     }
 
     /// No /dev/log at all, as on a machine without a syslog daemon.
     pub fn missing() -> DevLog {
-        DevLog { dir: Self::dir(), datagrams: None, stop: Arc::default(), tun: false }
+        DevLog { dir: Self::dir(), datagrams: None, stop: Arc::default(), tun: false, tun_mode: 0o600 }
     }
 
     /// Also a `/dev/net/tun` (the TUN clone device, 10:200) of mode 0600
     /// owned by root, as on hosts where only root may open it.
     pub fn with_tun(mut self) -> DevLog {
         self.tun = true;
+        self
+    }
+
+    /// Also a `/dev/net/tun` of mode 0666, as udev makes it on Debian:
+    /// anyone may open it, and creating a device takes CAP_NET_ADMIN.
+    pub fn with_open_tun(mut self) -> DevLog {
+        self.tun = true;
+        self.tun_mode = 0o666;
         self
     }
 
@@ -107,6 +117,7 @@ impl DevLog {
             .arg(self.dir.path())
             .arg(if self.datagrams.is_some() { "yes" } else { "no" })
             .arg(if self.tun { "yes" } else { "no" })
+            .arg(format!("{:o}", self.tun_mode))
             .arg(program);
         cmd
     }
