@@ -91,6 +91,24 @@ impl PathNodes {
         self.nodes.iter().zip(&self.failures).filter(|(_, f)| **f < AVOID_AFTER_FAILURES).nth(pick).map(|(n, _)| *n)
     }
 
+    /// A random node as [`random`](Self::random), other than `except`
+    /// while another is left to choose: a path does not pass the same node
+    /// twice in a row (a node behind a NAT cannot send to its own public
+    /// address unless its router hairpins).
+    pub fn random_except(&self, rng: &mut ChaCha20Rng, except: &PublicKey) -> Option<PackedNode> {
+        for _ in 0..8 {
+            let node = self.random(rng)?;
+            if node.public_key != *except {
+                return Some(node);
+            }
+        }
+        let others: Vec<&PackedNode> = self.nodes.iter().filter(|n| n.public_key != *except).collect();
+        match others.len() {
+            0 => self.random(rng),
+            n => Some(*others[(rng.next_u64() % n as u64) as usize]),
+        }
+    }
+
     /// A path through these nodes failed.
     pub fn failed(&mut self, hops: &[PackedNode]) {
         for (node, failures) in self.nodes.iter().zip(&mut self.failures) {
@@ -196,7 +214,9 @@ impl Paths {
                 Some(relays) => relays[(rng.next_u64() % relays.len() as u64) as usize],
                 None => source.random(rng)?,
             };
-            let hops = [first, source.random(rng)?, source.random(rng)?];
+            let second = source.random_except(rng, &first.public_key)?;
+            let third = source.random_except(rng, &second.public_key)?;
+            let hops = [first, second, third];
             // Reuse a live path that already ends at the same node.
             let same_end = self.slots.iter().flatten().find(|p| {
                 !Self::timed_out(p, now)
@@ -345,6 +365,26 @@ mod tests {
         one.add(first);
         let path = paths.choose(t0, None, &mut one, &mut PathNodes::default(), None, &dht, &mut rng).unwrap();
         assert!(path.onion.nodes().iter().all(|n| n.public_key == first.public_key));
+    }
+
+    #[test]
+    fn a_path_does_not_pass_the_same_node_twice_in_a_row() {
+        let t0 = crate::proto::test_epoch();
+        let mut rng = ChaCha20Rng::seed_from_u64(5);
+        let dht = KeyPair::generate(&mut rng);
+        // Two nodes (a public one and one behind a NAT, say): every path
+        // alternates between them.
+        let mut two = PathNodes::default();
+        two.add(node(&mut rng, 0));
+        two.add(node(&mut rng, 1));
+        let relays = [PackedNode::tcp(SocketAddr::from(([198, 18, 1, 1], 443)), two.as_slice()[0].public_key)];
+        for i in 0..50 {
+            let mut paths = Paths::default();
+            let tcp = (i % 2 == 0).then_some(&relays[..]);
+            let path = paths.choose(t0, None, &mut two, &mut PathNodes::default(), tcp, &dht, &mut rng).unwrap();
+            let keys = path.onion.nodes().map(|n| n.public_key);
+            assert!(keys[0] != keys[1] && keys[1] != keys[2], "{:?}", path.onion.nodes());
+        }
     }
 
     #[test]
