@@ -75,7 +75,9 @@ pub const MIN_NODE_PING_TIME: Duration = Duration::from_secs(10);
 /// that starts with two or three path nodes waits 10 s per lost request
 /// before it is announced or finds a friend. c-toxcore refills from its
 /// path nodes without such a limit, up to 6 requests once a second; with
-/// this gap a node is asked at most once a second too.
+/// this gap a node is asked at most once a second too. Only until we are
+/// announced, and while a friend is new to its search; after that, a node
+/// that never answers is asked once per [`MIN_NODE_PING_TIME`] again.
 pub const REFILL_GAP: Duration = Duration::from_secs(1);
 /// DHT-PK announcements over the onion (ONION_DHTPK_SEND_INTERVAL).
 pub const DHTPK_ONION_INTERVAL: Duration = Duration::from_secs(30);
@@ -871,8 +873,10 @@ impl OnionClient {
             if !picks.is_empty() {
                 self.last_populated = Some(now);
             }
+            // Quick retries only until we are announced.
+            let gap = if self.connected { MIN_NODE_PING_TIME } else { REFILL_GAP };
             for node in picks {
-                self.consider(now, Target::Own, node, REFILL_GAP);
+                self.consider(now, Target::Own, node, gap);
             }
         } else if alive == MAX_ANNOUNCE_NODES {
             self.last_populated = Some(now);
@@ -995,8 +999,10 @@ impl OnionClient {
                 return;
             }
             self.friends[index].last_populated = Some(now);
+            // Quick retries only while the friend is new to the search.
+            let gap = if new { REFILL_GAP } else { MIN_NODE_PING_TIME };
             for node in picks {
-                self.consider(now, Target::Friend(real_pk), node, REFILL_GAP);
+                self.consider(now, Target::Friend(real_pk), node, gap);
             }
         }
     }
