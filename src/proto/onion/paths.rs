@@ -4,7 +4,8 @@
 //!
 //! A client keeps two sets of 6 paths, one for announcing itself and one for
 //! searching friends. A path is 3 nodes picked at random from recently
-//! heard-of DHT nodes (or the bootstrap nodes while there are none). Hop 1
+//! heard-of DHT nodes (or the bootstrap nodes while there are none), never
+//! the same node twice in a row while another is known. Hop 1
 //! sees our DHT key (it sees our address anyway); hops 2 and 3 see fresh
 //! temporary keys. A path is replaced when it is 20 minutes old, or when it
 //! was used 4 times without a response for 4 s (a new path) or 10 s (one
