@@ -36,9 +36,10 @@ const MAX_GAP: Duration = Duration::from_secs(2);
 /// minutes, more than the main pass of `scripts/test` has to spare, so
 /// they would have to run beside it as the soak test does. Two such ten-run
 /// attempts under that load each had one wait over 2 s (2.7 s and 5.8 s,
-/// both after about 147 MB down, the server pausing the friend's packets
-/// because its local reader, this test, drained slowly), so the bound
-/// cannot be held on a loaded machine yet. An optimised build of the
+/// both after about 147 MB down; the cause is not established: in the
+/// logged one the server had paused the friend's packets a few times
+/// because its local reader, this test, drained the upload slowly), so the
+/// bound does not hold on a loaded machine yet. An optimised build of the
 /// package for tests (`[profile.test.package.tuntox] opt-level = 1`) cuts
 /// tuntox's share, but compiling the package took 4.2 times the CPU, and
 /// every test binary links it.
