@@ -17,7 +17,7 @@ use std::time::Duration;
 
 use support::deadline::Deadline;
 use support::exchange::{Progress, exchange};
-use support::relaybed::{FORWARD, Pair, mb, move_paths};
+use support::relaybed::{FORWARD, Pair, client_udp, mb, move_paths};
 
 /// The longest a stall may last.
 const MAX_GAP: Duration = Duration::from_secs(2);
@@ -27,6 +27,22 @@ const MAX_GAP: Duration = Duration::from_secs(2);
 /// [`RELAY_MB`] MiB each way at once, every byte checked, no wait between
 /// two reads over 2 s in either direction. (The stall came after about
 /// 1 MB; `scripts/bench relay` runs ten of 200 MiB each way, optimised.)
+///
+/// Why not 200 MiB here: measured in the unoptimised test build on the
+/// 2-core machine with other builds running (load average 8-12), one
+/// exchange of 200 MiB each way takes about 2 minutes (1.0-2.6 MB/s each
+/// way), and costs 14 s of CPU in each tuntox, 15 s in tox-bootstrapd and
+/// 11 s in this test's own reads and checks: ten are 20 minutes and 9 CPU
+/// minutes, more than the main pass of `scripts/test` has to spare, so
+/// they would have to run beside it as the soak test does. Two such ten-run
+/// attempts under that load each had one wait over 2 s (2.7 s and 5.8 s,
+/// both after about 147 MB down; the cause is not established: in the
+/// logged one the server had paused the friend's packets a few times
+/// because its local reader, this test, drained the upload slowly), so the
+/// bound does not hold on a loaded machine yet. An optimised build of the
+/// package for tests (`[profile.test.package.tuntox] opt-level = 1`) cuts
+/// tuntox's share, but compiling the package took 4.2 times the CPU, and
+/// every test binary links it.
 #[test]
 fn ten_exchanges_through_the_relay_never_stall() {
     let pair = Pair::start();
@@ -93,13 +109,14 @@ fn a_transfer_moves_between_the_relay_and_direct_udp_intact() {
     let moves = moves.unwrap_or_else(|e| panic!("{e}\n{}", pair.logs()));
     eprintln!(
         "relay {:.1} MB/s; direct {:.1} s after UDP was let out, then {:.1} MB/s from 2 s to 4 s after \
-         and {:.1} MB/s from 4 s to 6 s; relay again {:.1} s after the cut; {} MB each way intact: down {:.1} MB/s (longest gap {:?}), \
+         and {:.1} MB/s from 4 s to 6 s; relay again {:.1} s after the cut ({}); {} MB each way intact: down {:.1} MB/s (longest gap {:?}), \
          up {:.1} MB/s (longest gap {:?})",
         moves.relay_rate / 1e6,
         moves.direct_after.as_secs_f64(),
         moves.direct_rate / 1e6,
         moves.direct_later / 1e6,
         moves.relay_again_after.as_secs_f64(),
+        if moves.busy_at_cut { "mid-transfer" } else { "idle" },
         len >> 20,
         x.down.mb_per_s(),
         x.down.longest_gap,
@@ -120,6 +137,50 @@ fn a_transfer_moves_between_the_relay_and_direct_udp_intact() {
     );
 }
 
-/// MiB each way per exchange of [`ten_exchanges_through_the_relay_never_stall`]:
-/// ten of them take about two minutes here.
+/// An idle session (nothing in flight, only each side's acknowledgement
+/// a second) on direct UDP whose path dies when the client's router drops
+/// its UDP again (while still admitting the server's replies: one way
+/// only): both sides are on the relay within a few seconds, and a
+/// transfer then goes through intact. When the router lets UDP out again,
+/// the idle pair goes direct again.
+#[test]
+fn an_idle_session_leaves_a_dead_direct_path_for_the_relay_and_comes_back() {
+    let pair = Pair::start();
+    let router = &pair.bed.client_router.netns;
+    let wait_path = |want: &str, limit: Duration| -> Duration {
+        let deadline = Deadline::after(limit);
+        loop {
+            if pair.path().as_deref() == Some(want) {
+                return deadline.elapsed();
+            }
+            assert!(!deadline.passed(), "status not {want} within {limit:?}: {:?}\n{}", pair.path(), pair.logs());
+            thread::sleep(Duration::from_millis(50));
+        }
+    };
+    client_udp(router, true);
+    let direct = wait_path("udp", Duration::from_secs(30));
+    // A transfer on the direct path, then idle on it for a while.
+    pair.exchange(8 << 20, 8 << 20, Duration::from_secs(60), Arc::new(Progress::default()));
+    thread::sleep(Duration::from_secs(4));
+    assert_eq!(pair.path().as_deref(), Some("udp"), "still direct while idle");
+    client_udp(router, false);
+    let relay = wait_path("tcp", Duration::from_secs(6));
+    // Both sides use the relay: a transfer both ways goes through at once.
+    let x = pair.exchange(4 << 20, 4 << 20, Duration::from_secs(60), Arc::new(Progress::default()));
+    assert_eq!(pair.path().as_deref(), Some("tcp"), "still on the relay");
+    for (way, flow) in [("down", &x.down), ("up", &x.up)] {
+        assert!(flow.longest_gap < MAX_GAP, "{way}: no byte for {:?}\n{}", flow.longest_gap, pair.logs());
+    }
+    client_udp(router, true);
+    let again = wait_path("udp", Duration::from_secs(15));
+    eprintln!(
+        "direct {:.1} s after UDP was let out; relay {:.1} s after it was dropped on the idle session; \
+         direct again {:.1} s after it was let out",
+        direct.as_secs_f64(),
+        relay.as_secs_f64(),
+        again.as_secs_f64()
+    );
+}
+
+/// MiB each way per exchange of [`ten_exchanges_through_the_relay_never_stall`].
 const RELAY_MB: usize = 40;

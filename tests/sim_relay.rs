@@ -42,6 +42,10 @@ fn path(t: &Transfers, f: usize) -> Option<PathKind> {
     t.sender(f).session(&t.receiver_key(f)).and_then(|s| s.current_path()).map(|(p, _)| p)
 }
 
+fn receiver_path(t: &Transfers, f: usize) -> Option<PathKind> {
+    t.receiver(f).session(&t.sender_key(f)).and_then(|s| s.current_path()).map(|(p, _)| p)
+}
+
 /// Through a relay that forwards in rounds, the acknowledgements come in
 /// bursts 30 ms apart while the smallest round trip is a few
 /// milliseconds: a window sized from that round trip alone would carry a
@@ -131,6 +135,51 @@ fn a_direct_path_that_works_one_way_only_does_not_swallow_the_transfer() {
         assert!(rate > 30.0, "forward {forward} back {back}: {rate:.1} Mbit/s after the cut");
         let (gap, _) = t.flow(f).longest_gap;
         assert!(gap < secs(3), "forward {forward} back {back}: longest gap {gap:?}");
+    }
+}
+
+/// The same on an idle session: once a short transfer is through, nothing
+/// is in flight, and the only packets are each side's acknowledgement a
+/// second. When the direct path stops carrying one side's packets, both
+/// sides are on the relay within a few seconds, whichever way died; and
+/// when it works again both ways, both go direct again.
+#[test]
+fn an_idle_session_whose_direct_path_dies_one_way_moves_to_the_relay_and_back() {
+    for (forward, back) in [(false, true), (true, false), (false, false)] {
+        // A 1 MB transfer, through in well under a second, then idle.
+        let fwd = LinkConfig::delay(ms(10)).rate_mbit(500.0, ms(20), 2.0);
+        let mut t = Transfers::new(fwd, LinkConfig::delay(ms(10)), 15);
+        let f = t.add_flow(1_000_000, Duration::ZERO);
+        t.add_relay(f);
+        t.set_relay(relay(), relay());
+        assert!(t.run_to_end(secs(2)), "the transfer is through");
+        t.run_for(secs(3));
+        assert_eq!(path(&t, f), Some(PathKind::Udp));
+        t.set_direct_ways(f, forward, back);
+        let cut = t.now();
+        let mut moved = None;
+        while t.now() < cut + secs(15) {
+            t.run_for(ms(100));
+            if path(&t, f) == Some(PathKind::Tcp) && receiver_path(&t, f) == Some(PathKind::Tcp) {
+                moved = Some(t.now() - cut);
+                break;
+            }
+        }
+        let moved = moved.unwrap_or_else(|| {
+            panic!(
+                "forward {forward} back {back}: still {:?} / {:?} 15 s after the cut",
+                path(&t, f),
+                receiver_path(&t, f)
+            )
+        });
+        assert!(moved < secs(4), "forward {forward} back {back}: both on the relay {moved:?} after the cut");
+        t.set_direct(f, true);
+        let opened = t.now();
+        t.run_for(secs(8));
+        assert_eq!(path(&t, f), Some(PathKind::Udp), "forward {forward} back {back}: direct again");
+        assert_eq!(receiver_path(&t, f), Some(PathKind::Udp), "forward {forward} back {back}: direct again");
+        let since = t.sender(f).session(&t.receiver_key(f)).and_then(|s| s.current_path()).map(|(_, at)| at - opened);
+        assert!(since.is_some_and(|s| s < secs(6)), "direct {since:?} after the path opened");
     }
 }
 

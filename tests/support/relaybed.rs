@@ -115,6 +115,9 @@ pub struct Moves {
     pub direct_later: f64,
     /// From UDP dropped again to the status saying `tcp`.
     pub relay_again_after: Duration,
+    /// Whether the transfer still ran when UDP was dropped again (else
+    /// the session was idle then).
+    pub busy_at_cut: bool,
 }
 
 /// Changes the client router's UDP rule while a transfer runs and watches
@@ -127,16 +130,24 @@ pub fn move_paths(client: &Netns, router: &Netns, progress: &Progress, finished:
         let (d, u) = (progress.down.load(Ordering::Relaxed), progress.up.load(Ordering::Relaxed));
         samples.lock().unwrap_or_else(|e| e.into_inner()).push((clock.elapsed(), d, u));
     };
-    let wait_for = |what: &str, limit: Duration, pred: &dyn Fn() -> bool| -> Result<(), String> {
+    // Waits until `pred` holds, for at most `limit`; a wait on the
+    // transfer (`on_transfer`) also ends, as a failure, when the transfer
+    // did. A wait on the path does not: the path moves whether or not
+    // anything is in flight (and its failure must not be blamed on a
+    // transfer that was simply through).
+    let wait_for = |what: &str, limit: Duration, on_transfer: bool, pred: &dyn Fn() -> bool| -> Result<(), String> {
         let deadline = Deadline::after(limit);
         loop {
             sample();
             if pred() {
                 return Ok(());
             }
-            if deadline.passed() || finished.load(Ordering::Relaxed) {
-                let down = progress.down.load(Ordering::Relaxed);
-                return Err(format!("{what}: not within {limit:?} ({:.1} MB down)", mb(down as usize)));
+            let down = mb(progress.down.load(Ordering::Relaxed) as usize);
+            if deadline.passed() {
+                return Err(format!("{what}: not within {limit:?} ({down:.1} MB down)"));
+            }
+            if on_transfer && finished.load(Ordering::Relaxed) {
+                return Err(format!("{what}: the transfer ended first ({down:.1} MB down)"));
             }
             thread::sleep(Duration::from_millis(50));
         }
@@ -144,28 +155,29 @@ pub fn move_paths(client: &Netns, router: &Netns, progress: &Progress, finished:
     let pause = |d: Duration| {
         let until = clock.elapsed() + d;
         // Ends early only when the transfer did.
-        let _ = wait_for("a pause", d + Duration::from_secs(1), &|| clock.elapsed() >= until);
+        let _ = wait_for("a pause", d + Duration::from_secs(1), true, &|| clock.elapsed() >= until);
     };
     let rate =
         |from: Duration, to: Duration| rate_between(&samples.lock().unwrap_or_else(|e| e.into_inner()), from, to);
     let mut moves = Moves::default();
-    wait_for("8 MB down through the relay", Duration::from_secs(60), &|| {
+    wait_for("8 MB down through the relay", Duration::from_secs(60), true, &|| {
         progress.down.load(Ordering::Relaxed) >= 8 << 20
     })?;
     let now = clock.elapsed();
     moves.relay_rate = rate(now.saturating_sub(Duration::from_secs(2)), now);
     client_udp(router, true);
     let allowed = clock.elapsed();
-    wait_for("direct UDP", Duration::from_secs(30), &|| path_of(client).as_deref() == Some("udp"))?;
+    wait_for("direct UDP", Duration::from_secs(30), false, &|| path_of(client).as_deref() == Some("udp"))?;
     let direct_at = clock.elapsed();
     moves.direct_after = direct_at - allowed;
     pause(direct_at + Duration::from_secs(6) - clock.elapsed());
     let s = Duration::from_secs;
     moves.direct_rate = rate(direct_at + s(2), direct_at + s(4));
     moves.direct_later = rate(direct_at + s(4), direct_at + s(6));
+    moves.busy_at_cut = !finished.load(Ordering::Relaxed);
     client_udp(router, false);
     let cut = clock.elapsed();
-    wait_for("back on the relay", Duration::from_secs(15), &|| path_of(client).as_deref() == Some("tcp"))?;
+    wait_for("back on the relay", Duration::from_secs(15), false, &|| path_of(client).as_deref() == Some("tcp"))?;
     moves.relay_again_after = clock.elapsed() - cut;
     pause(Duration::from_secs(3));
     client_udp(router, true);

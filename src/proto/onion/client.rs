@@ -68,6 +68,17 @@ pub const SENDBACK_TIMEOUT: Duration = Duration::from_secs(10);
 pub const MAX_SENDBACKS: usize = 256;
 /// A node is not asked again within this (MIN_NODE_PING_TIME).
 pub const MIN_NODE_PING_TIME: Duration = Duration::from_secs(10);
+/// A path node that a thin list is refilled from is asked again after
+/// this, when it did not answer: its request may have been lost on a path
+/// that does not work (on a small network most paths pass through nodes
+/// behind NATs), and with [`MIN_NODE_PING_TIME`] between tries a node
+/// that starts with two or three path nodes waits 10 s per lost request
+/// before it is announced or finds a friend. c-toxcore refills from its
+/// path nodes without such a limit, up to 6 requests once a second; with
+/// this gap a node is asked at most once a second too. Only until we are
+/// announced, and while a friend is new to its search; after that, a node
+/// that never answers is asked once per [`MIN_NODE_PING_TIME`] again.
+pub const REFILL_GAP: Duration = Duration::from_secs(1);
 /// DHT-PK announcements over the onion (ONION_DHTPK_SEND_INTERVAL).
 pub const DHTPK_ONION_INTERVAL: Duration = Duration::from_secs(30);
 /// DHT-PK announcements over the onion to a friend we are still searching
@@ -440,6 +451,13 @@ impl OnionClient {
         {
             self.sendbacks.remove(&oldest);
         }
+        tracing::trace!(
+            ?target,
+            node = %node.addr,
+            path = chosen.number,
+            hops = ?chosen.onion.nodes().map(|n| n.addr),
+            "onion announce request"
+        );
         let entry = Sendback { target, node_pk: node.public_key, node_addr: node.addr, path: chosen.number, sent: now };
         self.sendbacks.insert(sendback, entry);
         self.stats.announce_requests_sent += 1;
@@ -548,6 +566,13 @@ impl OnionClient {
         };
         let key = SharedKey::precompute(&sendback.node_pk, &secret).ok()?;
         let plain = response.open(&key).ok()?;
+        tracing::trace!(
+            target = ?sendback.target,
+            node = %sendback.node_addr,
+            path = sendback.path,
+            status = ?plain.status,
+            "onion announce response"
+        );
         let paths = match sendback.target {
             Target::Own => &mut self.own_paths,
             Target::Friend(_) => &mut self.friend_paths,
@@ -567,7 +592,7 @@ impl OnionClient {
         let lan_ok = is_lan(from.ip());
         for found in plain.nodes() {
             if found.protocol == Protocol::Udp && (lan_ok || !is_lan(found.addr.ip())) {
-                self.consider(now, sendback.target, *found);
+                self.consider(now, sendback.target, *found, MIN_NODE_PING_TIME);
             }
         }
         Some(())
@@ -644,8 +669,10 @@ impl OnionClient {
     }
 
     /// A node named in a response: ask it too if it would improve the list
-    /// (c-toxcore's `client_ping_nodes`), at most once per 10 s per node.
-    fn consider(&mut self, now: Instant, target: Target, node: PackedNode) {
+    /// (c-toxcore's `client_ping_nodes`), at most once per `gap` per node
+    /// ([`MIN_NODE_PING_TIME`] for nodes named in responses; less for the
+    /// path nodes a thin list is refilled from, see [`REFILL_GAP`]).
+    fn consider(&mut self, now: Instant, target: Target, node: PackedNode, gap: Duration) {
         let (list, reference, capacity, recent) = match target {
             Target::Own => {
                 (&self.announce_nodes, *self.real_keys.public(), MAX_ANNOUNCE_NODES, &mut self.recently_pinged)
@@ -666,9 +693,10 @@ impl OnionClient {
             return;
         }
         recent.retain(|(_, at)| now < *at + MIN_NODE_PING_TIME);
-        if recent.iter().any(|(k, _)| *k == node.public_key) {
+        if recent.iter().any(|(k, at)| *k == node.public_key && now < *at + gap) {
             return;
         }
+        recent.retain(|(k, _)| *k != node.public_key);
         recent.push_back((node.public_key, now));
         self.send_announce(now, target, node, [0; 32], None);
     }
@@ -845,8 +873,10 @@ impl OnionClient {
             if !picks.is_empty() {
                 self.last_populated = Some(now);
             }
+            // Quick retries only until we are announced.
+            let gap = if self.connected { MIN_NODE_PING_TIME } else { REFILL_GAP };
             for node in picks {
-                self.consider(now, Target::Own, node);
+                self.consider(now, Target::Own, node, gap);
             }
         } else if alive == MAX_ANNOUNCE_NODES {
             self.last_populated = Some(now);
@@ -969,8 +999,10 @@ impl OnionClient {
                 return;
             }
             self.friends[index].last_populated = Some(now);
+            // Quick retries only while the friend is new to the search.
+            let gap = if new { REFILL_GAP } else { MIN_NODE_PING_TIME };
             for node in picks {
-                self.consider(now, Target::Friend(real_pk), node);
+                self.consider(now, Target::Friend(real_pk), node, gap);
             }
         }
     }

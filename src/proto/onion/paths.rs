@@ -4,7 +4,8 @@
 //!
 //! A client keeps two sets of 6 paths, one for announcing itself and one for
 //! searching friends. A path is 3 nodes picked at random from recently
-//! heard-of DHT nodes (or the bootstrap nodes while there are none). Hop 1
+//! heard-of DHT nodes (or the bootstrap nodes while there are none), never
+//! the same node twice in a row while another is known. Hop 1
 //! sees our DHT key (it sees our address anyway); hops 2 and 3 see fresh
 //! temporary keys. A path is replaced when it is 20 minutes old, or when it
 //! was used 4 times without a response for 4 s (a new path) or 10 s (one
@@ -89,6 +90,24 @@ impl PathNodes {
         }
         let pick = (rng.next_u64() % trusted as u64) as usize;
         self.nodes.iter().zip(&self.failures).filter(|(_, f)| **f < AVOID_AFTER_FAILURES).nth(pick).map(|(n, _)| *n)
+    }
+
+    /// A random node as [`random`](Self::random), other than `except`
+    /// while another is left to choose: a path does not pass the same node
+    /// twice in a row (a node behind a NAT cannot send to its own public
+    /// address unless its router hairpins).
+    pub fn random_except(&self, rng: &mut ChaCha20Rng, except: &PublicKey) -> Option<PackedNode> {
+        for _ in 0..8 {
+            let node = self.random(rng)?;
+            if node.public_key != *except {
+                return Some(node);
+            }
+        }
+        let others: Vec<&PackedNode> = self.nodes.iter().filter(|n| n.public_key != *except).collect();
+        match others.len() {
+            0 => self.random(rng),
+            n => Some(*others[(rng.next_u64() % n as u64) as usize]),
+        }
     }
 
     /// A path through these nodes failed.
@@ -196,7 +215,9 @@ impl Paths {
                 Some(relays) => relays[(rng.next_u64() % relays.len() as u64) as usize],
                 None => source.random(rng)?,
             };
-            let hops = [first, source.random(rng)?, source.random(rng)?];
+            let second = source.random_except(rng, &first.public_key)?;
+            let third = source.random_except(rng, &second.public_key)?;
+            let hops = [first, second, third];
             // Reuse a live path that already ends at the same node.
             let same_end = self.slots.iter().flatten().find(|p| {
                 !Self::timed_out(p, now)
@@ -345,6 +366,26 @@ mod tests {
         one.add(first);
         let path = paths.choose(t0, None, &mut one, &mut PathNodes::default(), None, &dht, &mut rng).unwrap();
         assert!(path.onion.nodes().iter().all(|n| n.public_key == first.public_key));
+    }
+
+    #[test]
+    fn a_path_does_not_pass_the_same_node_twice_in_a_row() {
+        let t0 = crate::proto::test_epoch();
+        let mut rng = ChaCha20Rng::seed_from_u64(5);
+        let dht = KeyPair::generate(&mut rng);
+        // Two nodes (a public one and one behind a NAT, say): every path
+        // alternates between them.
+        let mut two = PathNodes::default();
+        two.add(node(&mut rng, 0));
+        two.add(node(&mut rng, 1));
+        let relays = [PackedNode::tcp(SocketAddr::from(([198, 18, 1, 1], 443)), two.as_slice()[0].public_key)];
+        for i in 0..50 {
+            let mut paths = Paths::default();
+            let tcp = (i % 2 == 0).then_some(&relays[..]);
+            let path = paths.choose(t0, None, &mut two, &mut PathNodes::default(), tcp, &dht, &mut rng).unwrap();
+            let keys = path.onion.nodes().map(|n| n.public_key);
+            assert!(keys[0] != keys[1] && keys[1] != keys[2], "{:?}", path.onion.nodes());
+        }
     }
 
     #[test]
