@@ -497,7 +497,21 @@ async fn run(
                     }
                 }
             }
-            () = sleep_until(timer) => node.handle_timeout(Instant::now()),
+            () = sleep_until(timer) => {
+                // Datagrams already waiting come before the timers: after
+                // the process went without CPU for a while, a timer and the
+                // socket are ready at once, and a path whose packets sit
+                // unread must not count as silent.
+                let now = Instant::now();
+                if let Some(socket) = socket.as_mut() {
+                    stats.received += socket.try_recv(RECV_BATCH, |from, datagram| node.handle_udp(now, from, datagram)) as u64;
+                }
+                for (id, extra) in &mut extras {
+                    let id = *id;
+                    stats.received += extra.try_recv(RECV_BATCH, |from, datagram| node.handle_udp_on(now, id, from, datagram)) as u64;
+                }
+                node.handle_timeout(Instant::now());
+            }
         }
     }
     farewell(&mut node, &mut socket, &mut extras, &mut relays, &mut outgoing, &mut stats).await;
