@@ -136,3 +136,17 @@ fn startup_leaves_a_small_queue_and_little_time_behind() {
         }
     }
 }
+
+#[test]
+fn round_trips_that_only_jitter_do_not_end_startup() {
+    // Up to 20 ms of extra delay each way, per datagram: round trips spread
+    // over 40 ms with no queue anywhere. Startup must still find the rate.
+    let fwd = LinkConfig::delay(ms(20)).rate_mbit(100.0, ms(40), 4.0).jittery(ms(20));
+    let mut t = Transfers::new(fwd, LinkConfig::delay(ms(20)).jittery(ms(20)), 7);
+    let f = t.add_flow(20 << 20, Duration::ZERO);
+    assert!(t.run_to_end(secs(60)), "the transfer ends");
+    let flow = t.flow(f);
+    let took = flow.finished.unwrap() - flow.started.unwrap();
+    let rate = flow.delivered as f64 * 8.0 / took.as_secs_f64() / 1e6;
+    assert!(rate > 0.8 * payload_rate(100.0), "{rate:.1} Mbit/s in {took:?}");
+}

@@ -30,9 +30,10 @@
 //! **Phases.** *Startup* doubles the rate each round until the measured
 //! bandwidth stops growing by a quarter for three rounds, or until round
 //! trips show a queue growing at the bottleneck (every one for a while an
-//! eighth of the minimum longer, 4 to 16 ms; the rate holds from the first
-//! such round trip until then), since the bandwidth samples lag the queue
-//! by a round trip; its window, as later, is two bandwidth-delay products,
+//! eighth of the minimum longer, 4 to 16 ms, and more than they strayed
+//! before; the rate holds from the first such round trip until then; not
+//! while the sender is short of data, when the queue is others'), since
+//! the bandwidth samples lag the queue by a round trip; its window, as later, is two bandwidth-delay products,
 //! so what it queues is at most about one. *Drain* empties the queue
 //! startup built; *probe* cycles the pacing gain through 1.25,
 //! 0.75 and six rounds of 1.0 to find newly free bandwidth, the 0.75 phase
@@ -201,6 +202,12 @@ struct PathModel {
     /// In startup: since when every round trip has been long enough to
     /// say a queue is growing.
     queue_since: Option<Instant>,
+    /// How far round trips strayed above the smallest without a queue to
+    /// show for it, as of the end of the round before last: four times
+    /// their variation, or twice the smoothed one's excess over the
+    /// smallest, whichever is more.
+    round_jitter: Option<Duration>,
+    next_round_jitter: Option<Duration>,
     srtt: Option<Duration>,
     rttvar: Duration,
     min_rtt: Option<Duration>,
@@ -251,6 +258,8 @@ impl Default for PathModel {
             full_bw_rounds: 0,
             filled_pipe: false,
             queue_since: None,
+            round_jitter: None,
+            next_round_jitter: None,
             srtt: None,
             rttvar: INITIAL_RTT / 2,
             min_rtt: None,
@@ -496,7 +505,14 @@ impl Congestion {
             self.enter_probe_rtt();
         }
         if self.path.phase == Phase::Startup {
-            self.check_startup_queue(now, sample);
+            if self.app_limited_until == 0 {
+                self.check_startup_queue(now, sample);
+            } else {
+                // Short of data, this flow queues nothing: what its round
+                // trips show is others' queue (or the reverse direction's),
+                // and must not end startup with an estimate of a trickle.
+                self.path.queue_since = None;
+            }
         }
         match self.path.srtt {
             None => {
@@ -532,21 +548,26 @@ impl Congestion {
     }
 
     /// In startup, a round trip `sample` at `now`: once every one for a
-    /// while has been [`STARTUP_QUEUE_MIN`]-[`STARTUP_QUEUE_MAX`] longer
-    /// than the smallest, a queue is growing at the bottleneck, and startup
-    /// ends without waiting for the bandwidth samples to stop growing
-    /// (they lag by a round trip, in which startup's rate queues up to a
-    /// bandwidth-delay product more). "A while" is the threshold or a
-    /// quarter of the smallest round trip, whichever is longer, so that a
-    /// stall of a few milliseconds (a busy host) does not read as a queue.
+    /// while has been longer than the smallest by an eighth of it
+    /// ([`STARTUP_QUEUE_MIN`]-[`STARTUP_QUEUE_MAX`]), and by four times
+    /// the variation the round trips had before this round (a path that
+    /// only jitters shows no queue), a queue is growing at the bottleneck.
+    /// Startup holds its rate from the first such round trip, and ends
+    /// without waiting for the bandwidth samples to stop growing (they lag
+    /// by a round trip, in which startup's rate queues up to a
+    /// bandwidth-delay product more) once the round trips have stayed up
+    /// for the threshold or a quarter of the smallest round trip, whichever
+    /// is longer, so that a stall of a few milliseconds (a busy host) does
+    /// not end it.
     fn check_startup_queue(&mut self, now: Instant, sample: Duration) {
-        let Some(min) = self.path.min_rtt else { return };
-        let threshold = (min / 8).clamp(STARTUP_QUEUE_MIN, STARTUP_QUEUE_MAX);
+        let path = &mut self.path;
+        let (Some(min), Some(jitter)) = (path.min_rtt, path.round_jitter) else { return };
+        let threshold = (min / 8).clamp(STARTUP_QUEUE_MIN, STARTUP_QUEUE_MAX).max(jitter);
         if sample < min + threshold {
-            self.path.queue_since = None;
+            path.queue_since = None;
             return;
         }
-        let since = *self.path.queue_since.get_or_insert(now);
+        let since = *path.queue_since.get_or_insert(now);
         if now.saturating_duration_since(since) >= threshold.max(min / 4) {
             self.leave_startup();
         }
@@ -687,6 +708,10 @@ impl Congestion {
         }
         self.path.round_lost = 0;
         self.path.round_acked = 0;
+        if let (Some(srtt), Some(min)) = (self.path.srtt, self.path.min_rtt) {
+            let jitter = (4 * self.path.rttvar).max(2 * srtt.saturating_sub(min));
+            self.path.round_jitter = self.path.next_round_jitter.replace(jitter);
+        }
         if std::mem::take(&mut self.path.round_window_limited) {
             self.path.window_limited_rounds += 1;
         } else {
@@ -1062,6 +1087,29 @@ mod tests {
         }
         assert!(cc.bandwidth().unwrap() > 90_000.0, "{:?}", cc.bandwidth());
         assert!(cc.window() as f64 >= 2.0 * 100_000.0 * 0.001, "{}", cc.window());
+    }
+
+    #[test]
+    fn a_queue_seen_while_short_of_data_does_not_end_startup() {
+        let mut cc = Congestion::default();
+        let mut t = crate::proto::test_epoch();
+        // A trickle (keystrokes) while another flow fills the bottleneck's
+        // queue: round trips go from 20 to 100 ms.
+        for i in 0..400 {
+            cc.on_app_limited(0);
+            let state = cc.on_send(t, 0);
+            let rtt = Duration::from_millis(if i < 50 { 20 } else { 100 });
+            t += rtt;
+            cc.on_ack(t, &Acked { count: 1, newest: Some(state), rtt_sent: Some(state.sent), spurious: 0 }, 0);
+        }
+        assert_eq!(cc.path.phase, Phase::Startup, "still probing for the path's rate");
+        // Bulk data on a path whose queue is gone: startup finds the rate.
+        let mut path = Path::new(10_000.0, Duration::from_millis(20));
+        path.t = t;
+        path.busy_until = t;
+        path.run(&mut cc, 2.0);
+        let bw = cc.bandwidth().unwrap();
+        assert!(bw > 9_000.0, "{bw}");
     }
 
     #[test]
