@@ -28,13 +28,15 @@
 //! packet sent after the previous round ended is acknowledged.
 //!
 //! **Phases.** *Startup* doubles the rate each round until the measured
-//! bandwidth stops growing by a quarter for three rounds, or until round
-//! trips show a queue growing at the bottleneck (every one for a while an
-//! eighth of the minimum longer, 4 to 16 ms, and more than they strayed
-//! before; the rate holds from the first such round trip until then; not
-//! while the sender is short of data, when the queue is others'), since
-//! the bandwidth samples lag the queue by a round trip; its window, as later, is two bandwidth-delay products,
-//! so what it queues is at most about one. *Drain* empties the queue
+//! bandwidth stops growing by a quarter for three rounds. The bandwidth
+//! samples lag a growing queue by a round trip, so the round trips are
+//! watched too: once every one is an eighth of the minimum longer (4 to 16
+//! ms, and more than they strayed before; not while the sender is short of
+//! data, when the queue is others'), the rate holds, and once that has
+//! lasted a while startup drains the queue, then goes on (a stall of the
+//! host reads as a queue too, so it does not end startup). Its window, as
+//! later, is two bandwidth-delay products, so what it queues is at most
+//! about one. *Drain* empties the queue
 //! startup built; *probe* cycles the pacing gain through 1.25,
 //! 0.75 and six rounds of 1.0 to find newly free bandwidth, the 0.75 phase
 //! lasting until what is in flight fits the bandwidth-delay product, so
@@ -202,6 +204,9 @@ struct PathModel {
     /// In startup: since when every round trip has been long enough to
     /// say a queue is growing.
     queue_since: Option<Instant>,
+    /// In startup: the queue has been seen long enough; pacing drains it
+    /// until what is in flight fits the bandwidth-delay product.
+    startup_draining: bool,
     /// How far round trips strayed above the smallest without a queue to
     /// show for it, as of the end of the round before last: four times
     /// their variation, or twice the smoothed one's excess over the
@@ -258,6 +263,7 @@ impl Default for PathModel {
             full_bw_rounds: 0,
             filled_pipe: false,
             queue_since: None,
+            startup_draining: false,
             round_jitter: None,
             next_round_jitter: None,
             srtt: None,
@@ -300,6 +306,7 @@ impl Congestion {
         match self.path.phase {
             // Round trips say a queue may be growing: hold the rate until
             // they confirm it (startup ends) or go back down (it goes on).
+            Phase::Startup if self.path.startup_draining => 1.0 / STARTUP_GAIN,
             Phase::Startup if self.path.queue_since.is_some() => 1.0,
             Phase::Startup => STARTUP_GAIN,
             Phase::Drain => 1.0 / STARTUP_GAIN,
@@ -512,6 +519,7 @@ impl Congestion {
                 // trips show is others' queue (or the reverse direction's),
                 // and must not end startup with an estimate of a trickle.
                 self.path.queue_since = None;
+                self.path.startup_draining = false;
             }
         }
         match self.path.srtt {
@@ -551,14 +559,17 @@ impl Congestion {
     /// while has been longer than the smallest by an eighth of it
     /// ([`STARTUP_QUEUE_MIN`]-[`STARTUP_QUEUE_MAX`]), and by four times
     /// the variation the round trips had before this round (a path that
-    /// only jitters shows no queue), a queue is growing at the bottleneck.
-    /// Startup holds its rate from the first such round trip, and ends
-    /// without waiting for the bandwidth samples to stop growing (they lag
-    /// by a round trip, in which startup's rate queues up to a
-    /// bandwidth-delay product more) once the round trips have stayed up
-    /// for the threshold or a quarter of the smallest round trip, whichever
-    /// is longer, so that a stall of a few milliseconds (a busy host) does
-    /// not end it.
+    /// only jitters shows no queue), a queue is growing at the bottleneck:
+    /// the bandwidth samples lag it by a round trip, in which startup's
+    /// rate queues up to a bandwidth-delay product more. Startup holds its
+    /// rate from the first such round trip, and drains the queue once the
+    /// round trips have stayed up for the threshold or a quarter of the
+    /// smallest round trip, whichever is longer. Only the bandwidth ends
+    /// startup (three rounds without growth, which holding the rate
+    /// brings about when the path is full): a stall of the host reads as a
+    /// queue too, and ending startup on one would leave the estimate far
+    /// below the path's rate, where the probes find the rest slowly (by a
+    /// tenth every eight round trips at 200 ms).
     fn check_startup_queue(&mut self, now: Instant, sample: Duration) {
         let path = &mut self.path;
         let (Some(min), Some(jitter)) = (path.min_rtt, path.round_jitter) else { return };
@@ -569,7 +580,7 @@ impl Congestion {
         }
         let since = *path.queue_since.get_or_insert(now);
         if now.saturating_duration_since(since) >= threshold.max(min / 4) {
-            self.leave_startup();
+            path.startup_draining = true;
         }
     }
 
@@ -577,6 +588,7 @@ impl Congestion {
     fn leave_startup(&mut self) {
         self.path.filled_pipe = true;
         self.path.queue_since = None;
+        self.path.startup_draining = false;
         self.path.phase = Phase::Drain;
     }
 
@@ -751,7 +763,11 @@ impl Congestion {
         let in_flight = self.in_flight as f64;
         match self.path.phase {
             Phase::Startup if self.path.full_bw_rounds >= 3 => self.leave_startup(),
-            Phase::Startup => {}
+            Phase::Startup => {
+                if self.path.startup_draining && in_flight <= bdp {
+                    self.path.startup_draining = false;
+                }
+            }
             Phase::Drain if in_flight <= bdp => self.start_probing(now),
             Phase::Drain => {}
             Phase::Probe(i) => {
