@@ -109,3 +109,45 @@ fn a_transfer_survives_the_rate_cut_to_a_tenth_and_back() {
     // Intact and in order (the harness checks every packet), and done.
     assert!(t.run_to_end(secs(30)), "{} of 40 MB delivered", t.flow(f).delivered / 1_000_000);
 }
+
+#[test]
+fn startup_leaves_a_small_queue_and_little_time_behind() {
+    // A fresh 20 MiB transfer, as a download through a forward: startup's
+    // overshoot is what its round trips under load see at their worst.
+    for (rtt, mbit, bdps, max_queue, min_rate) in
+        [(40, 100.0, 4.0, ms(50), 0.85), (40, 10.0, 4.0, ms(100), 0.95), (40, 100.0, 0.5, ms(21), 0.85)]
+    {
+        let fwd = LinkConfig::delay(ms(rtt / 2)).rate_mbit(mbit, ms(rtt), bdps);
+        let mut t = Transfers::new(fwd, LinkConfig::delay(ms(rtt / 2)), 5);
+        let f = t.add_flow(20 << 20, Duration::ZERO);
+        assert!(t.run_to_end(secs(60)), "{rtt} ms, {mbit} Mbit/s: the transfer ends");
+        let flow = t.flow(f);
+        let took = flow.finished.unwrap() - flow.started.unwrap();
+        let rate = flow.delivered as f64 * 8.0 / took.as_secs_f64() / 1e6;
+        let queue = t.forward_link().stats().max_queue_delay;
+        let label = format!("{rtt} ms, {mbit} Mbit/s, {bdps} BDP: {rate:.1} Mbit/s, queue up to {queue:?}");
+        // Startup used to leave two bandwidth-delay products of queue
+        // (83 ms at 100 Mbit/s, 124 ms at 10 Mbit/s, where the window's
+        // floor adds more), and fill a shallow buffer until it dropped a
+        // thousand packets.
+        assert!(queue < max_queue, "{label}");
+        assert!(rate > min_rate * payload_rate(mbit), "{label}");
+        if bdps < 1.0 {
+            assert!(t.forward_link().stats().dropped < 400, "{label}: {} dropped", t.forward_link().stats().dropped);
+        }
+    }
+}
+
+#[test]
+fn round_trips_that_only_jitter_do_not_end_startup() {
+    // Up to 20 ms of extra delay each way, per datagram: round trips spread
+    // over 40 ms with no queue anywhere. Startup must still find the rate.
+    let fwd = LinkConfig::delay(ms(20)).rate_mbit(100.0, ms(40), 4.0).jittery(ms(20));
+    let mut t = Transfers::new(fwd, LinkConfig::delay(ms(20)).jittery(ms(20)), 7);
+    let f = t.add_flow(20 << 20, Duration::ZERO);
+    assert!(t.run_to_end(secs(60)), "the transfer ends");
+    let flow = t.flow(f);
+    let took = flow.finished.unwrap() - flow.started.unwrap();
+    let rate = flow.delivered as f64 * 8.0 / took.as_secs_f64() / 1e6;
+    assert!(rate > 0.8 * payload_rate(100.0), "{rate:.1} Mbit/s in {took:?}");
+}

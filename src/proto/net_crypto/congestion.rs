@@ -21,16 +21,27 @@
 //! since is one rate sample, taken over the longer of the send and the
 //! acknowledgement intervals, so that neither a burst of sends nor a burst
 //! of acknowledgements (a request packet that covers many packets at once)
-//! reads as more bandwidth than the path has. Samples over less than a
-//! minimum round trip are not taken. A *round* ends when a packet sent
-//! after the previous round ended is acknowledged.
+//! reads as more bandwidth than the path has; nor is a sample ever more
+//! than the pacing rate the packet went out at (an acknowledgement that
+//! fills a hole covers packets that arrived long before). Samples over
+//! less than a minimum round trip are not taken. A *round* ends when a
+//! packet sent after the previous round ended is acknowledged.
 //!
 //! **Phases.** *Startup* doubles the rate each round until the measured
-//! bandwidth stops growing by a quarter for three rounds; *drain* empties
-//! the queue startup built; *probe* cycles the pacing gain through 1.25,
+//! bandwidth stops growing by a quarter for three rounds. The bandwidth
+//! samples lag a growing queue by a round trip, so the round trips are
+//! watched too: once every one is an eighth of the minimum longer (4 to 16
+//! ms, and more than they strayed before; not while the sender is short of
+//! data, when the queue is others'), the rate holds, and once that has
+//! lasted a while startup drains the queue, then goes on (a stall of the
+//! host reads as a queue too, so it does not end startup). Its window, as
+//! later, is two bandwidth-delay products, so what it queues is at most
+//! about one. *Drain* empties the queue
+//! startup built; *probe* cycles the pacing gain through 1.25,
 //! 0.75 and six rounds of 1.0 to find newly free bandwidth, the 0.75 phase
 //! lasting until what is in flight fits the bandwidth-delay product, so
-//! that no queue stands at the bottleneck from one cycle to the next; every 10 s without a lower round trip, *probe-RTT* holds the
+//! that no queue stands at the bottleneck from one cycle to the next;
+//! every 10 s without a lower round trip, *probe-RTT* holds the
 //! window at half the bandwidth-delay product for 200 ms and a round, so
 //! that a queue standing at the bottleneck drains and the minimum round
 //! trip is measured afresh (otherwise a standing queue would read as path
@@ -44,6 +55,10 @@
 //! [`ACK_EVERY`](super::session::ACK_EVERY) packets or after a short delay,
 //! so the window always covers that delay and two acknowledgements' worth
 //! of packets on top of the bandwidth-delay product.
+//!
+//! The flow's counters (packets delivered, rounds, losses) go on when the
+//! session moves to another path; the model of the path (`PathModel`)
+//! starts afresh.
 
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
@@ -67,9 +82,16 @@ pub const INITIAL_RTT: Duration = Duration::from_millis(200);
 const BW_WINDOW_ROUNDS: u64 = 10;
 /// Pacing gain in startup (2/ln 2, as BBR).
 const STARTUP_GAIN: f64 = 2.885;
+/// Startup ends once every round trip for a while has been this much
+/// longer than the smallest, an eighth of it within these bounds (as
+/// HyStart++): the rate has outgrown the bottleneck and a queue grows.
+const STARTUP_QUEUE_MIN: Duration = Duration::from_millis(4);
+const STARTUP_QUEUE_MAX: Duration = Duration::from_millis(16);
 /// The probe cycle's pacing gains.
 const PROBE_GAINS: [f64; 8] = [1.25, 0.75, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0];
-/// The window holds this many bandwidth-delay products.
+/// The window holds this many bandwidth-delay products, in startup too
+/// (as BBRv3): what startup can queue at the bottleneck before it sees the
+/// queue is then at most about one bandwidth-delay product.
 const WINDOW_GAIN: f64 = 2.0;
 /// Loss in one round above this fraction cuts the bandwidth estimate...
 const HEAVY_LOSS: f64 = 0.25;
@@ -120,6 +142,8 @@ pub struct SentState {
     first_sent: Instant,
     /// The sender had run out of data.
     app_limited: bool,
+    /// The pacing rate then, packets per second (rounded up).
+    rate: u32,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -130,13 +154,10 @@ enum Phase {
     ProbeRtt,
 }
 
-/// The controller's state.
-#[derive(Debug, Clone)]
+/// The controller's state: the flow's counters, which go on from path
+/// to path, and the model of the path its packets take now.
+#[derive(Debug, Clone, Default)]
 pub struct Congestion {
-    phase: Phase,
-    /// The bandwidth maximum filter: (round, packets per second), rounds
-    /// ascending, samples descending.
-    bw_filter: VecDeque<(u64, f64)>,
     /// Rounds so far, and the delivered count that ends this one.
     round: u64,
     next_round_delivered: u64,
@@ -148,6 +169,31 @@ pub struct Congestion {
     /// While the sender is short of data: the delivered count at which the
     /// packets sent since are all acknowledged (0 when not limited).
     app_limited_until: u64,
+    /// The sender's packets in flight after the last acknowledgement.
+    in_flight: usize,
+    losses: u64,
+    /// After the session moved to another path: its first acknowledgement
+    /// there, once it came (packets sent before it measure the old path,
+    /// or were answered for copies that went the old way)...
+    path_samples_from: Option<Option<Instant>>,
+    /// ...and whether the old path had stopped working (so nothing sent
+    /// after that acknowledgement can be answered for a copy on it).
+    old_path_dead: bool,
+    /// Losses reported before this are the old path's (what was in flight
+    /// on it when the session moved) and do not count.
+    old_path_until: Option<Instant>,
+    /// What is known of the current path.
+    path: PathModel,
+}
+
+/// What the controller has measured of the path the packets take now, and
+/// where it is in probing it: all of it starts afresh on another path.
+#[derive(Debug, Clone)]
+struct PathModel {
+    phase: Phase,
+    /// The bandwidth maximum filter: (round, packets per second), rounds
+    /// ascending, samples descending.
+    bw_filter: VecDeque<(u64, f64)>,
     /// This round's acknowledged and lost packets (the loss fraction).
     round_acked: u64,
     round_lost: u64,
@@ -155,6 +201,18 @@ pub struct Congestion {
     full_bw_rounds: u32,
     /// Startup found the bottleneck (and ended).
     filled_pipe: bool,
+    /// In startup: since when every round trip has been long enough to
+    /// say a queue is growing.
+    queue_since: Option<Instant>,
+    /// In startup: the queue has been seen long enough; pacing drains it
+    /// until what is in flight fits the bandwidth-delay product.
+    startup_draining: bool,
+    /// How far round trips strayed above the smallest without a queue to
+    /// show for it, as of the end of the round before last: four times
+    /// their variation, or twice the smoothed one's excess over the
+    /// smallest, whichever is more.
+    round_jitter: Option<Duration>,
+    next_round_jitter: Option<Duration>,
     srtt: Option<Duration>,
     rttvar: Duration,
     min_rtt: Option<Duration>,
@@ -167,8 +225,6 @@ pub struct Congestion {
     probe_rtt_round: Option<u64>,
     /// The smallest round trip seen since the window came down in probe-RTT.
     probe_rtt_min: Option<Duration>,
-    /// The sender's packets in flight after the last acknowledgement.
-    in_flight: usize,
     /// The window, not pacing, held sending back in this round; rounds in
     /// a row it did so, and the smallest round trip seen in them.
     round_window_limited: bool,
@@ -179,9 +235,9 @@ pub struct Congestion {
     /// [`REORDER_DECAY_ROUNDS`] rounds without that.
     reorder_quarters: u32,
     last_spurious_round: u64,
+    /// Pacing: packets that may go now, and when they were last added.
     tokens: f64,
     last_refill: Option<Instant>,
-    losses: u64,
     backoff: f64,
     /// A retransmission timeout fired and nothing has been acknowledged
     /// since: the back-off and phase from before it.
@@ -194,34 +250,22 @@ pub struct Congestion {
     /// the bandwidth estimate within an epoch: (round, packets), rounds
     /// ascending, values descending.
     extra_acked: VecDeque<(u64, f64)>,
-    /// After the session moved to another path: its first acknowledgement
-    /// there, once it came (packets sent before it measure the old path,
-    /// or were answered for copies that went the old way)...
-    path_samples_from: Option<Option<Instant>>,
-    /// ...and whether the old path had stopped working (so nothing sent
-    /// after that acknowledgement can be answered for a copy on it).
-    old_path_dead: bool,
-    /// Losses reported before this are the old path's (what was in flight
-    /// on it when the session moved) and do not count.
-    old_path_until: Option<Instant>,
 }
 
-impl Default for Congestion {
+impl Default for PathModel {
     fn default() -> Self {
         Self {
             phase: Phase::Startup,
             bw_filter: VecDeque::new(),
-            round: 0,
-            next_round_delivered: 0,
-            delivered: 0,
-            delivered_at: None,
-            first_sent: None,
-            app_limited_until: 0,
             round_acked: 0,
             round_lost: 0,
             full_bw: 0.0,
             full_bw_rounds: 0,
             filled_pipe: false,
+            queue_since: None,
+            startup_draining: false,
+            round_jitter: None,
+            next_round_jitter: None,
             srtt: None,
             rttvar: INITIAL_RTT / 2,
             min_rtt: None,
@@ -230,7 +274,6 @@ impl Default for Congestion {
             probe_rtt_done: None,
             probe_rtt_round: None,
             probe_rtt_min: None,
-            in_flight: 0,
             round_window_limited: false,
             window_limited_rounds: 0,
             limited_min_rtt: None,
@@ -238,15 +281,11 @@ impl Default for Congestion {
             last_spurious_round: 0,
             tokens: INITIAL_WINDOW,
             last_refill: None,
-            losses: 0,
             backoff: 1.0,
             stalled: None,
             aggregation_start: None,
             aggregation_acked: 0.0,
             extra_acked: VecDeque::new(),
-            path_samples_from: None,
-            old_path_dead: false,
-            old_path_until: None,
         }
     }
 }
@@ -254,17 +293,21 @@ impl Default for Congestion {
 impl Congestion {
     /// The bottleneck bandwidth estimate, packets per second.
     pub fn bandwidth(&self) -> Option<f64> {
-        let max = self.bw_filter.front().map_or(0.0, |&(_, bw)| bw);
-        (max > 0.0).then_some(max * self.backoff)
+        let max = self.path.bw_filter.front().map_or(0.0, |&(_, bw)| bw);
+        (max > 0.0).then_some(max * self.path.backoff)
     }
 
     /// The bandwidth-delay product in packets, once both are measured.
     fn bdp(&self) -> Option<f64> {
-        Some(self.bandwidth()? * self.min_rtt?.as_secs_f64())
+        Some(self.bandwidth()? * self.path.min_rtt?.as_secs_f64())
     }
 
     fn pacing_gain(&self) -> f64 {
-        match self.phase {
+        match self.path.phase {
+            // Round trips say a queue may be growing: hold the rate until
+            // they confirm it (startup ends) or go back down (it goes on).
+            Phase::Startup if self.path.startup_draining => 1.0 / STARTUP_GAIN,
+            Phase::Startup if self.path.queue_since.is_some() => 1.0,
             Phase::Startup => STARTUP_GAIN,
             Phase::Drain => 1.0 / STARTUP_GAIN,
             Phase::Probe(i) => self.probe_gain(i),
@@ -276,18 +319,18 @@ impl Congestion {
     pub fn debug_summary(&self) -> String {
         format!(
             "{:?} bw {:.0}/s backoff {:.2} min_rtt {:?} srtt {:?} rttvar {:?} window {} reorder {}/4 losses {} round {} lost/acked {}/{}",
-            self.phase,
+            self.path.phase,
             self.bandwidth().unwrap_or(0.0),
-            self.backoff,
-            self.min_rtt,
-            self.srtt,
-            self.rttvar,
+            self.path.backoff,
+            self.path.min_rtt,
+            self.path.srtt,
+            self.path.rttvar,
             self.window(),
-            self.reorder_quarters,
+            self.path.reorder_quarters,
             self.losses,
             self.round,
-            self.round_lost,
-            self.round_acked,
+            self.path.round_lost,
+            self.path.round_acked,
         )
     }
 
@@ -298,24 +341,21 @@ impl Congestion {
         if gain <= 1.0 {
             return gain;
         }
-        let min_rtt = self.min_rtt.unwrap_or(INITIAL_RTT).as_secs_f64();
+        let min_rtt = self.path.min_rtt.unwrap_or(INITIAL_RTT).as_secs_f64();
         1.0 + (gain - 1.0).min(PROBE_QUEUE.as_secs_f64() / min_rtt)
     }
 
     /// Packets allowed in flight.
     pub fn window(&self) -> usize {
         let model = match (self.bandwidth(), self.bdp()) {
-            (Some(bw), Some(bdp)) => {
-                let gain = if self.phase == Phase::Startup { STARTUP_GAIN } else { WINDOW_GAIN };
-                gain * bdp + self.aggregation(bw) + MIN_WINDOW
-            }
+            (Some(bw), Some(bdp)) => WINDOW_GAIN * bdp + self.aggregation(bw) + MIN_WINDOW,
             _ => INITIAL_WINDOW,
         };
-        let window = match self.phase {
+        let window = match self.path.phase {
             Phase::ProbeRtt => self.probe_rtt_window(),
             _ => model,
         };
-        let floor = if self.phase == Phase::ProbeRtt { PROBE_RTT_MIN_WINDOW } else { MIN_WINDOW };
+        let floor = if self.path.phase == Phase::ProbeRtt { PROBE_RTT_MIN_WINDOW } else { MIN_WINDOW };
         window.clamp(floor, MAX_WINDOW) as usize
     }
 
@@ -332,8 +372,20 @@ impl Congestion {
     /// bandwidth explains, in packets, at most [`MAX_AGGREGATION`]'s worth.
     fn measured_burst(&self) -> f64 {
         let Some(bw) = self.bandwidth() else { return 0.0 };
-        let measured = self.extra_acked.front().map_or(0.0, |&(_, extra)| extra);
+        let measured = self.path.extra_acked.front().map_or(0.0, |&(_, extra)| extra);
         measured.min(bw * MAX_AGGREGATION.as_secs_f64())
+    }
+
+    /// The smallest round trip plus the spacing of the largest burst of
+    /// acknowledgements lately: acknowledgements that come in bursts (a
+    /// relay forwarding in rounds) make round trips look longer by up to
+    /// that much, which is the path, not a queue.
+    fn burst_rtt(&self) -> Option<Duration> {
+        let min = self.path.min_rtt?;
+        Some(match self.bandwidth() {
+            Some(bw) => min + Duration::from_secs_f64(self.measured_burst() / bw),
+            None => min,
+        })
     }
 
     /// Measures acknowledgement aggregation (BBR's `extra_acked`): an epoch
@@ -344,29 +396,29 @@ impl Congestion {
     fn update_aggregation(&mut self, now: Instant, count: usize) {
         let Some(bw) = self.bandwidth() else { return };
         let window = self.window() as f64;
-        let start = self.aggregation_start.unwrap_or(now);
+        let start = self.path.aggregation_start.unwrap_or(now);
         let mut expected = bw * now.saturating_duration_since(start).as_secs_f64();
-        if self.round_lost > 0 {
+        if self.path.round_lost > 0 {
             // Acknowledgements after a loss come in bursts as the holes
             // fill: that measures the loss, not the path.
-            self.aggregation_start = Some(now);
-            self.aggregation_acked = 0.0;
+            self.path.aggregation_start = Some(now);
+            self.path.aggregation_acked = 0.0;
             return;
         }
-        if self.aggregation_acked <= expected {
+        if self.path.aggregation_acked <= expected {
             // Acknowledgements fell back to the rate: a new epoch.
-            self.aggregation_start = Some(now);
-            self.aggregation_acked = 0.0;
+            self.path.aggregation_start = Some(now);
+            self.path.aggregation_acked = 0.0;
             expected = 0.0;
         }
-        self.aggregation_acked += count as f64;
-        let extra = (self.aggregation_acked - expected).min(window);
-        while self.extra_acked.back().is_some_and(|&(_, e)| e <= extra) {
-            self.extra_acked.pop_back();
+        self.path.aggregation_acked += count as f64;
+        let extra = (self.path.aggregation_acked - expected).min(window);
+        while self.path.extra_acked.back().is_some_and(|&(_, e)| e <= extra) {
+            self.path.extra_acked.pop_back();
         }
-        self.extra_acked.push_back((self.round, extra));
-        while self.extra_acked.front().is_some_and(|&(round, _)| round + AGGREGATION_WINDOW_ROUNDS <= self.round) {
-            self.extra_acked.pop_front();
+        self.path.extra_acked.push_back((self.round, extra));
+        while self.path.extra_acked.front().is_some_and(|&(round, _)| round + AGGREGATION_WINDOW_ROUNDS <= self.round) {
+            self.path.extra_acked.pop_front();
         }
     }
 
@@ -392,12 +444,12 @@ impl Congestion {
 
     /// The smoothed round trip.
     pub fn rtt(&self) -> Duration {
-        self.srtt.unwrap_or(INITIAL_RTT)
+        self.path.srtt.unwrap_or(INITIAL_RTT)
     }
 
     /// The smallest round trip seen lately.
     pub fn min_rtt(&self) -> Option<Duration> {
-        self.min_rtt
+        self.path.min_rtt
     }
 
     /// Loss events so far.
@@ -408,7 +460,7 @@ impl Congestion {
     /// The base of the retransmission timeout: the smoothed round trip
     /// plus four times its variation (RFC 6298).
     pub fn rto_base(&self) -> Duration {
-        self.rtt() + 4 * self.rttvar
+        self.rtt() + 4 * self.path.rttvar
     }
 
     /// How much later than a packet another may have been sent and still
@@ -416,14 +468,14 @@ impl Congestion {
     /// window): a quarter of the minimum round trip, more on a path seen
     /// to reorder, at least 1 ms and at most the smoothed round trip.
     pub fn reorder_window(&self) -> Duration {
-        let quarter = self.min_rtt.unwrap_or(INITIAL_RTT) / 4;
-        (quarter * self.reorder_quarters).min(self.rtt()).max(Duration::from_millis(1))
+        let quarter = self.path.min_rtt.unwrap_or(INITIAL_RTT) / 4;
+        (quarter * self.path.reorder_quarters).min(self.rtt()).max(Duration::from_millis(1))
     }
 
     /// A round trip at least this long cannot be a resent packet's own
     /// acknowledgement mistaken for the first copy's.
     pub fn plausible_rtt(&self) -> Duration {
-        self.min_rtt.unwrap_or(Duration::ZERO)
+        self.path.min_rtt.unwrap_or(Duration::ZERO)
     }
 
     /// A packet goes out at `now` with `in_flight` packets already in
@@ -441,32 +493,44 @@ impl Congestion {
             delivered_at: self.delivered_at.unwrap_or(now),
             first_sent: self.first_sent.unwrap_or(now),
             app_limited: self.app_limited_until != 0,
+            rate: self.pacing_rate().ceil() as u32,
         }
     }
 
     fn on_rtt_sample(&mut self, now: Instant, sample: Duration) {
-        self.limited_min_rtt = Some(self.limited_min_rtt.map_or(sample, |m| m.min(sample)));
-        if self.phase == Phase::ProbeRtt && self.probe_rtt_done.is_some() {
-            self.probe_rtt_min = Some(self.probe_rtt_min.map_or(sample, |m| m.min(sample)));
+        self.path.limited_min_rtt = Some(self.path.limited_min_rtt.map_or(sample, |m| m.min(sample)));
+        if self.path.phase == Phase::ProbeRtt && self.path.probe_rtt_done.is_some() {
+            self.path.probe_rtt_min = Some(self.path.probe_rtt_min.map_or(sample, |m| m.min(sample)));
         }
-        let expired = self.min_rtt_at.is_some_and(|t| now >= t + MIN_RTT_LIFETIME);
-        if self.min_rtt.is_none_or(|m| sample <= m) {
-            self.min_rtt = Some(sample);
-            self.min_rtt_at = Some(now);
-        } else if expired && self.phase != Phase::ProbeRtt {
+        let expired = self.path.min_rtt_at.is_some_and(|t| now >= t + MIN_RTT_LIFETIME);
+        if self.path.min_rtt.is_none_or(|m| sample <= m) {
+            self.path.min_rtt = Some(sample);
+            self.path.min_rtt_at = Some(now);
+        } else if expired && self.path.phase != Phase::ProbeRtt {
             // Measure the minimum afresh: the queue drains in probe-RTT,
             // and what it measures then becomes the minimum.
             self.enter_probe_rtt();
         }
-        match self.srtt {
+        if self.path.phase == Phase::Startup {
+            if self.app_limited_until == 0 {
+                self.check_startup_queue(now, sample);
+            } else {
+                // Short of data, this flow queues nothing: what its round
+                // trips show is others' queue (or the reverse direction's),
+                // and must not end startup with an estimate of a trickle.
+                self.path.queue_since = None;
+                self.path.startup_draining = false;
+            }
+        }
+        match self.path.srtt {
             None => {
-                self.srtt = Some(sample);
-                self.rttvar = sample / 2;
+                self.path.srtt = Some(sample);
+                self.path.rttvar = sample / 2;
             }
             Some(srtt) => {
                 let diff = srtt.abs_diff(sample);
-                self.rttvar = (self.rttvar * 3 + diff) / 4;
-                self.srtt = Some((srtt * 7 + sample) / 8);
+                self.path.rttvar = (self.path.rttvar * 3 + diff) / 4;
+                self.path.srtt = Some((srtt * 7 + sample) / 8);
             }
         }
     }
@@ -480,31 +544,62 @@ impl Congestion {
     /// to others, so it becomes the minimum (see [`Self::update_phase`]),
     /// as it would when the minimum expires, only sooner.
     fn check_standing_queue(&mut self) {
-        let (Some(seen), Some(mut min)) = (self.limited_min_rtt, self.min_rtt) else { return };
-        // Acknowledgements that come in bursts (a relay forwarding in
-        // rounds) make round trips look longer by up to a burst's spacing:
-        // that is the path, not a queue.
-        if let Some(bw) = self.bandwidth() {
-            min += Duration::from_secs_f64(self.measured_burst() / bw);
-        }
-        if matches!(self.phase, Phase::Probe(_))
-            && self.window_limited_rounds >= COMPETITION_ROUNDS
+        let (Some(seen), Some(min)) = (self.path.limited_min_rtt, self.burst_rtt()) else { return };
+        if matches!(self.path.phase, Phase::Probe(_))
+            && self.path.window_limited_rounds >= COMPETITION_ROUNDS
             && seen >= min + min / 2
         {
-            self.window_limited_rounds = 0;
-            self.limited_min_rtt = None;
+            self.path.window_limited_rounds = 0;
+            self.path.limited_min_rtt = None;
             self.enter_probe_rtt();
         }
     }
 
+    /// In startup, a round trip `sample` at `now`: once every one for a
+    /// while has been longer than the smallest by an eighth of it
+    /// ([`STARTUP_QUEUE_MIN`]-[`STARTUP_QUEUE_MAX`]), and by four times
+    /// the variation the round trips had before this round (a path that
+    /// only jitters shows no queue), a queue is growing at the bottleneck:
+    /// the bandwidth samples lag it by a round trip, in which startup's
+    /// rate queues up to a bandwidth-delay product more. Startup holds its
+    /// rate from the first such round trip, and drains the queue once the
+    /// round trips have stayed up for the threshold or a quarter of the
+    /// smallest round trip, whichever is longer. Only the bandwidth ends
+    /// startup (three rounds without growth, which holding the rate
+    /// brings about when the path is full): a stall of the host reads as a
+    /// queue too, and ending startup on one would leave the estimate far
+    /// below the path's rate, where the probes find the rest slowly (by a
+    /// tenth every eight round trips at 200 ms).
+    fn check_startup_queue(&mut self, now: Instant, sample: Duration) {
+        let path = &mut self.path;
+        let (Some(min), Some(jitter)) = (path.min_rtt, path.round_jitter) else { return };
+        let threshold = (min / 8).clamp(STARTUP_QUEUE_MIN, STARTUP_QUEUE_MAX).max(jitter);
+        if sample < min + threshold {
+            path.queue_since = None;
+            return;
+        }
+        let since = *path.queue_since.get_or_insert(now);
+        if now.saturating_duration_since(since) >= threshold.max(min / 4) {
+            path.startup_draining = true;
+        }
+    }
+
+    /// Startup found the bottleneck: drain what it queued.
+    fn leave_startup(&mut self) {
+        self.path.filled_pipe = true;
+        self.path.queue_since = None;
+        self.path.startup_draining = false;
+        self.path.phase = Phase::Drain;
+    }
+
     fn enter_probe_rtt(&mut self) {
-        if let Some(stalled) = &mut self.stalled {
+        if let Some(stalled) = &mut self.path.stalled {
             stalled.1 = Phase::ProbeRtt;
         }
-        self.phase = Phase::ProbeRtt;
-        self.probe_rtt_done = None;
-        self.probe_rtt_round = None;
-        self.probe_rtt_min = None;
+        self.path.phase = Phase::ProbeRtt;
+        self.path.probe_rtt_done = None;
+        self.path.probe_rtt_round = None;
+        self.path.probe_rtt_min = None;
     }
 
     /// An acknowledgement at `now` covered `acked`; `in_flight` packets
@@ -514,7 +609,7 @@ impl Congestion {
         if acked.count == 0 {
             return;
         }
-        if let Some((backoff, phase)) = self.stalled.take() {
+        if let Some((backoff, phase)) = self.path.stalled.take() {
             // The first progress after a stall: a receiver that held its
             // packets (a slow reader) or a path that came back. The cuts
             // the timeouts made are undone (as TCP undoes a spurious
@@ -522,14 +617,14 @@ impl Congestion {
             // reports now say so, and heavy loss backs off within a round
             // trip or two. No rate sample spans the stall: every packet
             // sent before it counts as application-limited.
-            self.backoff = backoff;
-            self.phase = phase;
+            self.path.backoff = backoff;
+            self.path.phase = phase;
             self.app_limited_until = (self.delivered + acked.count as u64 + in_flight as u64).max(1);
             self.first_sent = Some(now);
             self.delivered_at = Some(now);
             // Nor is what the stall held back a burst of aggregation.
-            self.aggregation_start = None;
-            self.aggregation_acked = 0.0;
+            self.path.aggregation_start = None;
+            self.path.aggregation_acked = 0.0;
         }
         if let Some(from @ None) = &mut self.path_samples_from {
             *from = Some(now);
@@ -550,15 +645,15 @@ impl Congestion {
         }
         self.delivered += acked.count as u64;
         self.delivered_at = Some(now);
-        self.round_acked += acked.count as u64;
+        self.path.round_acked += acked.count as u64;
         if acked.spurious > 0 {
             // Reordering, not loss: widen the window (once a round), and
             // do not count these as this round's losses.
-            self.round_lost = self.round_lost.saturating_sub(acked.spurious as u64);
-            if self.round > self.last_spurious_round || self.reorder_quarters == 1 {
-                self.reorder_quarters = (self.reorder_quarters + 1).min(MAX_REORDER_QUARTERS);
+            self.path.round_lost = self.path.round_lost.saturating_sub(acked.spurious as u64);
+            if self.round > self.path.last_spurious_round || self.path.reorder_quarters == 1 {
+                self.path.reorder_quarters = (self.path.reorder_quarters + 1).min(MAX_REORDER_QUARTERS);
             }
-            self.last_spurious_round = self.round;
+            self.path.last_spurious_round = self.round;
         }
         if self.app_limited_until != 0 && self.delivered > self.app_limited_until {
             self.app_limited_until = 0;
@@ -571,12 +666,12 @@ impl Congestion {
             self.round += 1;
         }
         self.take_rate_sample(now, &packet);
-        if self.aggregation_start.is_some() {
+        if self.path.aggregation_start.is_some() {
             self.update_aggregation(now, acked.count);
         } else {
             // The first acknowledgement (or the first after a stall)
             // starts the first epoch.
-            self.aggregation_start = Some(now);
+            self.path.aggregation_start = Some(now);
         }
         if round_start {
             self.end_round(packet.app_limited);
@@ -592,59 +687,67 @@ impl Congestion {
         let send_elapsed = packet.sent.saturating_duration_since(packet.first_sent);
         let ack_elapsed = now.saturating_duration_since(packet.delivered_at);
         let interval = send_elapsed.max(ack_elapsed);
-        if interval.is_zero() || self.min_rtt.is_some_and(|m| interval < m) {
+        if interval.is_zero() || self.path.min_rtt.is_some_and(|m| interval < m) {
             return;
         }
-        let sample = (self.delivered - packet.delivered) as f64 / interval.as_secs_f64();
-        let best = self.bw_filter.front().map_or(0.0, |&(_, bw)| bw);
+        // Nothing is delivered faster than it was sent: a sample above
+        // the pacing rate the packet went out at counts packets delivered
+        // before it was sent and acknowledged only now (a hole filled, or
+        // a request packet that covered many at once).
+        let sample = ((self.delivered - packet.delivered) as f64 / interval.as_secs_f64()).min(f64::from(packet.rate));
+        let best = self.path.bw_filter.front().map_or(0.0, |&(_, bw)| bw);
         if packet.app_limited && sample < best {
             return;
         }
         // A windowed maximum: drop what the sample beats or what is too old.
-        while self.bw_filter.back().is_some_and(|&(_, bw)| bw <= sample) {
-            self.bw_filter.pop_back();
+        while self.path.bw_filter.back().is_some_and(|&(_, bw)| bw <= sample) {
+            self.path.bw_filter.pop_back();
         }
-        self.bw_filter.push_back((self.round, sample));
-        while self.bw_filter.front().is_some_and(|&(round, _)| round + BW_WINDOW_ROUNDS <= self.round) {
-            self.bw_filter.pop_front();
+        self.path.bw_filter.push_back((self.round, sample));
+        while self.path.bw_filter.front().is_some_and(|&(round, _)| round + BW_WINDOW_ROUNDS <= self.round) {
+            self.path.bw_filter.pop_front();
         }
     }
 
     /// A round ended: the loss it saw, and whether startup is over.
     fn end_round(&mut self, app_limited: bool) {
-        let (lost, acked) = (self.round_lost as f64, self.round_acked as f64);
-        if self.round_lost >= HEAVY_LOSS_MIN && lost > HEAVY_LOSS * (lost + acked) {
+        let (lost, acked) = (self.path.round_lost as f64, self.path.round_acked as f64);
+        if self.path.round_lost >= HEAVY_LOSS_MIN && lost > HEAVY_LOSS * (lost + acked) {
             // Heavy loss: the path is overloaded; back off for a while.
-            self.backoff = (self.backoff * 0.7).max(0.1);
+            self.path.backoff = (self.path.backoff * 0.7).max(0.1);
         } else {
-            self.backoff = (self.backoff * 1.1).min(1.0);
+            self.path.backoff = (self.path.backoff * 1.1).min(1.0);
         }
-        self.round_lost = 0;
-        self.round_acked = 0;
-        if std::mem::take(&mut self.round_window_limited) {
-            self.window_limited_rounds += 1;
+        self.path.round_lost = 0;
+        self.path.round_acked = 0;
+        if let (Some(srtt), Some(min)) = (self.path.srtt, self.path.min_rtt) {
+            let jitter = (4 * self.path.rttvar).max(2 * srtt.saturating_sub(min));
+            self.path.round_jitter = self.path.next_round_jitter.replace(jitter);
+        }
+        if std::mem::take(&mut self.path.round_window_limited) {
+            self.path.window_limited_rounds += 1;
         } else {
-            self.window_limited_rounds = 0;
-            self.limited_min_rtt = None;
+            self.path.window_limited_rounds = 0;
+            self.path.limited_min_rtt = None;
         }
-        if self.reorder_quarters > 1 && self.round >= self.last_spurious_round + REORDER_DECAY_ROUNDS {
-            self.reorder_quarters -= 1;
-            self.last_spurious_round = self.round;
+        if self.path.reorder_quarters > 1 && self.round >= self.path.last_spurious_round + REORDER_DECAY_ROUNDS {
+            self.path.reorder_quarters -= 1;
+            self.path.last_spurious_round = self.round;
         }
-        if self.phase == Phase::Startup {
+        if self.path.phase == Phase::Startup {
             let bw = self.bandwidth().unwrap_or(0.0);
-            if bw >= self.full_bw * 1.25 {
-                self.full_bw = bw;
-                self.full_bw_rounds = 0;
+            if bw >= self.path.full_bw * 1.25 {
+                self.path.full_bw = bw;
+                self.path.full_bw_rounds = 0;
             } else if !app_limited {
-                self.full_bw_rounds += 1;
+                self.path.full_bw_rounds += 1;
             }
         }
     }
 
     fn update_phase(&mut self, now: Instant, round_start: bool) {
         let mut bdp = self.bdp().unwrap_or(INITIAL_WINDOW);
-        let mut min_rtt = self.min_rtt.unwrap_or(INITIAL_RTT);
+        let mut min_rtt = self.path.min_rtt.unwrap_or(INITIAL_RTT);
         // On a path whose acknowledgements come in bursts larger than its
         // bandwidth-delay product (a relay that forwards in rounds), what
         // is in flight normally includes a burst's worth, and a phase must
@@ -652,27 +755,28 @@ impl Congestion {
         // behaves like is the smallest plus the bursts' spacing.
         let burst = self.measured_burst();
         if burst > bdp
-            && let Some(bw) = self.bandwidth()
+            && let Some(rtt) = self.burst_rtt()
         {
             bdp += burst;
-            min_rtt += Duration::from_secs_f64(burst / bw);
+            min_rtt = rtt;
         }
         let in_flight = self.in_flight as f64;
-        match self.phase {
-            Phase::Startup if self.full_bw_rounds >= 3 => {
-                self.filled_pipe = true;
-                self.phase = Phase::Drain;
+        match self.path.phase {
+            Phase::Startup if self.path.full_bw_rounds >= 3 => self.leave_startup(),
+            Phase::Startup => {
+                if self.path.startup_draining && in_flight <= bdp {
+                    self.path.startup_draining = false;
+                }
             }
-            Phase::Startup => {}
             Phase::Drain if in_flight <= bdp => self.start_probing(now),
             Phase::Drain => {}
             Phase::Probe(i) => {
                 let gain = self.probe_gain(i);
-                let elapsed = self.cycle_start.is_none_or(|t| now >= t + min_rtt);
+                let elapsed = self.path.cycle_start.is_none_or(|t| now >= t + min_rtt);
                 let next = if gain > 1.0 {
                     // Probe until the extra is in flight, or loss says the
                     // path has no room for it.
-                    elapsed && (in_flight >= gain * bdp || self.round_lost > 0)
+                    elapsed && (in_flight >= gain * bdp || self.path.round_lost > 0)
                 } else if gain < 1.0 {
                     // Give back until no queue is left (what the probe
                     // built, and what an estimate a hair too high has
@@ -683,34 +787,34 @@ impl Congestion {
                     // flow's share.
                     let others = self.rtt() > 2 * min_rtt;
                     let most = if others { min_rtt } else { 4 * min_rtt };
-                    in_flight <= bdp || self.cycle_start.is_none_or(|t| now >= t + most)
+                    in_flight <= bdp || self.path.cycle_start.is_none_or(|t| now >= t + most)
                 } else {
                     elapsed
                 };
                 if next {
-                    self.phase = Phase::Probe((i + 1) % PROBE_GAINS.len());
-                    self.cycle_start = Some(now);
+                    self.path.phase = Phase::Probe((i + 1) % PROBE_GAINS.len());
+                    self.path.cycle_start = Some(now);
                 }
             }
             Phase::ProbeRtt => {
-                if self.probe_rtt_done.is_none() && in_flight <= self.probe_rtt_window() {
-                    self.probe_rtt_done = Some(now + PROBE_RTT_TIME);
-                    self.probe_rtt_round = Some(self.round);
-                } else if let (Some(done), Some(round)) = (self.probe_rtt_done, self.probe_rtt_round)
+                if self.path.probe_rtt_done.is_none() && in_flight <= self.probe_rtt_window() {
+                    self.path.probe_rtt_done = Some(now + PROBE_RTT_TIME);
+                    self.path.probe_rtt_round = Some(self.round);
+                } else if let (Some(done), Some(round)) = (self.path.probe_rtt_done, self.path.probe_rtt_round)
                     && now >= done
                     && self.round > round
                     && round_start
                 {
-                    self.min_rtt_at = Some(now);
+                    self.path.min_rtt_at = Some(now);
                     // What probe-RTT measures with this flow's own queue
                     // gone is the path (and others' queues): the minimum.
-                    if let Some(seen) = self.probe_rtt_min {
-                        self.min_rtt = Some(seen);
+                    if let Some(seen) = self.path.probe_rtt_min {
+                        self.path.min_rtt = Some(seen);
                     }
-                    if self.filled_pipe {
+                    if self.path.filled_pipe {
                         self.start_probing(now);
                     } else {
-                        self.phase = Phase::Startup;
+                        self.path.phase = Phase::Startup;
                     }
                 }
             }
@@ -722,8 +826,8 @@ impl Congestion {
     /// random, so that flows sharing a bottleneck do not probe in step).
     fn start_probing(&mut self, now: Instant) {
         let start = [0, 2, 3, 4, 5, 6, 7][(self.round % 7) as usize];
-        self.phase = Phase::Probe(start);
-        self.cycle_start = Some(now);
+        self.path.phase = Phase::Probe(start);
+        self.path.cycle_start = Some(now);
     }
 
     /// The session's packets go another way from `now` on (a TCP relay
@@ -739,19 +843,14 @@ impl Congestion {
     /// reordering between the two) do not count against the new one.
     pub fn on_path_change(&mut self, now: Instant, old_path_dead: bool) {
         let old_path = (self.rto_base() * 2).max(Duration::from_millis(200));
-        *self = Congestion {
-            round: self.round,
-            next_round_delivered: self.delivered,
-            delivered: self.delivered,
-            delivered_at: Some(now),
-            first_sent: Some(now),
-            losses: self.losses,
-            in_flight: self.in_flight,
-            path_samples_from: Some(None),
-            old_path_dead,
-            old_path_until: Some(now + old_path),
-            ..Congestion::default()
-        };
+        self.path = PathModel::default();
+        self.next_round_delivered = self.delivered;
+        self.delivered_at = Some(now);
+        self.first_sent = Some(now);
+        self.app_limited_until = 0;
+        self.path_samples_from = Some(None);
+        self.old_path_dead = old_path_dead;
+        self.old_path_until = Some(now + old_path);
     }
 
     /// Whether a packet sent at `sent` measures the current path.
@@ -776,48 +875,49 @@ impl Congestion {
             return;
         }
         self.losses += 1;
-        self.round_lost += count as u64;
+        self.path.round_lost += count as u64;
     }
 
     /// Nothing was acknowledged for a long time while data was in flight.
     pub fn on_timeout(&mut self) {
         self.losses += 1;
-        self.stalled.get_or_insert((self.backoff, self.phase));
-        self.backoff = (self.backoff * 0.5).max(0.1);
-        if self.phase == Phase::Startup {
-            self.phase = Phase::Probe(2);
+        self.path.stalled.get_or_insert((self.path.backoff, self.path.phase));
+        self.path.backoff = (self.path.backoff * 0.5).max(0.1);
+        if self.path.phase == Phase::Startup {
+            self.path.phase = Phase::Probe(2);
         }
     }
 
     /// How many packets pacing and the window allow now, given `in_flight`.
     pub fn allowance(&mut self, now: Instant, in_flight: usize) -> usize {
         let rate = self.pacing_rate();
-        let elapsed = self.last_refill.map_or(Duration::ZERO, |t| now.saturating_duration_since(t));
-        self.last_refill = Some(now);
-        self.tokens = (self.tokens + rate * elapsed.as_secs_f64()).min(MIN_BURST.max(rate * BURST_TIME.as_secs_f64()));
+        let elapsed = self.path.last_refill.map_or(Duration::ZERO, |t| now.saturating_duration_since(t));
+        self.path.last_refill = Some(now);
+        self.path.tokens =
+            (self.path.tokens + rate * elapsed.as_secs_f64()).min(MIN_BURST.max(rate * BURST_TIME.as_secs_f64()));
         let window_room = self.window().saturating_sub(in_flight);
         // A hair under a whole token counts as one: float sums of tiny
         // refills land just below integers.
-        let tokens = (self.tokens + 1e-6) as usize;
+        let tokens = (self.path.tokens + 1e-6) as usize;
         if window_room == 0 {
-            self.round_window_limited = true;
+            self.path.round_window_limited = true;
         }
         window_room.min(tokens)
     }
 
     /// `count` packets went out.
     pub fn on_sent(&mut self, count: usize) {
-        self.tokens = (self.tokens - count as f64).max(0.0);
+        self.path.tokens = (self.path.tokens - count as f64).max(0.0);
     }
 
     /// When pacing next allows one packet, if it does not now.
     pub fn next_send(&self, now: Instant) -> Instant {
-        if self.tokens + 1e-6 >= 1.0 {
+        if self.path.tokens + 1e-6 >= 1.0 {
             return now;
         }
         let rate = self.pacing_rate();
         // Never "now" when nothing can go: at least 10 µs ahead.
-        now + Duration::from_secs_f64(((1.0 - self.tokens) / rate).min(0.05)).max(Duration::from_micros(10))
+        now + Duration::from_secs_f64(((1.0 - self.path.tokens) / rate).min(0.05)).max(Duration::from_micros(10))
     }
 }
 
@@ -896,7 +996,7 @@ mod tests {
         path.run(&mut cc, 3.0);
         let bw = cc.bandwidth().unwrap();
         assert!((9_500.0..=10_500.0).contains(&bw), "{bw}");
-        assert!(matches!(cc.phase, Phase::Probe(_)), "startup ended when the rate stopped growing");
+        assert!(matches!(cc.path.phase, Phase::Probe(_)), "startup ended when the rate stopped growing");
         // Two bandwidth-delay products (10,000/s * 20 ms = 200), the
         // acknowledgement delay's worth (40) and two acknowledgements (32).
         let window = cc.window();
@@ -923,19 +1023,19 @@ mod tests {
         let mut cc = Congestion::default();
         let mut path = Path::new(10_000.0, Duration::from_millis(20));
         path.run(&mut cc, 9.0);
-        assert_ne!(cc.phase, Phase::ProbeRtt);
+        assert_ne!(cc.path.phase, Phase::ProbeRtt);
         // The path gets longer: the old minimum expires, probe-RTT drains
         // the queue and the new minimum is learned.
         path.rtt = Duration::from_millis(50);
         let mut seen_probe = false;
         for _ in 0..120 {
             path.run(&mut cc, 0.1);
-            seen_probe |= cc.phase == Phase::ProbeRtt;
+            seen_probe |= cc.path.phase == Phase::ProbeRtt;
         }
         assert!(seen_probe, "probe-RTT ran");
         let min_rtt = cc.min_rtt().unwrap();
         assert!(min_rtt >= Duration::from_millis(50) && min_rtt < Duration::from_millis(56), "{min_rtt:?}");
-        assert!(matches!(cc.phase, Phase::Probe(_)), "{:?}", cc.phase);
+        assert!(matches!(cc.path.phase, Phase::Probe(_)), "{:?}", cc.path.phase);
         path.run(&mut cc, 2.0);
         let bw = cc.bandwidth().unwrap();
         assert!(bw > 9_000.0, "{bw}");
@@ -985,7 +1085,7 @@ mod tests {
             t += rtt;
             cc.on_ack(t, &Acked { count: 1, newest: Some(state), rtt_sent: Some(state.sent), spurious: 0 }, 0);
         }
-        assert_eq!(cc.phase, Phase::Startup, "still probing for the path's rate");
+        assert_eq!(cc.path.phase, Phase::Startup, "still probing for the path's rate");
         // Then bulk data: the estimate climbs to the path's rate.
         let mut path = Path::new(100_000.0, rtt);
         path.t = t;
@@ -1003,6 +1103,29 @@ mod tests {
         }
         assert!(cc.bandwidth().unwrap() > 90_000.0, "{:?}", cc.bandwidth());
         assert!(cc.window() as f64 >= 2.0 * 100_000.0 * 0.001, "{}", cc.window());
+    }
+
+    #[test]
+    fn a_queue_seen_while_short_of_data_does_not_end_startup() {
+        let mut cc = Congestion::default();
+        let mut t = crate::proto::test_epoch();
+        // A trickle (keystrokes) while another flow fills the bottleneck's
+        // queue: round trips go from 20 to 100 ms.
+        for i in 0..400 {
+            cc.on_app_limited(0);
+            let state = cc.on_send(t, 0);
+            let rtt = Duration::from_millis(if i < 50 { 20 } else { 100 });
+            t += rtt;
+            cc.on_ack(t, &Acked { count: 1, newest: Some(state), rtt_sent: Some(state.sent), spurious: 0 }, 0);
+        }
+        assert_eq!(cc.path.phase, Phase::Startup, "still probing for the path's rate");
+        // Bulk data on a path whose queue is gone: startup finds the rate.
+        let mut path = Path::new(10_000.0, Duration::from_millis(20));
+        path.t = t;
+        path.busy_until = t;
+        path.run(&mut cc, 2.0);
+        let bw = cc.bandwidth().unwrap();
+        assert!(bw > 9_000.0, "{bw}");
     }
 
     #[test]
@@ -1089,11 +1212,11 @@ mod tests {
         // The session moves to a path ten times as fast and ten times as
         // near; what was in flight on the old one is acknowledged late.
         cc.on_path_change(path.t, false);
-        assert_eq!((cc.phase, cc.bandwidth(), cc.min_rtt()), (Phase::Startup, None, None));
+        assert_eq!((cc.path.phase, cc.bandwidth(), cc.min_rtt()), (Phase::Startup, None, None));
         assert_eq!(cc.window(), INITIAL_WINDOW as usize);
         // Losses of the old path's packets right after the move do not count.
         cc.on_loss(path.t + Duration::from_millis(10), in_flight);
-        assert_eq!(cc.round_lost, 0);
+        assert_eq!(cc.path.round_lost, 0);
         path.rate = 50_000.0;
         path.rtt = Duration::from_millis(4);
         path.busy_until = path.t;
