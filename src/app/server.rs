@@ -14,11 +14,13 @@
 //! friend, whichever it asks for. Lossless packets are sorted by their
 //! first byte ([`Lossless`]): tunnel frames to the tunnel bridge, VPN
 //! control packets to the VPN; lossy VPN data packets go to the VPN. The
-//! TUN device exists only with `--vpn`; forwarding (and `--vpn-nat`
-//! masquerading) toward the offered routes is set up after it and removed
-//! on exit. Without `--vpn` a VPN client's hello gets a refusal saying so.
+//! TUN device exists only with `--vpn`; the firewall rules that keep
+//! clients to the server's VPN address and the offered routes, forwarding
+//! (and `--vpn-nat` masquerading) toward those routes are set up after it
+//! and removed on exit. Without `--vpn` a VPN client's hello gets a refusal saying so.
 
 use std::collections::HashSet;
+use std::net::IpAddr;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -81,6 +83,8 @@ pub struct VpnServerConfig {
     pub routes: Vec<IpNet>,
     /// Masquerade client traffic toward the routes.
     pub nat: bool,
+    /// Let clients reach each other (`--vpn-allow-clients`).
+    pub allow_clients: bool,
     /// The TUN device's name.
     pub device: String,
     /// The largest MTU a session may have (and the device's MTU).
@@ -176,7 +180,7 @@ pub async fn run(mut config: ServerConfig, cancel: CancellationToken) -> anyhow:
             .context("cannot start the VPN")?;
         let mut server = ServerVpn { link, events, forwarding: None };
         match forwarding(v, identity.keys().public()).await {
-            Ok(f) => server.forwarding = f,
+            Ok(f) => server.forwarding = Some(f),
             Err(e) => {
                 server.stop().await;
                 tox.shutdown().await;
@@ -463,6 +467,7 @@ async fn vpn_device(
         pool_v6: Some(ula),
         routes: v.routes.clone(),
         mtu: v.mtu,
+        allow_clients: v.allow_clients,
     })
     .context("--vpn")?;
     let device = match opened {
@@ -482,22 +487,24 @@ async fn vpn_device(
     Ok((engine, device))
 }
 
-/// Forwarding (and masquerading) toward the offered routes, if any.
-async fn forwarding(v: &VpnServerConfig, key: &PublicKey) -> anyhow::Result<Option<Forwarding>> {
-    if v.routes.is_empty() {
-        return Ok(None);
-    }
+/// The firewall that keeps clients to what they were offered, and
+/// forwarding (and masquerading) toward the offered routes.
+async fn forwarding(v: &VpnServerConfig, key: &PublicKey) -> anyhow::Result<Forwarding> {
+    let ula = vpn::pool::ula_from_seed(key.as_bytes());
+    let (server_v4, server_v6) = vpn::pool::Pool::new(Some(v.pool_v4), Some(ula)).context("--vpn-pool")?.server();
     let config = ForwardConfig {
         device: v.device.clone(),
-        pools: vec![IpNet::V4(v.pool_v4), IpNet::V6(vpn::pool::ula_from_seed(key.as_bytes()))],
+        pools: vec![IpNet::V4(v.pool_v4), IpNet::V6(ula)],
         routes: v.routes.clone(),
+        server_addresses: server_v4.map(IpAddr::V4).into_iter().chain(server_v6.map(IpAddr::V6)).collect(),
+        allow_clients: v.allow_clients,
         masquerade: v.nat,
     };
     let forwarding = tokio::task::spawn_blocking(move || Forwarding::setup(&config))
         .await
         .context("forwarding set-up")?
-        .context("cannot set up forwarding for --vpn-route (needs iptables, CAP_NET_ADMIN and CAP_NET_RAW)")?;
-    Ok(Some(forwarding))
+        .context("cannot set up the VPN's firewall rules (needs iptables, CAP_NET_ADMIN and CAP_NET_RAW)")?;
+    Ok(forwarding)
 }
 
 /// The friend book, locked (a panic elsewhere leaves it usable).

@@ -291,6 +291,7 @@ fn run_forward(mut args: ForwardArgs) -> Result<(), CliError> {
                 pool_v4: args.vpn_pool,
                 routes: args.vpn_route.clone(),
                 nat: args.vpn_nat,
+                allow_clients: args.vpn_allow_clients,
                 device: args.vpn_dev.clone(),
                 mtu: args.vpn_mtu,
             }),

@@ -13,15 +13,19 @@
 //! Server: a client sends a hello; the server leases it an address from the
 //! pool (stable per key), routes that address to the peer, and answers with
 //! the addresses, the MTU and the routes it offers. A peer may only send
-//! from its own addresses (its AllowedIPs). A lost peer keeps its lease.
+//! from its own addresses (its AllowedIPs), and only to what it was
+//! offered: the server's VPN addresses and the offered routes (other
+//! clients too with [`ServerConfig::allow_clients`]). A lost peer keeps
+//! its lease.
 //!
 //! Client: it says hello whenever the server comes online, installs the
 //! pool networks and the routes it asked for that the server offers, and
-//! routes them to the server. While the server is away, its routes stay
-//! and packets for them are dropped and counted.
+//! routes them to the server. It takes from the server only packets for
+//! its own addresses. While the server is away, its routes stay and packets
+//! for them are dropped and counted.
 
 use std::collections::{HashMap, VecDeque};
-use std::net::{Ipv4Addr, Ipv6Addr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -75,12 +79,17 @@ pub struct ServerConfig {
     pub routes: Vec<IpNet>,
     /// The largest MTU the server accepts.
     pub mtu: u16,
+    /// Let clients reach each other (`--vpn-allow-clients`); otherwise a
+    /// client reaches only the server's VPN addresses and the offered
+    /// routes.
+    pub allow_clients: bool,
 }
 
 impl ServerConfig {
-    /// An enabled server with these pools, no routes and the default MTU.
+    /// An enabled server with these pools, no routes, the default MTU, and
+    /// clients kept apart.
     pub fn new(pool_v4: Option<Ipv4Net>, pool_v6: Option<Ipv6Net>) -> Self {
-        ServerConfig { enabled: true, pool_v4, pool_v6, routes: Vec::new(), mtu: DEFAULT_MTU }
+        ServerConfig { enabled: true, pool_v4, pool_v6, routes: Vec::new(), mtu: DEFAULT_MTU, allow_clients: false }
     }
 }
 
@@ -689,10 +698,36 @@ impl Engine {
         if self.table.lookup(summary.src) != Some(&peer) {
             return Err(Drop::SourceNotAllowed);
         }
+        if !self.may_reach(summary.dst) {
+            return Err(Drop::DestinationNotAllowed);
+        }
         if summary.tcp_syn && matches!(clamp_mss(ip, mtu), Clamp::Clamped { .. }) {
             self.stats.mss_clamped += 1;
         }
         Ok(())
+    }
+
+    /// Whether a peer's packet may go to `dst`. Server: its own VPN
+    /// addresses, the offered routes, and with `allow_clients` the other
+    /// clients' addresses. Client: only its own addresses (the server does
+    /// not route through us).
+    fn may_reach(&self, dst: IpAddr) -> bool {
+        match &self.side {
+            Side::Server(s) => {
+                let (v4, v6) = s.pool.server();
+                let own = match dst {
+                    IpAddr::V4(a) => v4 == Some(a),
+                    IpAddr::V6(a) => v6 == Some(a),
+                };
+                own || s.config.routes.iter().any(|r| r.contains(&dst))
+                    || (s.config.allow_clients
+                        && self
+                            .table
+                            .lookup(dst)
+                            .is_some_and(|to| self.peers.get(to).is_some_and(|p| p.session.is_some())))
+            }
+            Side::Client(c) => c.last.as_ref().is_some_and(|a| a.addresses().any(|net| net.addr() == dst)),
+        }
     }
 
     /// The next control packet to send (lossless, in order).

@@ -201,8 +201,58 @@ fn a_peer_may_only_send_from_its_own_addresses() {
 }
 
 #[test]
+fn a_peer_reaches_only_what_it_was_offered() {
+    let mut n = Net::new(server_config(), vec![asking(&[]), asking(&[])]);
+    let me = n.client_addr(0);
+    let other = n.client_addr(1);
+    let v6me = n.clients[0].assignment().unwrap().v6.unwrap().client.addr();
+    let peer = client_peer(0).0;
+    let send = |n: &mut Net, src: IpAddr, dst: &str| {
+        let mut packet = [&[DATA_ID][..], &udp(src, ip(dst), b"x")].concat();
+        n.server.handle_data(n.now, peer, &mut packet)
+    };
+    // The server's VPN addresses and the offered route.
+    assert_eq!(send(&mut n, me, "10.7.0.1"), Ok(()));
+    assert_eq!(send(&mut n, v6me, "fd00:7::1"), Ok(()));
+    assert_eq!(send(&mut n, me, "192.168.3.4"), Ok(()));
+    // Not offered: another network, another address of the pool, another
+    // client (crafted packets: a client's own routes never send them).
+    for dst in ["10.0.1.1", "172.16.0.1", "10.7.0.250", "10.7.0.255", "8.8.8.8"] {
+        assert_eq!(send(&mut n, me, dst), Err(Drop::DestinationNotAllowed), "{dst}");
+    }
+    assert_eq!(send(&mut n, me, &other.to_string()), Err(Drop::DestinationNotAllowed));
+    assert_eq!(send(&mut n, v6me, "fd00:7::2"), Err(Drop::DestinationNotAllowed));
+    assert_eq!(send(&mut n, v6me, "2001:db8::1"), Err(Drop::DestinationNotAllowed));
+    assert_eq!(n.server.stats().dropped.get(Drop::DestinationNotAllowed), 8);
+    assert_eq!(n.server.stats().packets_in, 3);
+    // A client takes from the server only packets for its own addresses.
+    let mut stray = [&[DATA_ID][..], &udp(ip("10.7.0.1"), other, b"x")].concat();
+    assert_eq!(n.clients[0].handle_data(n.now, SERVER, &mut stray), Err(Drop::DestinationNotAllowed));
+    let mut mine = [&[DATA_ID][..], &udp(ip("10.7.0.1"), me, b"x")].concat();
+    assert_eq!(n.clients[0].handle_data(n.now, SERVER, &mut mine), Ok(()));
+}
+
+#[test]
+fn clients_reach_each_other_only_when_allowed() {
+    let mut config = server_config();
+    config.allow_clients = true;
+    let mut n = Net::new(config, vec![asking(&[]), asking(&[]), asking(&[])]);
+    let (a, b) = (n.client_addr(0), n.client_addr(1));
+    let p = udp(a, b, b"hop");
+    let at_server = n.up(0, &p).unwrap();
+    assert_eq!(n.down(&at_server), Ok((1, p)));
+    // Still not an address nobody holds, nor a client without a session.
+    assert_eq!(n.up(0, &udp(a, ip("10.7.0.250"), b"?")), Err(Drop::DestinationNotAllowed));
+    let c = n.client_addr(2);
+    n.lose(2);
+    assert_eq!(n.up(0, &udp(a, c, b"?")), Err(Drop::DestinationNotAllowed));
+}
+
+#[test]
 fn several_clients_get_their_own_addresses_and_packets() {
-    let mut n = Net::new(server_config(), vec![asking(&[]), asking(&[]), asking(&[])]);
+    let mut config = server_config();
+    config.allow_clients = true;
+    let mut n = Net::new(config, vec![asking(&[]), asking(&[]), asking(&[])]);
     let addrs: Vec<IpAddr> = (0..3).map(|i| n.client_addr(i)).collect();
     assert!(addrs[0] != addrs[1] && addrs[1] != addrs[2] && addrs[0] != addrs[2]);
     for (i, a) in addrs.iter().enumerate() {
