@@ -131,6 +131,51 @@ pub fn check_request(
     }
 }
 
+/// Refused friend requests logged in a burst; after that one more per
+/// [`REFUSAL_LOG_INTERVAL`] (a stranger may send them from fresh keys
+/// without end).
+const REFUSAL_LOG_BURST: u32 = 5;
+/// See [`REFUSAL_LOG_BURST`].
+const REFUSAL_LOG_INTERVAL: Duration = Duration::from_secs(10);
+
+/// Rate-limits the log lines of refused friend requests (a token bucket).
+#[derive(Debug, Default)]
+struct RefusalLog {
+    /// Lines that may be logged now, as of `at`.
+    tokens: u32,
+    at: Option<Instant>,
+    quiet: u64,
+}
+
+impl RefusalLog {
+    /// `Some(n)` when this refusal is to be logged, `n` being how many were
+    /// not since the last line; `None` (counted) otherwise.
+    fn allow(&mut self, now: Instant) -> Option<u64> {
+        match self.at {
+            None => {
+                self.tokens = REFUSAL_LOG_BURST;
+                self.at = Some(now);
+            }
+            Some(at) => {
+                let earned = now.saturating_duration_since(at).as_millis() / REFUSAL_LOG_INTERVAL.as_millis();
+                if earned > 0 {
+                    let earned = u32::try_from(earned).unwrap_or(u32::MAX);
+                    self.tokens = self.tokens.saturating_add(earned).min(REFUSAL_LOG_BURST);
+                    // (Not full: fewer than a burst's intervals passed.)
+                    self.at =
+                        Some(if self.tokens == REFUSAL_LOG_BURST { now } else { at + REFUSAL_LOG_INTERVAL * earned });
+                }
+            }
+        }
+        if self.tokens == 0 {
+            self.quiet += 1;
+            return None;
+        }
+        self.tokens -= 1;
+        Some(std::mem::take(&mut self.quiet))
+    }
+}
+
 /// How often saved friends are checked for expiry.
 const EXPIRY_CHECK: Duration = Duration::from_secs(3600);
 
@@ -217,6 +262,7 @@ pub async fn run(mut config: ServerConfig, cancel: CancellationToken) -> anyhow:
     let mut progress_timer = tokio::time::interval(progress::INTERVAL);
     let mut online: HashSet<PublicKey> = HashSet::new();
     let mut in_use: HashSet<PublicKey> = HashSet::new();
+    let mut refusals = RefusalLog::default();
     let mut expiry_timer = tokio::time::interval(EXPIRY_CHECK);
     expiry_timer.tick().await;
     // Writes the saved friends after a change to them.
@@ -322,7 +368,14 @@ pub async fn run(mut config: ServerConfig, cancel: CancellationToken) -> anyhow:
                         }
                     }
                     Err(refusal) => {
-                        tracing::warn!(from = %public_key, reason = refusal.reason(), "refused a friend request");
+                        if let Some(quiet) = refusals.allow(now()) {
+                            tracing::warn!(
+                                from = %public_key,
+                                reason = refusal.reason(),
+                                not_logged = quiet,
+                                "refused a friend request"
+                            );
+                        }
                     }
                 }
             }
@@ -516,6 +569,27 @@ fn lock(book: &Mutex<Book>) -> std::sync::MutexGuard<'_, Book> {
 mod tests {
     use super::*;
     use crate::app::friends::request_message;
+
+    #[test]
+    fn refusals_are_logged_in_a_burst_then_once_per_interval() {
+        let t = crate::proto::test_epoch();
+        let mut log = RefusalLog::default();
+        for _ in 0..REFUSAL_LOG_BURST {
+            assert_eq!(log.allow(t), Some(0));
+        }
+        for i in 1..=50 {
+            assert_eq!(log.allow(t + Duration::from_millis(100 * i)), None);
+        }
+        assert_eq!(log.allow(t + REFUSAL_LOG_INTERVAL), Some(50));
+        assert_eq!(log.allow(t + REFUSAL_LOG_INTERVAL + Duration::from_secs(1)), None);
+        assert_eq!(log.allow(t + REFUSAL_LOG_INTERVAL * 2), Some(1));
+        // A quiet hour refills the burst, no more.
+        let later = t + Duration::from_secs(3600);
+        for _ in 0..REFUSAL_LOG_BURST {
+            assert_eq!(log.allow(later), Some(0));
+        }
+        assert_eq!(log.allow(later), None);
+    }
 
     #[test]
     fn requests_are_checked_like_c_tuntox() {
