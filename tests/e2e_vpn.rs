@@ -425,6 +425,8 @@ fn vpn_without_nat_survives_a_server_restart_and_refuses_strangers() {
     // Restarted with the same identity: the same address within 10 s.
     let mut server = lab.server("server (restarted)", srv_dir.path(), &server_args);
     assert_eq!(server.wait_tox_id(), server_id);
+    // Without -f, every start says that clients may reach any destination.
+    server.wait_log("the -f warning", |l| l.contains("no rules file (-f)"), Duration::from_secs(5));
     let back = Deadline::after(Duration::from_secs(10));
     let line = client.wait_log(
         "the session again",

@@ -216,6 +216,11 @@ pub struct ForwardArgs {
     #[arg(long, requires = "vpn")]
     pub vpn_allow_clients: bool,
 
+    /// Server: serve VPN clients without -s and -i, that is anyone who
+    /// knows the Tox ID (refused otherwise).
+    #[arg(long, requires = "vpn")]
+    pub vpn_allow_anyone: bool,
+
     /// Server: name of the VPN's TUN device (15 characters at most).
     #[arg(long, value_name = "NAME", default_value = DEFAULT_VPN_SERVER_DEVICE, requires = "vpn", value_parser = parse_device)]
     pub vpn_dev: String,

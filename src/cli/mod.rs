@@ -225,6 +225,12 @@ fn run_forward(mut args: ForwardArgs) -> Result<(), CliError> {
     if client && args.vpn {
         return Err(usage("--vpn is a server flag; a VPN client runs `tuntox vpn up -i TOXID`"));
     }
+    if !client && args.vpn && args.secret.is_none() && args.peers.is_empty() && !args.vpn_allow_anyone {
+        return Err(usage(
+            "--vpn without -s or -i lets anyone who knows the Tox ID onto this machine's networks: give -s SECRET \
+             or -i KEY, or --vpn-allow-anyone",
+        ));
+    }
     if args.process.daemonize {
         let paths = [&mut args.common.config_dir, &mut args.id_file, &mut args.rules, &mut args.net.nodes_file];
         absolute_paths(paths.into_iter().chain([&mut args.process.pid_file, &mut args.status.status_socket]))?;
