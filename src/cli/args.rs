@@ -193,7 +193,9 @@ pub struct ForwardArgs {
     #[arg(long)]
     pub vpn: bool,
 
-    /// Server: the VPN's IPv4 pool; the server takes the first address.
+    /// Server: the VPN's IPv4 pool, a /16 to a /30; the server takes the
+    /// first address. Clients refuse a pool that overlaps networks they
+    /// already route.
     #[arg(long, value_name = "CIDR", default_value = DEFAULT_VPN_POOL, requires = "vpn")]
     pub vpn_pool: Ipv4Net,
 

@@ -101,13 +101,22 @@ pub struct ClientConfig {
     /// Networks to reach through the server (`--route`); only those the
     /// server offers are installed.
     pub routes: Vec<IpNet>,
+    /// Networks this host already routes elsewhere (see
+    /// [`crate::host::routes`]): a session whose pool overlaps one is
+    /// refused, as it would take over or hide part of it.
+    pub avoid: Vec<IpNet>,
 }
 
 impl Default for ClientConfig {
     fn default() -> Self {
-        ClientConfig { mtu: DEFAULT_MTU, routes: Vec::new() }
+        ClientConfig { mtu: DEFAULT_MTU, routes: Vec::new(), avoid: Vec::new() }
     }
 }
+
+/// The widest IPv4 pool a client accepts (and a server serves).
+pub const WIDEST_V4_POOL: u8 = 16;
+/// The prefix length of the IPv6 network a client accepts.
+pub const V6_POOL: u8 = 64;
 
 /// What a client got from the server: everything needed to set up its
 /// device.
@@ -153,6 +162,13 @@ pub enum Event {
         reason: Reason,
         /// The server's text.
         text: String,
+    },
+    /// Client: the server assigned a session we refuse (a prefix too
+    /// wide, a pool over networks this host routes elsewhere); nothing was
+    /// set up, the server was told goodbye, and no hello follows.
+    Rejected {
+        /// Why.
+        message: String,
     },
     /// Client: the server is gone (offline, or said goodbye); packets are
     /// dropped until it is back.
@@ -237,6 +253,36 @@ struct ClientSide {
 enum Side {
     Server(ServerSide),
     Client(ClientSide),
+}
+
+/// Checks a server's assignment: an IPv4 network no wider than
+/// [`WIDEST_V4_POOL`], an IPv6 one of [`V6_POOL`], the server's address
+/// inside each, and neither overlapping a network in `avoid`.
+fn check_addresses(addresses: &[Address], avoid: &[IpNet]) -> Result<(), String> {
+    for a in addresses {
+        let net = a.client.trunc();
+        match net {
+            IpNet::V4(n) if n.prefix_len() < WIDEST_V4_POOL => {
+                return Err(format!("the IPv4 network {net} is too wide (/{WIDEST_V4_POOL} at most)"));
+            }
+            IpNet::V6(n) if n.prefix_len() != V6_POOL => {
+                return Err(format!("the IPv6 network {net} is not a /{V6_POOL}"));
+            }
+            _ => {}
+        }
+        if !net.contains(&a.server) {
+            return Err(format!("the server's address {} is outside {net}", a.server));
+        }
+        // (A default route covers everything: it is no conflict.)
+        let overlaps = |r: &&IpNet| r.prefix_len() > 0 && (r.contains(&net.network()) || net.contains(&r.network()));
+        if let Some(taken) = avoid.iter().find(overlaps) {
+            return Err(format!(
+                "the VPN network {net} overlaps {taken}, which this host already routes (the server can pick another \
+                 with --vpn-pool)"
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// The engine.
@@ -593,6 +639,18 @@ impl Engine {
             tracing::warn!(?peer, mtu, "the VPN server assigned an unusable session");
             return;
         }
+        if let Err(message) = check_addresses(&assign.addresses, &c.config.avoid) {
+            c.state = ClientState::Refused;
+            c.retry_at = None;
+            tracing::warn!(?peer, "refusing the VPN session: {message}");
+            if let Some(p) = self.peers.get_mut(&peer) {
+                p.session = None;
+            }
+            self.events.push_back(Event::Rejected { message });
+            self.send(peer, Message::Goodbye(Goodbye { reason: Reason::Shutdown }));
+            return;
+        }
+        let Side::Client(c) = &mut self.side else { return };
         let offered = assign.routes;
         let (routes, refused): (Vec<IpNet>, Vec<IpNet>) =
             c.config.routes.iter().partition(|r| offered.iter().any(|o| o.contains(*r)));
