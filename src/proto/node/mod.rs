@@ -772,11 +772,11 @@ impl Node {
 
     // ---- the TCP relay server -------------------------------------------------
 
-    /// A TCP connection arrived at our relay; `None`: refuse it (no relay,
-    /// or full).
-    pub fn tcp_accept(&mut self, now: Instant) -> Option<ClientId> {
+    /// A TCP connection from `from` arrived at our relay; `None`: refuse it
+    /// (no relay, full, or too many from that source).
+    pub fn tcp_accept(&mut self, now: Instant, from: std::net::IpAddr) -> Option<ClientId> {
         self.start.get_or_insert(now);
-        self.tcp_server.as_mut()?.accept(now)
+        self.tcp_server.as_mut()?.accept(now, from)
     }
 
     /// A relay connection finished its handshake and its first frame opened.
