@@ -4,6 +4,7 @@
 //! forward client, the VPN client ([`vpn_client`]), the relay, and
 //! `tuntox netcheck` ([`netcheck`]).
 
+pub mod accepted;
 pub mod bootstrap;
 pub mod bridge;
 pub mod client;

@@ -33,6 +33,7 @@ use tunnel::{Engine, ExitConfig, Rules};
 use vpn::nat::{ForwardConfig, Forwarding};
 
 use super::Started;
+use super::accepted::{self, AcceptedBy, revoke_other_secrets};
 use super::bridge::Bridge;
 use super::friends::{Book, FriendCommand, Kept, split_request, unix_now};
 use super::identity::{DirLock, Identity};
@@ -201,9 +202,16 @@ pub async fn run(mut config: ServerConfig, cancel: CancellationToken) -> anyhow:
     }
     config.tox.keys = identity.keys().clone();
     config.tox.nospam = identity.nospam();
-    let (mut book, changed) = Book::load(&identity, &config.allowed, config.friend_expiry, unix_now())?;
+    let (mut book, mut changed) = Book::load(&identity, &config.allowed, config.friend_expiry, unix_now())?;
+    // Friends another secret accepted are forgotten.
+    let mut accepted = AcceptedBy::load(&config.config_dir)
+        .with_context(|| format!("cannot read {}", config.config_dir.join(accepted::FILE_NAME).display()))?;
+    changed |= !revoke_other_secrets(&mut book, &mut accepted, config.secret.as_ref()).is_empty();
     if changed && let Err(e) = book.store(&mut identity) {
         tracing::error!("cannot update the friend list: {e}");
+    }
+    if let Err(e) = accepted.store() {
+        tracing::error!("cannot write {}: {e}", accepted::FILE_NAME);
     }
     config.tox.friends = book.saved();
     let friends = config.tox.friends.len();
@@ -365,6 +373,10 @@ pub async fn run(mut config: ServerConfig, cancel: CancellationToken) -> anyhow:
                         lock(&book).accept(public_key, kept, unix_now());
                         if kept == Kept::Saved {
                             store(&mut identity, &book);
+                            accepted.record(public_key, config.secret.as_ref());
+                            if let Err(e) = accepted.store() {
+                                tracing::error!("cannot write {}: {e}", accepted::FILE_NAME);
+                            }
                         }
                     }
                     Err(refusal) => {
