@@ -26,7 +26,9 @@
 //!   end of `POSTROUTING`.
 //!
 //! Teardown deletes the jump rules and the chains and restores the sysctls
-//! it changed: nothing else in the tables is touched. The commands run in
+//! it changed: nothing else in the tables is touched. iptables is run by
+//! absolute path (`/usr/sbin`, `/sbin`, `/usr/bin`, `/bin`), never through
+//! `PATH`. The commands run in
 //! the caller's network namespace and need CAP_NET_ADMIN (and CAP_NET_RAW
 //! for iptables).
 //! `docs/decisions/0004-tun.md` says why iptables rather than nftables.
@@ -84,12 +86,23 @@ enum Family {
     V6,
 }
 
+/// Where iptables may live: absolute paths only, never `PATH` (the
+/// process may hold CAP_NET_ADMIN while its environment is the caller's).
+const TOOL_DIRS: [&str; 4] = ["/usr/sbin", "/sbin", "/usr/bin", "/bin"];
+
 impl Family {
-    fn tool(self) -> &'static str {
+    fn name(self) -> &'static str {
         match self {
             Family::V4 => "iptables",
             Family::V6 => "ip6tables",
         }
+    }
+
+    /// The tool's absolute path: the first of [`TOOL_DIRS`] that holds it
+    /// (the first candidate when none does, for the error message).
+    fn tool(self) -> String {
+        let candidates = TOOL_DIRS.map(|dir| format!("{dir}/{}", self.name()));
+        candidates.iter().find(|p| std::path::Path::new(p).exists()).unwrap_or(&candidates[0]).clone()
     }
 
     fn sysctl(self) -> &'static str {
@@ -123,15 +136,16 @@ pub struct Forwarding {
 }
 
 fn run(family: Family, args: &[&str]) -> Result<(), NatError> {
-    let out = Command::new(family.tool()).arg("-w").args(args).output().map_err(|e| NatError::Command {
-        command: format!("{} {}", family.tool(), args.join(" ")),
+    let tool = family.tool();
+    let out = Command::new(&tool).arg("-w").args(args).output().map_err(|e| NatError::Command {
+        command: format!("{tool} {}", args.join(" ")),
         message: format!("{e} (install iptables)"),
     })?;
     if out.status.success() {
         Ok(())
     } else {
         Err(NatError::Command {
-            command: format!("{} {}", family.tool(), args.join(" ")),
+            command: format!("{tool} {}", args.join(" ")),
             message: String::from_utf8_lossy(&out.stderr).trim().to_owned(),
         })
     }
@@ -236,7 +250,7 @@ impl Forwarding {
         if run(family, &["-t", table, "-N", chain]).is_err() {
             // Left behind by a run that could not clean up (killed): ours by
             // its name, so it goes first.
-            tracing::warn!("removing a stale {} chain {chain} (table {table})", family.tool());
+            tracing::warn!("removing a stale {} chain {chain} (table {table})", family.name());
             remove_chain(family, table, chain, &["FORWARD", "INPUT", "POSTROUTING"]);
             run(family, &["-t", table, "-N", chain])?;
         }
@@ -296,4 +310,18 @@ fn remove_chain(family: Family, table: &str, chain: &str, builtins: &[&str]) {
     }
     let _ = run(family, &["-t", table, "-F", chain]);
     let _ = run(family, &["-t", table, "-X", chain]);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn iptables_is_run_by_absolute_path_never_through_path() {
+        for family in [Family::V4, Family::V6] {
+            let tool = family.tool();
+            assert!(std::path::Path::new(&tool).is_absolute(), "{tool}");
+            assert!(tool.ends_with(family.name()), "{tool}");
+        }
+    }
 }
