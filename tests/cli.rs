@@ -39,7 +39,7 @@ fn malformed_values_exit_2_with_one_line() {
     assert_usage_error(&["-W", "nohostport"], "expected host:port");
     assert_usage_error(&["-u", "9:1"], "FIRST:LAST");
     assert_usage_error(&["--no-such-flag"], "--no-such-flag");
-    assert_usage_error(&["-s", &"x".repeat(1016)], "at most 1015");
+    assert_usage_error(&["-s", &"x".repeat(921)], "at most 920");
 }
 
 #[test]

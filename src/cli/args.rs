@@ -168,7 +168,7 @@ pub struct ForwardArgs {
     pub peers: Vec<PeerId>,
 
     /// Shared secret: the client sends it, the server requires it. At most
-    /// 1015 bytes.
+    /// 920 bytes.
     #[arg(short = 's', value_name = "SECRET", env = "TUNTOX_SHARED_SECRET", hide_env_values = true)]
     pub secret: Option<Secret>,
 

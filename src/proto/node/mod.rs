@@ -56,7 +56,7 @@ use super::relay::server::{ClientId, CloseReason, RelayOutput, RelayServer, Rela
 use crate::crypto::{KeyPair, PublicKey};
 use crate::wire::crypto_data::packet_id;
 use crate::wire::dht_pk_announce::DHT_PK_KIND;
-use crate::wire::friend_request::{FriendRequest, MessageLenError};
+use crate::wire::friend_request::{FriendRequest, MAX_SENT_MESSAGE_LEN, MessageLenError};
 use crate::wire::packed_node::{PackedNode, Protocol};
 use crate::wire::punch::{PUNCH_ID, PUNCH_LOSSY_ID, PunchMessage};
 use crate::wire::tcp::{ServerHandshake, TcpPacket};
@@ -317,7 +317,11 @@ impl Node {
     /// Adds a friend and sends it a friend request with `message` until it
     /// connects (every 5 s, doubling), and again whenever it has been away
     /// for a while (a server that forgot us takes us back).
+    /// The message is 1 to [`MAX_SENT_MESSAGE_LEN`] bytes.
     pub fn add_friend_with_request(&mut self, now: Instant, id: &ToxId, message: Bytes) -> Result<(), MessageLenError> {
+        if message.len() > MAX_SENT_MESSAGE_LEN {
+            return Err(MessageLenError(message.len()));
+        }
         let request = FriendRequest::new(id.nospam(), message)?;
         let real_pk = *id.public_key();
         self.add_friend(real_pk);
@@ -1276,6 +1280,15 @@ mod tests {
         }
         assert_eq!(requests(&mut n).len(), 99);
         assert!(n.requests_seen.len() <= 32, "{} requests remembered", n.requests_seen.len());
+    }
+
+    #[test]
+    fn friend_request_messages_are_capped_where_c_toxcore_drops_them() {
+        let (mut n, now) = node(true);
+        let keys = KeyPair::generate(&mut ChaCha20Rng::seed_from_u64(26));
+        let id = ToxId::new(*keys.public(), NoSpam([1, 2, 3, 4]));
+        assert_eq!(n.add_friend_with_request(now, &id, Bytes::from(vec![b'x'; 922])), Err(MessageLenError(922)));
+        assert!(n.add_friend_with_request(now, &id, Bytes::from(vec![b'x'; 921])).is_ok());
     }
 
     #[test]
