@@ -187,7 +187,7 @@ pub async fn run(mut config: ServerConfig, cancel: CancellationToken) -> anyhow:
     let id = identity.tox_id();
     tracing::info!("Using Tox ID: {id}");
     if let Some(path) = &config.id_file {
-        std::fs::write(path, id.to_string())
+        super::identity::write_public(path, id.to_string().as_bytes())
             .with_context(|| format!("cannot write the Tox ID to {}", path.display()))?;
     }
     let rules = match &config.rules {
