@@ -259,9 +259,11 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), IdentityError> {
     result
 }
 
-/// Writes a public file (`-I`'s Tox ID): mode 0644 whatever the umask,
+/// Writes a public file (`-I`'s Tox ID): a regular file of ours gets mode
+/// 0644 whatever the umask (others, such as `/dev/null`, keep theirs);
 /// never through a symbolic link at `path` (`O_NOFOLLOW`).
 pub fn write_public(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::os::unix::fs::MetadataExt;
     let mut file = OpenOptions::new()
         .write(true)
         .create(true)
@@ -269,7 +271,10 @@ pub fn write_public(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
         .mode(0o644)
         .custom_flags(libc::O_NOFOLLOW)
         .open(path)?;
-    file.set_permissions(fs::Permissions::from_mode(0o644))?;
+    let meta = file.metadata()?;
+    if meta.is_file() && meta.uid() == nix::unistd::geteuid().as_raw() && meta.mode() & 0o777 != 0o644 {
+        file.set_permissions(fs::Permissions::from_mode(0o644))?;
+    }
     file.write_all(bytes)
 }
 
@@ -299,6 +304,8 @@ mod tests {
         let plain = dir.path().join("id2");
         write_public(&plain, b"ID").unwrap();
         assert_eq!(fs::metadata(&plain).unwrap().permissions().mode() & 0o777, 0o644);
+        // A device stays as it is.
+        write_public(Path::new("/dev/null"), b"ID").unwrap();
     }
 
     #[test]
