@@ -59,6 +59,12 @@ fn key(n: u32) -> PublicKey {
     PublicKey::from_bytes(bytes)
 }
 
+/// A distinct source address per `n` (the relay caps connections per
+/// source).
+fn source(n: u32) -> std::net::IpAddr {
+    std::net::Ipv4Addr::from_bits(0x0a00_0000 + n).into()
+}
+
 /// A core with `pairs` linked pairs; returns each pair's ids and slots.
 fn linked(pairs: u32) -> (RelayServer, Vec<(ClientId, ClientId)>) {
     let now = Instant::now();
@@ -66,7 +72,7 @@ fn linked(pairs: u32) -> (RelayServer, Vec<(ClientId, ClientId)>) {
     let mut server = RelayServer::new(key(u32::MAX), config, [1; 32]);
     let mut ids = Vec::new();
     for p in 0..pairs {
-        let (a, b) = (server.accept(now).unwrap(), server.accept(now).unwrap());
+        let (a, b) = (server.accept(now, source(2 * p)).unwrap(), server.accept(now, source(2 * p + 1)).unwrap());
         server.confirm(now, a, key(2 * p));
         server.confirm(now, b, key(2 * p + 1));
         server.handle_packet(now, a, TcpPacket::RoutingRequest(RoutingRequest::new(key(2 * p + 1))));
@@ -100,7 +106,7 @@ fn routing(c: &mut Criterion) {
             || RelayServer::new(key(u32::MAX), RelayServerConfig { max_pending: 2000, ..Default::default() }, [2; 32]),
             |mut server| {
                 for n in 0..2000 {
-                    let id = server.accept(now).unwrap();
+                    let id = server.accept(now, source(n)).unwrap();
                     server.confirm(now, id, key(n));
                 }
                 server

@@ -39,7 +39,7 @@ fn malformed_values_exit_2_with_one_line() {
     assert_usage_error(&["-W", "nohostport"], "expected host:port");
     assert_usage_error(&["-u", "9:1"], "FIRST:LAST");
     assert_usage_error(&["--no-such-flag"], "--no-such-flag");
-    assert_usage_error(&["-s", &"x".repeat(1016)], "at most 1015");
+    assert_usage_error(&["-s", &"x".repeat(921)], "at most 920");
 }
 
 #[test]
@@ -112,6 +112,9 @@ fn client_flags_that_do_not_fit_are_usage_errors() {
         (own(&["-i", id, "--vpn", "-L", "2222:h:22"]), "--vpn is a server flag"),
         (own(&["--vpn-nat"]), "--vpn-route"),
         (own(&["--vpn-route", "10.1.0.0/16"]), "--vpn"),
+        (own(&["--vpn"]), "--vpn without -s or -i lets anyone who knows the Tox ID"),
+        (own(&["--vpn", "--vpn-route", "10.1.0.0/16"]), "or --vpn-allow-anyone"),
+        (own(&["--vpn-allow-anyone"]), "--vpn"),
         (vpn_up(&["--dev", "seventeen-letters"]), "not a device name"),
         (vpn_up(&["--mtu", "100"]), "MTU 100 is outside 576-1372"),
         (vpn_up(&["--route", "0.0.0.0/0"]), "holds the bootstrap node 127.0.0.1"),

@@ -277,3 +277,16 @@ fn the_log_keys_equal_their_flags() {
     assert_eq!(file, flags);
     assert_eq!(file.common.log_format, tuntox::cli::args::LogFormat::Json);
 }
+
+#[test]
+fn the_vpn_keys_equal_their_flags() {
+    let dir = std::env::temp_dir().join(format!("tuntox-config-vpn-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("server.toml");
+    std::fs::write(&path, "[server]\n[server.vpn]\nallow_clients = true\nallow_anyone = true\n").unwrap();
+    let file = forward(&["-c", path.to_str().unwrap()]);
+    std::fs::remove_dir_all(&dir).unwrap();
+    let flags = forward(&["--vpn", "--vpn-allow-clients", "--vpn-allow-anyone"]);
+    assert_eq!(file, flags);
+    assert!(file.vpn_allow_clients && file.vpn_allow_anyone);
+}

@@ -18,7 +18,11 @@
 //! refusals (wrong secret, not on the allow-list, a server without
 //! `--vpn`, which still serves `-L`); both sides as `-U nobody` with a TUN
 //! node only root may open, the client in the background (`-z -F`), cleaning
-//! up as nobody, their `tuntox status` showing each end's VPN addresses.
+//! up as nobody, their `tuntox status` showing each end's VPN addresses; a
+//! crafted client (libtoxcore, sending IP packets of its own making) that
+//! reaches the offered route and the server's VPN address but not another
+//! network behind the server, the server's other addresses or another
+//! client, with the server's `FORWARD` policy ACCEPT.
 //!
 //! Needs root (namespaces, TUN, the `nobody` account), toxcore-utils,
 //! iptables, iputils-ping and util-linux (`unshare`); run through
@@ -43,7 +47,8 @@ use support::devlog::DevLog;
 use support::e2e::{SECRET, check_pattern, echo_roundtrip, echo_server, write_pattern};
 use support::netns::Netns;
 use support::procfs::{ended, read_pid, stat, status_field, wait_until};
-use support::tuntox::{Tuntox, binary};
+use support::toxpeer::{PeerOptions, ToxPeer, from_hex};
+use support::tuntox::{Tuntox, binary, request_message};
 
 const CONNECT: Duration = Duration::from_secs(60);
 const LAN_V4: &str = "192.168.77.2";
@@ -420,6 +425,8 @@ fn vpn_without_nat_survives_a_server_restart_and_refuses_strangers() {
     // Restarted with the same identity: the same address within 10 s.
     let mut server = lab.server("server (restarted)", srv_dir.path(), &server_args);
     assert_eq!(server.wait_tox_id(), server_id);
+    // Without -f, every start says that clients may reach any destination.
+    server.wait_log("the -f warning", |l| l.contains("no rules file (-f)"), Duration::from_secs(5));
     let back = Deadline::after(Duration::from_secs(10));
     let line = client.wait_log(
         "the session again",
@@ -563,4 +570,121 @@ fn vpn_runs_as_nobody_with_a_root_only_tun_node_and_in_the_background() {
     }
     assert!(server.logged("VPN forwarding rules removed"), "{}", server.log().join("\n"));
     assert_eq!(snapshot(&lab.srv), srv_before, "the server's namespace after the server stopped");
+}
+
+/// An ICMP echo request from `src` to `dst` as a VPN data packet.
+fn echo_request(src: IpAddr, dst: IpAddr, seq: u16) -> Vec<u8> {
+    let (IpAddr::V4(src), IpAddr::V4(dst)) = (src, dst) else { panic!("IPv4 only") };
+    let mut packet = vec![vpn::DATA_ID];
+    etherparse::PacketBuilder::ipv4(src.octets(), dst.octets(), 64)
+        .icmpv4_echo_request(0x7475, seq)
+        .write(&mut packet, b"crafted")
+        .unwrap();
+    packet
+}
+
+/// The source and sequence number of a VPN data packet that is an ICMP
+/// echo reply.
+fn echo_reply(packet: &[u8]) -> Option<(IpAddr, u16)> {
+    let ip = etherparse::IpSlice::from_slice(packet.strip_prefix(&[vpn::DATA_ID])?).ok()?;
+    let icmp = etherparse::Icmpv4Slice::from_slice(ip.payload().payload).ok()?;
+    match icmp.icmp_type() {
+        etherparse::Icmpv4Type::EchoReply(h) => Some((ip.source_addr(), h.seq)),
+        _ => None,
+    }
+}
+
+/// A client that does not play by the rules: a libtoxcore peer that asks
+/// for a VPN session and then sends IP packets of its own making, to
+/// destinations its session does not offer (no route table of its own
+/// stops them). With `FORWARD` policy ACCEPT and forwarding on (a route is
+/// offered), it reaches the offered LAN host and the server's VPN address,
+/// and nothing else: not a network behind the server that is not offered,
+/// not the server's addresses there or on the Tox link, not another client.
+#[test]
+fn a_crafted_client_reaches_only_what_it_was_offered() {
+    let lab = Lab::new("vpnacl", 2);
+    // A network behind the server that is not offered.
+    let other = Netns::new("vpnaclo");
+    lab.srv.exec(&["ip", "link", "add", "oth0", "type", "veth", "peer", "name", "eth0", "netns", other.name()]);
+    lab.srv.exec(&["ip", "addr", "add", "192.168.99.1/24", "dev", "oth0"]);
+    lab.srv.exec(&["ip", "link", "set", "oth0", "up"]);
+    other.exec(&["ip", "addr", "add", "192.168.99.2/24", "dev", "eth0"]);
+    other.exec(&["ip", "link", "set", "eth0", "up"]);
+    other.exec(&["ip", "route", "add", "default", "via", "192.168.99.1"]);
+    for tool in ["iptables", "ip6tables"] {
+        lab.srv.exec(&[tool, "-P", "FORWARD", "ACCEPT"]);
+        lab.srv.exec(&[tool, "-P", "INPUT", "ACCEPT"]);
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let mut server = lab.server("server", dir.path(), &["--vpn", "--vpn-route", ROUTE_V4]);
+    let server_id = server.wait_tox_id();
+
+    // An honest second client.
+    let mut honest = lab.vpn_up(2, "honest client", &server_id, &["-s", SECRET]);
+    let (honest_v4, _) = wait_vpn_up(&mut honest, CONNECT);
+
+    // The crafted one.
+    let mut peer = ToxPeer::spawn(
+        &lab.clients[0],
+        &PeerOptions { bootstrap: vec![lab.boot.clone()], ..PeerOptions::new("crafted client") },
+    );
+    let friend = peer.add_friend_bytes(&server_id, &request_message(SECRET));
+    peer.wait_connected(friend, CONNECT);
+    let hello =
+        vpn::control::Control::new(vpn::control::Message::Hello(vpn::control::Hello { mtu: 1280, routes: Vec::new() }));
+    peer.send_lossless(friend, &hello.encode().unwrap());
+    let assign = peer.recv_packet(friend, false, Duration::from_secs(10));
+    let assign = match vpn::control::Control::decode(&assign).map(|c| c.message) {
+        Ok(vpn::control::Message::Assign(a)) => a,
+        other => peer.fail(&format!("no assignment: {other:?}")),
+    };
+    let me = assign.v4().expect("an IPv4 address").client.addr();
+    let server_vpn = assign.v4().unwrap().server;
+    assert_eq!(assign.routes, vec![ROUTE_V4.parse::<ipnet::IpNet>().unwrap()]);
+
+    // Not offered first, then offered; each three times.
+    let ip = |a: &str| a.parse::<IpAddr>().unwrap();
+    let refused = [ip("192.168.99.2"), ip("192.168.99.1"), ip("10.0.1.1"), ip("10.0.2.1"), honest_v4];
+    let allowed = [ip(LAN_V4), ip("192.168.77.1"), server_vpn];
+    let mut seq = 0u16;
+    for dst in refused.iter().chain(&allowed) {
+        for _ in 0..3 {
+            seq += 1;
+            peer.send_lossy(friend, &echo_request(me, *dst, seq));
+        }
+    }
+    // Every allowed destination answers (lossy: one of three suffices).
+    let replies = |peer: &ToxPeer| -> Vec<IpAddr> {
+        let prefix = format!("lossy {friend} ");
+        peer.history()
+            .iter()
+            .filter_map(|l| l.strip_prefix(&prefix))
+            .filter_map(|hex| echo_reply(&from_hex(hex)?))
+            .map(|(src, _)| src)
+            .collect()
+    };
+    let deadline = Deadline::after(Duration::from_secs(10));
+    while !allowed.iter().all(|a| replies(&peer).contains(a)) {
+        if deadline.passed() {
+            peer.fail(&format!("allowed destinations did not all answer: {:?}", replies(&peer)));
+        }
+        // Moves the peer's lines into its history.
+        let _ = peer.try_wait_for(|_| false, Duration::from_millis(200));
+    }
+    // A second more for late answers from the refused ones.
+    let _ = peer.try_wait_for(|_| false, Duration::from_secs(1));
+    let got = replies(&peer);
+    for dst in refused {
+        assert!(!got.contains(&dst), "{dst} answered a crafted client: {got:?}");
+    }
+
+    // The server counted what it dropped (its counters are logged at exit).
+    let status = server.terminate(Duration::from_secs(15));
+    if !status.success() {
+        server.fail(&format!("exit after SIGTERM: {status}"));
+    }
+    let dropped = dropped(&server, "destination_not_allowed");
+    assert!(dropped >= 15, "dropped and counted: {dropped}\n{}", server.log().join("\n"));
+    honest.kill();
 }

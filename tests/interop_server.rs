@@ -140,6 +140,49 @@ fn a_wrong_secret_is_refused_and_logged() {
     server.terminate(Duration::from_secs(10));
 }
 
+#[test]
+fn a_changed_secret_revokes_the_friends_the_old_one_accepted() {
+    let netns = Netns::new("srvrevoke");
+    let bootstrapd = Bootstrapd::start(&netns);
+    let dir = tempfile::tempdir().unwrap();
+    let mut server = Tuntox::spawn(&netns, "server", &server_args(dir.path(), &bootstrapd, "33700:33710"));
+    let server_id = server.wait_tox_id();
+    let mut peer = ToxPeer::spawn(
+        &netns,
+        &PeerOptions { bootstrap: vec![bootstrapd.bootstrap_arg()], ..PeerOptions::new("peer") },
+    );
+    let friend = peer.add_friend_bytes(&server_id, &request_message(SECRET));
+    peer.wait_connected(friend, Duration::from_secs(90));
+    server.wait_log("the accept", |l| l.contains("accepted a friend request"), Duration::from_secs(5));
+    server.terminate(Duration::from_secs(10));
+    peer.wait_for(|l| l == format!("friend_connection {friend} none"), Duration::from_secs(40));
+
+    // Started again with another secret: the friend is forgotten, and the
+    // peer (which thinks itself a friend and sends no new request) never
+    // connects.
+    let mut args = server_args(dir.path(), &bootstrapd, "33700:33710");
+    let at = args.iter().position(|a| a == SECRET).unwrap();
+    args[at] = "a new secret".into();
+    let mut server = Tuntox::spawn(&netns, "server, new secret", &args);
+    assert_eq!(server.wait_tox_id(), server_id, "same identity");
+    server.wait_log(
+        "the revocation",
+        |l| l.contains("accepted with another shared secret") && l.contains(peer.public_key()),
+        Duration::from_secs(5),
+    );
+    // Unfixed, the friend was loaded (`friends=1`) and the peer was back
+    // within a minute.
+    let listening = server.wait_log("the start", |l| l.contains("listening"), Duration::from_secs(5));
+    assert!(listening.contains("friends=0"), "{listening}");
+    let connected = peer.try_wait_for(
+        |l| l.starts_with(&format!("friend_connection {friend} ")) && !l.ends_with(" none"),
+        Duration::from_secs(10),
+    );
+    assert_eq!(connected, None, "a friend of the old secret connected: {:?}", server.log());
+    assert!(!server.logged("friend online"), "{:?}", server.log());
+    server.terminate(Duration::from_secs(10));
+}
+
 /// A tuntox frame: magic, type, connection id, length, payload.
 fn frame(kind: u16, connid: u16, payload: &[u8]) -> Vec<u8> {
     let mut frame = vec![0xa2, 0x6b];

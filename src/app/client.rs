@@ -199,7 +199,7 @@ pub async fn start_tox(
     let id = ToxId::new(*keys.public(), nospam);
     tracing::info!("Using Tox ID: {id}");
     if let Some(path) = id_file {
-        std::fs::write(path, id.to_string())
+        super::identity::write_public(path, id.to_string().as_bytes())
             .with_context(|| format!("cannot write the Tox ID to {}", path.display()))?;
     }
     if *server.public_key() == *keys.public() {

@@ -31,7 +31,7 @@ use super::identity::{DirLock, Identity, IdentityError, SAVE_FILE_NAME};
 use super::secret::Secret;
 use super::status;
 use crate::crypto::PublicKey;
-use crate::wire::friend_request::MAX_FRIEND_REQUEST_MESSAGE_LEN;
+use crate::wire::friend_request::MAX_SENT_MESSAGE_LEN;
 use crate::wire::saved_friend::{SavedFriend, SavedFriendStatus};
 
 /// What a client without an identity adds to its friend request.
@@ -73,7 +73,7 @@ pub fn request_message(secret: Option<&Secret>, session_only: bool) -> Bytes {
     let nul = message.last() != Some(&0);
     // The NUL after the base (when it has none), the mark and its NUL.
     let marked_len = message.len() + usize::from(nul) + SESSION_MARK.len() + 1;
-    if session_only && marked_len <= MAX_FRIEND_REQUEST_MESSAGE_LEN {
+    if session_only && marked_len <= MAX_SENT_MESSAGE_LEN {
         if nul {
             message.push(0);
         }
@@ -474,8 +474,8 @@ mod tests {
         assert_eq!(split_request(&none), (&b"Hi, fell"[..], true));
         assert_eq!(split_request(b"Hi, fell"), (&b"Hi, fell"[..], false));
         // A secret too long for the mark goes without it.
-        let long = Secret::new("x".repeat(1010)).unwrap();
-        assert_eq!(request_message(Some(&long), true).len(), 1011);
+        let long = Secret::new("x".repeat(910)).unwrap();
+        assert_eq!(request_message(Some(&long), true).len(), 911);
         // Look-alikes are not marks.
         assert!(!split_request(b"tuntox-session\0").1);
         assert!(!split_request(b"pwtuntox-session\0").1);

@@ -228,22 +228,26 @@ impl DirLock {
 }
 
 /// Writes `bytes` to `path` through a temporary file in the same directory,
-/// created with mode 0600, synced, then renamed over `path`; the directory is
-/// synced so the rename survives a crash.
+/// created anew (`O_EXCL | O_NOFOLLOW`: a file or link someone left at its
+/// name is removed first, never written through) with mode 0600, synced,
+/// then renamed over `path`; the directory is synced so the rename survives
+/// a crash.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), IdentityError> {
     let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
     let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("file");
     let tmp = dir.join(format!(".{name}.tmp.{}", std::process::id()));
     let result = (|| {
+        match fs::remove_file(&tmp) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(io_error("remove", &tmp)(e)),
+            _ => {}
+        }
         let mut file = OpenOptions::new()
             .write(true)
-            .create(true)
-            .truncate(true)
+            .create_new(true)
             .mode(0o600)
+            .custom_flags(libc::O_NOFOLLOW)
             .open(&tmp)
             .map_err(io_error("create", &tmp))?;
-        // An old temporary file of ours may have had another mode.
-        file.set_permissions(fs::Permissions::from_mode(0o600)).map_err(io_error("chmod", &tmp))?;
         file.write_all(bytes).map_err(io_error("write", &tmp))?;
         file.sync_all().map_err(io_error("sync", &tmp))?;
         fs::rename(&tmp, path).map_err(io_error("replace", path))?;
@@ -255,9 +259,54 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), IdentityError> {
     result
 }
 
+/// Writes a public file (`-I`'s Tox ID): a regular file of ours gets mode
+/// 0644 whatever the umask (others, such as `/dev/null`, keep theirs);
+/// never through a symbolic link at `path` (`O_NOFOLLOW`).
+pub fn write_public(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::os::unix::fs::MetadataExt;
+    let mut file = OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o644)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(path)?;
+    let meta = file.metadata()?;
+    if meta.is_file() && meta.uid() == nix::unistd::geteuid().as_raw() && meta.mode() & 0o777 != 0o644 {
+        file.set_permissions(fs::Permissions::from_mode(0o644))?;
+    }
+    file.write_all(bytes)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn files_are_never_written_through_a_link() {
+        let dir = tempfile::tempdir().unwrap();
+        let victim = dir.path().join("victim");
+        fs::write(&victim, b"precious").unwrap();
+        // A link where the temporary file of an atomic write goes.
+        let target = dir.path().join("tox_save");
+        let tmp = dir.path().join(format!(".tox_save.tmp.{}", std::process::id()));
+        std::os::unix::fs::symlink(&victim, &tmp).unwrap();
+        write_atomic(&target, b"new contents").unwrap();
+        assert_eq!(fs::read(&victim).unwrap(), b"precious");
+        assert_eq!(fs::read(&target).unwrap(), b"new contents");
+        assert!(!fs::symlink_metadata(&target).unwrap().file_type().is_symlink());
+        assert_eq!(fs::metadata(&target).unwrap().permissions().mode() & 0o777, 0o600);
+        // The ID file: a link at its name is refused.
+        let id = dir.path().join("id");
+        std::os::unix::fs::symlink(&victim, &id).unwrap();
+        assert!(write_public(&id, b"ID").is_err());
+        assert_eq!(fs::read(&victim).unwrap(), b"precious");
+        let plain = dir.path().join("id2");
+        write_public(&plain, b"ID").unwrap();
+        assert_eq!(fs::metadata(&plain).unwrap().permissions().mode() & 0o777, 0o644);
+        // A device stays as it is.
+        write_public(Path::new("/dev/null"), b"ID").unwrap();
+    }
 
     #[test]
     fn creates_once_then_loads_the_same_identity() {

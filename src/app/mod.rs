@@ -5,6 +5,7 @@
 //! `tuntox netcheck` ([`netcheck`]); what a running mode reports to
 //! `tuntox status` ([`status`]) and to Prometheus ([`metrics`]).
 
+pub mod accepted;
 pub mod bootstrap;
 pub mod bridge;
 pub mod client;

@@ -8,9 +8,10 @@ use std::fmt;
 
 use crate::crypto::ct_eq;
 
-/// The longest secret that fits a friend request with its NUL byte
-/// (c-toxcore's TOX_MAX_FRIEND_REQUEST_LENGTH is 1016).
-pub const MAX_SECRET_LEN: usize = 1015;
+/// The longest secret that fits a friend request with its NUL byte (921
+/// bytes: c-toxcore 0.2.21 and later drop longer requests on the onion
+/// path, though its TOX_MAX_FRIEND_REQUEST_LENGTH is 1016).
+pub const MAX_SECRET_LEN: usize = crate::wire::friend_request::MAX_SENT_MESSAGE_LEN - 1;
 
 /// A shared secret. Never printed: `Debug` and `Display` say `<redacted>`.
 #[derive(Clone, PartialEq, Eq)]

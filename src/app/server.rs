@@ -14,12 +14,13 @@
 //! friend, whichever it asks for. Lossless packets are sorted by their
 //! first byte ([`Lossless`]): tunnel frames to the tunnel bridge, VPN
 //! control packets to the VPN; lossy VPN data packets go to the VPN. The
-//! TUN device exists only with `--vpn`; forwarding (and `--vpn-nat`
-//! masquerading) toward the offered routes is set up after it and removed
-//! on exit. Without `--vpn` a VPN client's hello gets a refusal saying so.
+//! TUN device exists only with `--vpn`; the firewall rules that keep
+//! clients to the server's VPN address and the offered routes, forwarding
+//! (and `--vpn-nat` masquerading) toward those routes are set up after it
+//! and removed on exit. Without `--vpn` a VPN client's hello gets a refusal saying so.
 
 use std::collections::HashSet;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -32,6 +33,7 @@ use tunnel::{Engine, ExitConfig, Rules};
 use vpn::nat::{ForwardConfig, Forwarding};
 
 use super::Started;
+use super::accepted::{self, AcceptedBy, revoke_other_secrets};
 use super::bridge::Bridge;
 use super::friends::{Book, FriendCommand, Kept, split_request, unix_now};
 use super::identity::{DirLock, Identity};
@@ -84,6 +86,8 @@ pub struct VpnServerConfig {
     pub routes: Vec<IpNet>,
     /// Masquerade client traffic toward the routes.
     pub nat: bool,
+    /// Let clients reach each other (`--vpn-allow-clients`).
+    pub allow_clients: bool,
     /// The TUN device's name.
     pub device: String,
     /// The largest MTU a session may have (and the device's MTU).
@@ -130,6 +134,51 @@ pub fn check_request(
     }
 }
 
+/// Refused friend requests logged in a burst; after that one more per
+/// [`REFUSAL_LOG_INTERVAL`] (a stranger may send them from fresh keys
+/// without end).
+const REFUSAL_LOG_BURST: u32 = 5;
+/// See [`REFUSAL_LOG_BURST`].
+const REFUSAL_LOG_INTERVAL: Duration = Duration::from_secs(10);
+
+/// Rate-limits the log lines of refused friend requests (a token bucket).
+#[derive(Debug, Default)]
+struct RefusalLog {
+    /// Lines that may be logged now, as of `at`.
+    tokens: u32,
+    at: Option<Instant>,
+    quiet: u64,
+}
+
+impl RefusalLog {
+    /// `Some(n)` when this refusal is to be logged, `n` being how many were
+    /// not since the last line; `None` (counted) otherwise.
+    fn allow(&mut self, now: Instant) -> Option<u64> {
+        match self.at {
+            None => {
+                self.tokens = REFUSAL_LOG_BURST;
+                self.at = Some(now);
+            }
+            Some(at) => {
+                let earned = now.saturating_duration_since(at).as_millis() / REFUSAL_LOG_INTERVAL.as_millis();
+                if earned > 0 {
+                    let earned = u32::try_from(earned).unwrap_or(u32::MAX);
+                    self.tokens = self.tokens.saturating_add(earned).min(REFUSAL_LOG_BURST);
+                    // (Not full: fewer than a burst's intervals passed.)
+                    self.at =
+                        Some(if self.tokens == REFUSAL_LOG_BURST { now } else { at + REFUSAL_LOG_INTERVAL * earned });
+                }
+            }
+        }
+        if self.tokens == 0 {
+            self.quiet += 1;
+            return None;
+        }
+        self.tokens -= 1;
+        Some(std::mem::take(&mut self.quiet))
+    }
+}
+
 /// How often saved friends are checked for expiry.
 const EXPIRY_CHECK: Duration = Duration::from_secs(3600);
 
@@ -140,7 +189,7 @@ pub async fn run(mut config: ServerConfig, cancel: CancellationToken) -> anyhow:
     let id = identity.tox_id();
     tracing::info!("Using Tox ID: {id}");
     if let Some(path) = &config.id_file {
-        std::fs::write(path, id.to_string())
+        super::identity::write_public(path, id.to_string().as_bytes())
             .with_context(|| format!("cannot write the Tox ID to {}", path.display()))?;
     }
     let rules = match &config.rules {
@@ -155,9 +204,16 @@ pub async fn run(mut config: ServerConfig, cancel: CancellationToken) -> anyhow:
     }
     config.tox.keys = identity.keys().clone();
     config.tox.nospam = identity.nospam();
-    let (mut book, changed) = Book::load(&identity, &config.allowed, config.friend_expiry, unix_now())?;
+    let (mut book, mut changed) = Book::load(&identity, &config.allowed, config.friend_expiry, unix_now())?;
+    // Friends another secret accepted are forgotten.
+    let mut accepted = AcceptedBy::load(&config.config_dir)
+        .with_context(|| format!("cannot read {}", config.config_dir.join(accepted::FILE_NAME).display()))?;
+    changed |= !revoke_other_secrets(&mut book, &mut accepted, config.secret.as_ref()).is_empty();
     if changed && let Err(e) = book.store(&mut identity) {
         tracing::error!("cannot update the friend list: {e}");
+    }
+    if let Err(e) = accepted.store() {
+        tracing::error!("cannot write {}: {e}", accepted::FILE_NAME);
     }
     config.tox.friends = book.saved();
     let friends = config.tox.friends.len();
@@ -179,7 +235,7 @@ pub async fn run(mut config: ServerConfig, cancel: CancellationToken) -> anyhow:
             .context("cannot start the VPN")?;
         let mut server = ServerVpn { link, events, forwarding: None };
         match forwarding(v, identity.keys().public()).await {
-            Ok(f) => server.forwarding = f,
+            Ok(f) => server.forwarding = Some(f),
             Err(e) => {
                 server.stop().await;
                 tox.shutdown().await;
@@ -216,6 +272,7 @@ pub async fn run(mut config: ServerConfig, cancel: CancellationToken) -> anyhow:
     let mut progress_timer = tokio::time::interval(progress::INTERVAL);
     let mut online: HashSet<PublicKey> = HashSet::new();
     let mut in_use: HashSet<PublicKey> = HashSet::new();
+    let mut refusals = RefusalLog::default();
     let mut expiry_timer = tokio::time::interval(EXPIRY_CHECK);
     expiry_timer.tick().await;
     // Writes the saved friends after a change to them.
@@ -318,10 +375,21 @@ pub async fn run(mut config: ServerConfig, cancel: CancellationToken) -> anyhow:
                         lock(&book).accept(public_key, kept, unix_now());
                         if kept == Kept::Saved {
                             store(&mut identity, &book);
+                            accepted.record(public_key, config.secret.as_ref());
+                            if let Err(e) = accepted.store() {
+                                tracing::error!("cannot write {}: {e}", accepted::FILE_NAME);
+                            }
                         }
                     }
                     Err(refusal) => {
-                        tracing::warn!(from = %public_key, reason = refusal.reason(), "refused a friend request");
+                        if let Some(quiet) = refusals.allow(now()) {
+                            tracing::warn!(
+                                from = %public_key,
+                                reason = refusal.reason(),
+                                not_logged = quiet,
+                                "refused a friend request"
+                            );
+                        }
                     }
                 }
             }
@@ -476,6 +544,7 @@ async fn vpn_device(
         pool_v6: Some(ula),
         routes: v.routes.clone(),
         mtu: v.mtu,
+        allow_clients: v.allow_clients,
     })
     .context("--vpn")?;
     let device = match opened {
@@ -495,22 +564,24 @@ async fn vpn_device(
     Ok((engine, device))
 }
 
-/// Forwarding (and masquerading) toward the offered routes, if any.
-async fn forwarding(v: &VpnServerConfig, key: &PublicKey) -> anyhow::Result<Option<Forwarding>> {
-    if v.routes.is_empty() {
-        return Ok(None);
-    }
+/// The firewall that keeps clients to what they were offered, and
+/// forwarding (and masquerading) toward the offered routes.
+async fn forwarding(v: &VpnServerConfig, key: &PublicKey) -> anyhow::Result<Forwarding> {
+    let ula = vpn::pool::ula_from_seed(key.as_bytes());
+    let (server_v4, server_v6) = vpn::pool::Pool::new(Some(v.pool_v4), Some(ula)).context("--vpn-pool")?.server();
     let config = ForwardConfig {
         device: v.device.clone(),
-        pools: vec![IpNet::V4(v.pool_v4), IpNet::V6(vpn::pool::ula_from_seed(key.as_bytes()))],
+        pools: vec![IpNet::V4(v.pool_v4), IpNet::V6(ula)],
         routes: v.routes.clone(),
+        server_addresses: server_v4.map(IpAddr::V4).into_iter().chain(server_v6.map(IpAddr::V6)).collect(),
+        allow_clients: v.allow_clients,
         masquerade: v.nat,
     };
     let forwarding = tokio::task::spawn_blocking(move || Forwarding::setup(&config))
         .await
         .context("forwarding set-up")?
-        .context("cannot set up forwarding for --vpn-route (needs iptables, CAP_NET_ADMIN and CAP_NET_RAW)")?;
-    Ok(Some(forwarding))
+        .context("cannot set up the VPN's firewall rules (needs iptables, CAP_NET_ADMIN and CAP_NET_RAW)")?;
+    Ok(forwarding)
 }
 
 /// The friend book, locked (a panic elsewhere leaves it usable).
@@ -522,6 +593,27 @@ fn lock(book: &Mutex<Book>) -> std::sync::MutexGuard<'_, Book> {
 mod tests {
     use super::*;
     use crate::app::friends::request_message;
+
+    #[test]
+    fn refusals_are_logged_in_a_burst_then_once_per_interval() {
+        let t = crate::proto::test_epoch();
+        let mut log = RefusalLog::default();
+        for _ in 0..REFUSAL_LOG_BURST {
+            assert_eq!(log.allow(t), Some(0));
+        }
+        for i in 1..=50 {
+            assert_eq!(log.allow(t + Duration::from_millis(100 * i)), None);
+        }
+        assert_eq!(log.allow(t + REFUSAL_LOG_INTERVAL), Some(50));
+        assert_eq!(log.allow(t + REFUSAL_LOG_INTERVAL + Duration::from_secs(1)), None);
+        assert_eq!(log.allow(t + REFUSAL_LOG_INTERVAL * 2), Some(1));
+        // A quiet hour refills the burst, no more.
+        let later = t + Duration::from_secs(3600);
+        for _ in 0..REFUSAL_LOG_BURST {
+            assert_eq!(log.allow(later), Some(0));
+        }
+        assert_eq!(log.allow(later), None);
+    }
 
     #[test]
     fn requests_are_checked_like_c_tuntox() {

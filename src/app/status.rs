@@ -508,6 +508,8 @@ fn relay_server_counters(clients: usize, s: &RelayServerStats) -> BTreeMap<Strin
         ("clients", clients as u64),
         ("accepted", s.accepted),
         ("refused_full", s.refused_full),
+        ("refused_source", s.refused_source),
+        ("evicted", s.evicted),
         ("confirmed", s.confirmed),
         ("replaced", s.replaced),
         ("confirm_timeouts", s.confirm_timeouts),

@@ -22,7 +22,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use anyhow::{anyhow, bail};
+use anyhow::{Context, anyhow, bail};
 use ipnet::IpNet;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
@@ -89,7 +89,9 @@ pub fn route_covering(routes: &[IpNet], addr: std::net::IpAddr) -> Option<IpNet>
 /// Runs the VPN client until `cancel` fires; an error for a refusal, a
 /// device that cannot be set up, or a server that never accepts us.
 pub async fn run(mut config: VpnClientConfig, cancel: CancellationToken) -> anyhow::Result<()> {
-    let engine = vpn::Engine::client(vpn::ClientConfig { mtu: config.mtu, routes: config.routes.clone() })?;
+    // A pool over networks this host already routes is refused.
+    let avoid = vpn::host::routes(&config.device).context("cannot read this host's routes")?;
+    let engine = vpn::Engine::client(vpn::ClientConfig { mtu: config.mtu, routes: config.routes.clone(), avoid })?;
     let device = match config.opened.take() {
         Some(opened) => vpn::device::Device::attach(opened, config.mtu).await,
         None => vpn::device::Device::create(Some(&config.device), config.mtu, true).await,
@@ -286,6 +288,7 @@ impl Session {
                 tracing::warn!("the server refused the VPN for now ({reason}: {text}); asking again in 30 s");
             }
             Event::DeviceFailed { message } => bail!("cannot set up the VPN device: {message}"),
+            Event::Rejected { message } => bail!("refusing the server's VPN session: {message}"),
             Event::ServerLost => tracing::debug!("the VPN session ended; waiting for the server"),
             other => tracing::debug!(?other, "VPN event"),
         }

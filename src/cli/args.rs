@@ -239,7 +239,7 @@ pub struct ForwardArgs {
     pub peers: Vec<PeerId>,
 
     /// Shared secret: the client sends it, the server requires it. At most
-    /// 1015 bytes.
+    /// 920 bytes.
     #[arg(short = 's', value_name = "SECRET", env = "TUNTOX_SHARED_SECRET", hide_env_values = true)]
     pub secret: Option<Secret>,
 
@@ -263,19 +263,23 @@ pub struct ForwardArgs {
     pub tcp_relay_port: Option<u16>,
 
     /// Server: serve VPN clients (`tuntox vpn up`) on a TUN device too.
-    /// Needs root or CAP_NET_ADMIN (and CAP_NET_RAW for --vpn-route).
+    /// Needs root, or CAP_NET_ADMIN and CAP_NET_RAW (firewall rules).
     /// Clients get an address from --vpn-pool and one from an IPv6 /64
     /// derived from the server's key, the same each time they come back.
     #[arg(long)]
     pub vpn: bool,
 
-    /// Server: the VPN's IPv4 pool; the server takes the first address.
+    /// Server: the VPN's IPv4 pool, a /16 to a /30; the server takes the
+    /// first address. Clients refuse a pool that overlaps networks they
+    /// already route.
     #[arg(long, value_name = "CIDR", default_value = DEFAULT_VPN_POOL, requires = "vpn")]
     pub vpn_pool: Ipv4Net,
 
     /// Server: offer CIDR to VPN clients and forward their packets there
     /// (sets up IP forwarding and firewall rules, removed on exit).
-    /// Repeatable.
+    /// Repeatable. Clients reach nothing else: not other networks, not the
+    /// server's other addresses (the firewall drops the rest of what comes
+    /// in on the VPN device).
     #[arg(long, value_name = "CIDR", requires = "vpn")]
     pub vpn_route: Vec<IpNet>,
 
@@ -284,6 +288,16 @@ pub struct ForwardArgs {
     /// back to the pool).
     #[arg(long, requires = "vpn_route")]
     pub vpn_nat: bool,
+
+    /// Server: let VPN clients reach each other. Without it a client
+    /// reaches only the server's VPN addresses and the --vpn-route networks.
+    #[arg(long, requires = "vpn")]
+    pub vpn_allow_clients: bool,
+
+    /// Server: serve VPN clients without -s and -i, that is anyone who
+    /// knows the Tox ID (refused otherwise).
+    #[arg(long, requires = "vpn")]
+    pub vpn_allow_anyone: bool,
 
     /// Server: name of the VPN's TUN device (15 characters at most).
     #[arg(long, value_name = "NAME", default_value = DEFAULT_VPN_SERVER_DEVICE, requires = "vpn", value_parser = parse_device)]

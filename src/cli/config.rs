@@ -14,7 +14,7 @@
 //! - `[server]`: `allow` (-i), `secret` or `secret_file`, `id_file` (-I),
 //!   `rules` (-f), `tcp_relay_port` (-t), `friend_expiry` (a duration in
 //!   whole days); `[server.vpn]` (its presence is --vpn): `pool`, `routes`,
-//!   `nat`, `device`, `mtu`;
+//!   `nat`, `allow_clients`, `allow_anyone`, `device`, `mtu`;
 //! - `[client]`: `server` (-i), `secret` or `secret_file`, `id_file`,
 //!   `tcp_relay_port`, `connect_timeout` (a duration; "0s" waits forever);
 //!   `[forwards]`: `local` (-L, a list), `dynamic` (-D, a list), `stdio`
@@ -239,6 +239,12 @@ pub struct ServerVpn {
     /// --vpn-nat.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub nat: Option<bool>,
+    /// --vpn-allow-clients.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub allow_clients: Option<bool>,
+    /// --vpn-allow-anyone.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub allow_anyone: Option<bool>,
     /// --vpn-dev.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub device: Option<Device>,
@@ -645,6 +651,8 @@ pub fn apply_forward(
             set(given, "vpn_pool", &mut args.vpn_pool, vpn.pool.as_ref().map(|t| t.0));
             set(given, "vpn_route", &mut args.vpn_route, texts(&vpn.routes));
             set(given, "vpn_nat", &mut args.vpn_nat, vpn.nat);
+            set(given, "vpn_allow_clients", &mut args.vpn_allow_clients, vpn.allow_clients);
+            set(given, "vpn_allow_anyone", &mut args.vpn_allow_anyone, vpn.allow_anyone);
             set(given, "vpn_dev", &mut args.vpn_dev, vpn.device.as_ref().map(|d| d.0.clone()));
             set(given, "vpn_mtu", &mut args.vpn_mtu, vpn.mtu.map(|m| m.0));
             if args.vpn_nat && args.vpn_route.is_empty() {
@@ -814,6 +822,8 @@ pub fn forward_file(args: &ForwardArgs) -> ConfigFile {
                     pool: Some(Text(args.vpn_pool)),
                     routes: Some(args.vpn_route.iter().copied().map(Text).collect()),
                     nat: Some(args.vpn_nat),
+                    allow_clients: Some(args.vpn_allow_clients),
+                    allow_anyone: Some(args.vpn_allow_anyone),
                     device: Some(Device(args.vpn_dev.clone())),
                     mtu: Some(Mtu(args.vpn_mtu)),
                 },

@@ -363,6 +363,13 @@ fn run_forward(mut args: ForwardArgs) -> Result<(), CliError> {
     if client && args.vpn {
         return Err(usage("--vpn is a server flag; a VPN client runs `tuntox vpn up -i TOXID`"));
     }
+    let no_secret = args.secret.is_none() && args.secret_file.is_none();
+    if !client && args.vpn && no_secret && args.peers.is_empty() && !args.vpn_allow_anyone {
+        return Err(usage(
+            "--vpn without -s or -i lets anyone who knows the Tox ID onto this machine's networks: give -s SECRET \
+             or -i KEY, or --vpn-allow-anyone",
+        ));
+    }
     if args.process.daemonize {
         let paths = [&mut args.common.config_dir, &mut args.id_file, &mut args.rules, &mut args.net.nodes_file];
         let paths = paths.into_iter().chain([&mut args.secret_file]);
@@ -437,6 +444,7 @@ fn run_forward(mut args: ForwardArgs) -> Result<(), CliError> {
                 pool_v4: args.vpn_pool,
                 routes: args.vpn_route.clone(),
                 nat: args.vpn_nat,
+                allow_clients: args.vpn_allow_clients,
                 device: args.vpn_dev.clone(),
                 mtu: args.vpn_mtu,
             }),

@@ -130,8 +130,9 @@ impl RelaySide {
     pub fn handle(&mut self, node: &mut Node, now: std::time::Instant, input: RelayInput) {
         match input {
             RelayInput::Accepted(stream) => {
-                let Some(client) = node.tcp_accept(now) else {
-                    tracing::debug!("relay full: connection refused");
+                let Ok(from) = stream.peer_addr() else { return };
+                let Some(client) = node.tcp_accept(now, from.ip()) else {
+                    tracing::debug!(%from, "relay full, or too many connections from there: connection refused");
                     return;
                 };
                 let (handle, queues) = ConnHandle::new(&self.cancel);

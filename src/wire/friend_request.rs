@@ -40,10 +40,16 @@ use super::{DecodeError, Reader};
 pub const FRIEND_REQUEST_KIND: u8 = 32;
 /// Longest message (`MAX_FRIEND_REQUEST_DATA_SIZE`).
 pub const MAX_FRIEND_REQUEST_MESSAGE_LEN: usize = 1016;
+/// Longest message we send: c-toxcore 0.2.21 and later drop onion data
+/// packets that would carry a longer one, so it would never arrive.
+pub const MAX_SENT_MESSAGE_LEN: usize = 921;
 
 /// A message a friend request cannot carry.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
-#[error("friend request message is {0} bytes; it must be 1 to {MAX_FRIEND_REQUEST_MESSAGE_LEN}")]
+#[error(
+    "friend request message is {0} bytes; it must be 1 to {MAX_SENT_MESSAGE_LEN} (longer ones are dropped on the \
+     onion path)"
+)]
 pub struct MessageLenError(pub usize);
 
 /// A friend request.

@@ -13,15 +13,19 @@
 //! Server: a client sends a hello; the server leases it an address from the
 //! pool (stable per key), routes that address to the peer, and answers with
 //! the addresses, the MTU and the routes it offers. A peer may only send
-//! from its own addresses (its AllowedIPs). A lost peer keeps its lease.
+//! from its own addresses (its AllowedIPs), and only to what it was
+//! offered: the server's VPN addresses and the offered routes (other
+//! clients too with [`ServerConfig::allow_clients`]). A lost peer keeps
+//! its lease.
 //!
 //! Client: it says hello whenever the server comes online, installs the
 //! pool networks and the routes it asked for that the server offers, and
-//! routes them to the server. While the server is away, its routes stay
-//! and packets for them are dropped and counted.
+//! routes them to the server. It takes from the server only packets for
+//! its own addresses. While the server is away, its routes stay and packets
+//! for them are dropped and counted.
 
 use std::collections::{HashMap, VecDeque};
-use std::net::{Ipv4Addr, Ipv6Addr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -75,12 +79,17 @@ pub struct ServerConfig {
     pub routes: Vec<IpNet>,
     /// The largest MTU the server accepts.
     pub mtu: u16,
+    /// Let clients reach each other (`--vpn-allow-clients`); otherwise a
+    /// client reaches only the server's VPN addresses and the offered
+    /// routes.
+    pub allow_clients: bool,
 }
 
 impl ServerConfig {
-    /// An enabled server with these pools, no routes and the default MTU.
+    /// An enabled server with these pools, no routes, the default MTU, and
+    /// clients kept apart.
     pub fn new(pool_v4: Option<Ipv4Net>, pool_v6: Option<Ipv6Net>) -> Self {
-        ServerConfig { enabled: true, pool_v4, pool_v6, routes: Vec::new(), mtu: DEFAULT_MTU }
+        ServerConfig { enabled: true, pool_v4, pool_v6, routes: Vec::new(), mtu: DEFAULT_MTU, allow_clients: false }
     }
 }
 
@@ -92,13 +101,22 @@ pub struct ClientConfig {
     /// Networks to reach through the server (`--route`); only those the
     /// server offers are installed.
     pub routes: Vec<IpNet>,
+    /// Networks this host already routes elsewhere (see
+    /// [`crate::host::routes`]): a session whose pool overlaps one is
+    /// refused, as it would take over or hide part of it.
+    pub avoid: Vec<IpNet>,
 }
 
 impl Default for ClientConfig {
     fn default() -> Self {
-        ClientConfig { mtu: DEFAULT_MTU, routes: Vec::new() }
+        ClientConfig { mtu: DEFAULT_MTU, routes: Vec::new(), avoid: Vec::new() }
     }
 }
+
+/// The widest IPv4 pool a client accepts (and a server serves).
+pub const WIDEST_V4_POOL: u8 = 16;
+/// The prefix length of the IPv6 network a client accepts.
+pub const V6_POOL: u8 = 64;
 
 /// What a client got from the server: everything needed to set up its
 /// device.
@@ -144,6 +162,13 @@ pub enum Event {
         reason: Reason,
         /// The server's text.
         text: String,
+    },
+    /// Client: the server assigned a session we refuse (a prefix too
+    /// wide, a pool over networks this host routes elsewhere); nothing was
+    /// set up, the server was told goodbye, and no hello follows.
+    Rejected {
+        /// Why.
+        message: String,
     },
     /// Client: the server is gone (offline, or said goodbye); packets are
     /// dropped until it is back.
@@ -228,6 +253,36 @@ struct ClientSide {
 enum Side {
     Server(ServerSide),
     Client(ClientSide),
+}
+
+/// Checks a server's assignment: an IPv4 network no wider than
+/// [`WIDEST_V4_POOL`], an IPv6 one of [`V6_POOL`], the server's address
+/// inside each, and neither overlapping a network in `avoid`.
+fn check_addresses(addresses: &[Address], avoid: &[IpNet]) -> Result<(), String> {
+    for a in addresses {
+        let net = a.client.trunc();
+        match net {
+            IpNet::V4(n) if n.prefix_len() < WIDEST_V4_POOL => {
+                return Err(format!("the IPv4 network {net} is too wide (/{WIDEST_V4_POOL} at most)"));
+            }
+            IpNet::V6(n) if n.prefix_len() != V6_POOL => {
+                return Err(format!("the IPv6 network {net} is not a /{V6_POOL}"));
+            }
+            _ => {}
+        }
+        if !net.contains(&a.server) {
+            return Err(format!("the server's address {} is outside {net}", a.server));
+        }
+        // (A default route covers everything: it is no conflict.)
+        let overlaps = |r: &&IpNet| r.prefix_len() > 0 && (r.contains(&net.network()) || net.contains(&r.network()));
+        if let Some(taken) = avoid.iter().find(overlaps) {
+            return Err(format!(
+                "the VPN network {net} overlaps {taken}, which this host already routes (the server can pick another \
+                 with --vpn-pool)"
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// The engine.
@@ -584,6 +639,18 @@ impl Engine {
             tracing::warn!(?peer, mtu, "the VPN server assigned an unusable session");
             return;
         }
+        if let Err(message) = check_addresses(&assign.addresses, &c.config.avoid) {
+            c.state = ClientState::Refused;
+            c.retry_at = None;
+            tracing::warn!(?peer, "refusing the VPN session: {message}");
+            if let Some(p) = self.peers.get_mut(&peer) {
+                p.session = None;
+            }
+            self.events.push_back(Event::Rejected { message });
+            self.send(peer, Message::Goodbye(Goodbye { reason: Reason::Shutdown }));
+            return;
+        }
+        let Side::Client(c) = &mut self.side else { return };
         let offered = assign.routes;
         let (routes, refused): (Vec<IpNet>, Vec<IpNet>) =
             c.config.routes.iter().partition(|r| offered.iter().any(|o| o.contains(*r)));
@@ -689,10 +756,36 @@ impl Engine {
         if self.table.lookup(summary.src) != Some(&peer) {
             return Err(Drop::SourceNotAllowed);
         }
+        if !self.may_reach(summary.dst) {
+            return Err(Drop::DestinationNotAllowed);
+        }
         if summary.tcp_syn && matches!(clamp_mss(ip, mtu), Clamp::Clamped { .. }) {
             self.stats.mss_clamped += 1;
         }
         Ok(())
+    }
+
+    /// Whether a peer's packet may go to `dst`. Server: its own VPN
+    /// addresses, the offered routes, and with `allow_clients` the other
+    /// clients' addresses. Client: only its own addresses (the server does
+    /// not route through us).
+    fn may_reach(&self, dst: IpAddr) -> bool {
+        match &self.side {
+            Side::Server(s) => {
+                let (v4, v6) = s.pool.server();
+                let own = match dst {
+                    IpAddr::V4(a) => v4 == Some(a),
+                    IpAddr::V6(a) => v6 == Some(a),
+                };
+                own || s.config.routes.iter().any(|r| r.contains(&dst))
+                    || (s.config.allow_clients
+                        && self
+                            .table
+                            .lookup(dst)
+                            .is_some_and(|to| self.peers.get(to).is_some_and(|p| p.session.is_some())))
+            }
+            Side::Client(c) => c.last.as_ref().is_some_and(|a| a.addresses().any(|net| net.addr() == dst)),
+        }
     }
 
     /// The next control packet to send (lossless, in order).

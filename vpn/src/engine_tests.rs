@@ -201,8 +201,58 @@ fn a_peer_may_only_send_from_its_own_addresses() {
 }
 
 #[test]
+fn a_peer_reaches_only_what_it_was_offered() {
+    let mut n = Net::new(server_config(), vec![asking(&[]), asking(&[])]);
+    let me = n.client_addr(0);
+    let other = n.client_addr(1);
+    let v6me = n.clients[0].assignment().unwrap().v6.unwrap().client.addr();
+    let peer = client_peer(0).0;
+    let send = |n: &mut Net, src: IpAddr, dst: &str| {
+        let mut packet = [&[DATA_ID][..], &udp(src, ip(dst), b"x")].concat();
+        n.server.handle_data(n.now, peer, &mut packet)
+    };
+    // The server's VPN addresses and the offered route.
+    assert_eq!(send(&mut n, me, "10.7.0.1"), Ok(()));
+    assert_eq!(send(&mut n, v6me, "fd00:7::1"), Ok(()));
+    assert_eq!(send(&mut n, me, "192.168.3.4"), Ok(()));
+    // Not offered: another network, another address of the pool, another
+    // client (crafted packets: a client's own routes never send them).
+    for dst in ["10.0.1.1", "172.16.0.1", "10.7.0.250", "10.7.0.255", "8.8.8.8"] {
+        assert_eq!(send(&mut n, me, dst), Err(Drop::DestinationNotAllowed), "{dst}");
+    }
+    assert_eq!(send(&mut n, me, &other.to_string()), Err(Drop::DestinationNotAllowed));
+    assert_eq!(send(&mut n, v6me, "fd00:7::2"), Err(Drop::DestinationNotAllowed));
+    assert_eq!(send(&mut n, v6me, "2001:db8::1"), Err(Drop::DestinationNotAllowed));
+    assert_eq!(n.server.stats().dropped.get(Drop::DestinationNotAllowed), 8);
+    assert_eq!(n.server.stats().packets_in, 3);
+    // A client takes from the server only packets for its own addresses.
+    let mut stray = [&[DATA_ID][..], &udp(ip("10.7.0.1"), other, b"x")].concat();
+    assert_eq!(n.clients[0].handle_data(n.now, SERVER, &mut stray), Err(Drop::DestinationNotAllowed));
+    let mut mine = [&[DATA_ID][..], &udp(ip("10.7.0.1"), me, b"x")].concat();
+    assert_eq!(n.clients[0].handle_data(n.now, SERVER, &mut mine), Ok(()));
+}
+
+#[test]
+fn clients_reach_each_other_only_when_allowed() {
+    let mut config = server_config();
+    config.allow_clients = true;
+    let mut n = Net::new(config, vec![asking(&[]), asking(&[]), asking(&[])]);
+    let (a, b) = (n.client_addr(0), n.client_addr(1));
+    let p = udp(a, b, b"hop");
+    let at_server = n.up(0, &p).unwrap();
+    assert_eq!(n.down(&at_server), Ok((1, p)));
+    // Still not an address nobody holds, nor a client without a session.
+    assert_eq!(n.up(0, &udp(a, ip("10.7.0.250"), b"?")), Err(Drop::DestinationNotAllowed));
+    let c = n.client_addr(2);
+    n.lose(2);
+    assert_eq!(n.up(0, &udp(a, c, b"?")), Err(Drop::DestinationNotAllowed));
+}
+
+#[test]
 fn several_clients_get_their_own_addresses_and_packets() {
-    let mut n = Net::new(server_config(), vec![asking(&[]), asking(&[]), asking(&[])]);
+    let mut config = server_config();
+    config.allow_clients = true;
+    let mut n = Net::new(config, vec![asking(&[]), asking(&[]), asking(&[])]);
     let addrs: Vec<IpAddr> = (0..3).map(|i| n.client_addr(i)).collect();
     assert!(addrs[0] != addrs[1] && addrs[1] != addrs[2] && addrs[0] != addrs[2]);
     for (i, a) in addrs.iter().enumerate() {
@@ -221,7 +271,10 @@ fn several_clients_get_their_own_addresses_and_packets() {
 #[test]
 fn mss_is_clamped_both_ways() {
     use TcpOptionElement::MaximumSegmentSize;
-    let mut n = Net::new(server_config(), vec![ClientConfig { mtu: 1200, routes: vec![net("192.168.1.0/24")] }]);
+    let mut n = Net::new(
+        server_config(),
+        vec![ClientConfig { mtu: 1200, routes: vec![net("192.168.1.0/24")], ..ClientConfig::default() }],
+    );
     assert_eq!(n.clients[0].assignment().unwrap().mtu, 1200);
     let me = n.client_addr(0);
     let out = n.up(0, &syn(me, ip("192.168.1.10"), &[MaximumSegmentSize(1460)], &[])).unwrap();
@@ -243,8 +296,13 @@ fn mss_is_clamped_both_ways() {
 fn mtu_negotiation() {
     let mut s = server_config();
     s.mtu = 1300;
-    let mut n =
-        Net::new(s, vec![ClientConfig { mtu: 1372, routes: vec![] }, ClientConfig { mtu: 1250, routes: vec![] }]);
+    let mut n = Net::new(
+        s,
+        vec![
+            ClientConfig { mtu: 1372, ..ClientConfig::default() },
+            ClientConfig { mtu: 1250, ..ClientConfig::default() },
+        ],
+    );
     assert_eq!(n.clients[0].mtu(), 1300);
     assert_eq!(n.clients[1].mtu(), 1250);
     // A hello asking for less than the minimum is refused.
@@ -453,4 +511,68 @@ fn sessions_list_each_online_client_with_its_addresses() {
     n.lose(0);
     assert_eq!(n.server.sessions(), vec![(client_peer(1).0, a1)]);
     assert!(n.clients[1].sessions().is_empty(), "a client has no sessions to list");
+}
+
+/// A client given `assign` by its server; returns its events.
+fn assigned(config: ClientConfig, addresses: &[(&str, &str)]) -> (Engine, Vec<Event>) {
+    use crate::control::{Address, Assign, Control};
+    #[allow(clippy::disallowed_methods)]
+    let now = Instant::now();
+    let mut c = Engine::client(config).unwrap();
+    c.peer_connected(now, SERVER, b"server key");
+    while c.poll_transmit().is_some() {}
+    let addresses =
+        addresses.iter().map(|(client, server)| Address { client: net(client), server: ip(server) }).collect();
+    let packet = Control::new(Message::Assign(Assign { mtu: 1280, addresses, routes: vec![] })).encode().unwrap();
+    c.handle_control(now, SERVER, &packet);
+    let events = std::iter::from_fn(|| c.poll_event()).collect();
+    (c, events)
+}
+
+#[test]
+fn a_client_refuses_prefixes_too_wide_and_pools_over_its_own_routes() {
+    // What the server assigns today: the pool's length (a /24 by default,
+    // /16 at the widest) and a /64.
+    for ok in [
+        [("10.77.0.9/24", "10.77.0.1"), ("fd00:7::9/64", "fd00:7::1")],
+        [("10.77.0.9/16", "10.77.0.1"), ("fd00:7::9/64", "fd00:7::1")],
+    ] {
+        let (c, events) = assigned(ClientConfig::default(), &ok);
+        assert!(matches!(events[..], [Event::Assigned { .. }]), "{ok:?}: {events:?}");
+        assert!(c.assignment().is_some());
+    }
+    let avoid = ClientConfig {
+        avoid: vec![net("192.168.1.0/24"), net("10.0.0.0/8"), net("fd12::/16")],
+        ..ClientConfig::default()
+    };
+    for (config, bad, says) in [
+        (ClientConfig::default(), vec![("10.77.0.9/0", "10.77.0.1")], "too wide"),
+        (ClientConfig::default(), vec![("10.77.0.9/15", "10.77.0.1")], "too wide"),
+        (ClientConfig::default(), vec![("10.77.0.9/24", "10.77.0.1"), ("fd00:7::9/48", "fd00:7::1")], "/64"),
+        (ClientConfig::default(), vec![("fd00:7::9/0", "fd00:7::1")], "/64"),
+        (ClientConfig::default(), vec![("10.77.0.9/24", "10.78.0.1")], "outside"),
+        (avoid.clone(), vec![("10.77.0.9/24", "10.77.0.1")], "10.0.0.0/8"),
+        (avoid.clone(), vec![("192.168.0.9/16", "192.168.0.1")], "192.168.1.0/24"),
+        (avoid.clone(), vec![("fd12:7::9/64", "fd12:7::1")], "fd12::/16"),
+    ] {
+        let (mut c, events) = assigned(config, &bad);
+        let [Event::Rejected { message }] = &events[..] else { panic!("{bad:?}: {events:?}") };
+        assert!(message.contains(says), "{bad:?}: {message}");
+        assert!(c.assignment().is_none(), "{bad:?}");
+        assert!(c.routes().is_empty(), "{bad:?}: nothing routed");
+        // It says goodbye and asks no more.
+        let sent: Vec<_> = std::iter::from_fn(|| c.poll_transmit()).collect();
+        assert!(sent.iter().any(|t| matches!(Control::decode(&t.packet).unwrap().message, Message::Goodbye(_))));
+        c.peer_lost(SERVER);
+        c.peer_connected(c_now(), SERVER, b"server key");
+        assert!(c.poll_transmit().is_none(), "no hello after a rejected session");
+    }
+    // A pool apart from the avoided routes is fine.
+    let (_, events) = assigned(avoid, &[("172.30.0.9/24", "172.30.0.1")]);
+    assert!(matches!(events[..], [Event::Assigned { .. }]), "{events:?}");
+}
+
+#[allow(clippy::disallowed_methods)]
+fn c_now() -> Instant {
+    Instant::now()
 }

@@ -38,7 +38,11 @@
 //! use vpn::{ClientConfig, Engine, Event, PeerId};
 //!
 //! // Client side (`tuntox vpn up --peer ID --route 192.168.1.0/24`).
-//! let engine = Engine::client(ClientConfig { mtu: 1280, routes: vec!["192.168.1.0/24".parse()?] })?;
+//! let engine = Engine::client(ClientConfig {
+//!     mtu: 1280,
+//!     routes: vec!["192.168.1.0/24".parse()?],
+//!     avoid: vpn::host::routes("tuntox0")?, // pools over these are refused
+//! })?;
 //! let device = Device::create(Some("tuntox0"), engine.mtu(), true).await?;
 //! // Data packets leave through this sink: one lossy Tox packet each.
 //! let sink = |peer: PeerId, packet: Bytes| {
@@ -89,6 +93,7 @@
 pub mod control;
 pub mod device;
 pub mod engine;
+pub mod host;
 pub mod mtu;
 pub mod nat;
 pub mod packet;

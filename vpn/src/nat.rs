@@ -1,27 +1,40 @@
-//! Server side: forwarding from VPN clients toward the offered routes, and
-//! optional masquerading (`--vpn-nat`), set up with iptables/ip6tables and
-//! removed exactly on [`Forwarding::teardown`].
+//! Server side: the firewall that keeps VPN clients to what they were
+//! offered, forwarding toward the offered routes, and optional
+//! masquerading (`--vpn-nat`), set up with iptables/ip6tables and removed
+//! exactly on [`Forwarding::teardown`].
 //!
-//! What is added, per address family that has a pool and offered routes
-//! (`DEV` is the VPN device):
+//! What is added, per address family that has a pool (`DEV` is the VPN
+//! device):
 //!
-//! - sysctl `net.ipv4.ip_forward` (`net.ipv6.conf.all.forwarding`) set to
-//!   1 if it was 0; put back to 0 on teardown.
 //! - filter table: a chain `TUNTOX-FWD-DEV` with, per route, `-i DEV -s
 //!   POOL -d ROUTE -j ACCEPT` and `-o DEV -s ROUTE -d POOL -m conntrack
-//!   --ctstate RELATED,ESTABLISHED -j ACCEPT`, jumped to from the first
-//!   rule of `FORWARD` (so a DROP policy or later rules do not stop it).
+//!   --ctstate RELATED,ESTABLISHED -j ACCEPT`; with client-to-client
+//!   traffic allowed, `-i DEV -o DEV -s POOL -d POOL -j ACCEPT`; then `-i
+//!   DEV -j DROP`: whatever else a client sends is not forwarded, whatever
+//!   the `FORWARD` policy. Jumped to from the first rule of `FORWARD` (so a
+//!   DROP policy or later rules do not stop what it accepts).
+//! - filter table: a chain `TUNTOX-IN-DEV` with `-i DEV -d SERVER -j
+//!   ACCEPT` for the server's VPN address, `-i DEV -d ROUTE -j ACCEPT` per
+//!   route, then `-i DEV -j DROP`: a client reaches the server's own other
+//!   addresses only when a route offers them. Jumped to from the first rule
+//!   of `INPUT`.
+//! - sysctl `net.ipv4.ip_forward` (`net.ipv6.conf.all.forwarding`) set to
+//!   1 if it was 0, when there are routes (or client-to-client traffic);
+//!   put back on teardown.
 //! - with masquerading, nat table: a chain `TUNTOX-NAT-DEV` with, per
 //!   route, `-s POOL -d ROUTE ! -o DEV -j MASQUERADE`, jumped to from the
 //!   end of `POSTROUTING`.
 //!
-//! Teardown deletes the two jump rules and the two chains and restores the
-//! sysctls it changed: nothing else in the tables is touched. The commands
-//! run in the caller's network namespace and need CAP_NET_ADMIN (and
-//! CAP_NET_RAW for iptables).
+//! Teardown deletes the jump rules and the chains and restores the sysctls
+//! it changed: nothing else in the tables is touched. iptables is run by
+//! absolute path (`/usr/sbin`, `/sbin`, `/usr/bin`, `/bin`), never through
+//! `PATH`. The commands run in
+//! the caller's network namespace and need CAP_NET_ADMIN (and CAP_NET_RAW
+//! for iptables).
 //! `docs/decisions/0004-tun.md` says why iptables rather than nftables.
 
 use std::fs;
+use std::net::IpAddr;
 use std::process::Command;
 
 use ipnet::IpNet;
@@ -35,6 +48,10 @@ pub struct ForwardConfig {
     pub pools: Vec<IpNet>,
     /// The routes offered to clients.
     pub routes: Vec<IpNet>,
+    /// The server's own VPN addresses (clients may reach them).
+    pub server_addresses: Vec<IpAddr>,
+    /// Forward between clients (`--vpn-allow-clients`).
+    pub allow_clients: bool,
     /// Masquerade client traffic toward the routes (`--vpn-nat`).
     pub masquerade: bool,
 }
@@ -69,12 +86,23 @@ enum Family {
     V6,
 }
 
+/// Where iptables may live: absolute paths only, never `PATH` (the
+/// process may hold CAP_NET_ADMIN while its environment is the caller's).
+const TOOL_DIRS: [&str; 4] = ["/usr/sbin", "/sbin", "/usr/bin", "/bin"];
+
 impl Family {
-    fn tool(self) -> &'static str {
+    fn name(self) -> &'static str {
         match self {
             Family::V4 => "iptables",
             Family::V6 => "ip6tables",
         }
+    }
+
+    /// The tool's absolute path: the first of [`TOOL_DIRS`] that holds it
+    /// (the first candidate when none does, for the error message).
+    fn tool(self) -> String {
+        let candidates = TOOL_DIRS.map(|dir| format!("{dir}/{}", self.name()));
+        candidates.iter().find(|p| std::path::Path::new(p).exists()).unwrap_or(&candidates[0]).clone()
     }
 
     fn sysctl(self) -> &'static str {
@@ -108,15 +136,16 @@ pub struct Forwarding {
 }
 
 fn run(family: Family, args: &[&str]) -> Result<(), NatError> {
-    let out = Command::new(family.tool()).arg("-w").args(args).output().map_err(|e| NatError::Command {
-        command: format!("{} {}", family.tool(), args.join(" ")),
+    let tool = family.tool();
+    let out = Command::new(&tool).arg("-w").args(args).output().map_err(|e| NatError::Command {
+        command: format!("{tool} {}", args.join(" ")),
         message: format!("{e} (install iptables)"),
     })?;
     if out.status.success() {
         Ok(())
     } else {
         Err(NatError::Command {
-            command: format!("{} {}", family.tool(), args.join(" ")),
+            command: format!("{tool} {}", args.join(" ")),
             message: String::from_utf8_lossy(&out.stderr).trim().to_owned(),
         })
     }
@@ -146,7 +175,7 @@ impl Forwarding {
                 config.pools.iter().filter(|p| Family::of(p) == family).map(|p| p.trunc().to_string()).collect();
             let routes: Vec<String> =
                 config.routes.iter().filter(|r| Family::of(r) == family).map(|r| r.trunc().to_string()).collect();
-            if pools.is_empty() || routes.is_empty() {
+            if pools.is_empty() {
                 continue;
             }
             let fwd = format!("TUNTOX-FWD-{dev}");
@@ -176,10 +205,27 @@ impl Forwarding {
                         ],
                     )?;
                 }
+                if config.allow_clients {
+                    let rule =
+                        ["-t", "filter", "-A", &fwd, "-i", dev, "-o", dev, "-s", pool, "-d", pool, "-j", "ACCEPT"];
+                    run(family, &rule)?;
+                }
             }
+            run(family, &["-t", "filter", "-A", &fwd, "-i", dev, "-j", "DROP"])?;
             run(family, &["-t", "filter", "-I", "FORWARD", "1", "-j", &fwd])?;
             self.changes.push(Change::Jump { family, table: "filter", from: "FORWARD", chain: fwd });
-            if config.masquerade {
+
+            let input = format!("TUNTOX-IN-{dev}");
+            self.new_chain(family, "filter", &input)?;
+            let own = config.server_addresses.iter().filter(|a| a.is_ipv4() == (family == Family::V4));
+            for dst in own.map(ToString::to_string).chain(routes.iter().cloned()) {
+                run(family, &["-t", "filter", "-A", &input, "-i", dev, "-d", &dst, "-j", "ACCEPT"])?;
+            }
+            run(family, &["-t", "filter", "-A", &input, "-i", dev, "-j", "DROP"])?;
+            run(family, &["-t", "filter", "-I", "INPUT", "1", "-j", &input])?;
+            self.changes.push(Change::Jump { family, table: "filter", from: "INPUT", chain: input });
+
+            if config.masquerade && !routes.is_empty() {
                 let nat = format!("TUNTOX-NAT-{dev}");
                 self.new_chain(family, "nat", &nat)?;
                 for pool in &pools {
@@ -193,7 +239,9 @@ impl Forwarding {
                 run(family, &["-t", "nat", "-A", "POSTROUTING", "-j", &nat])?;
                 self.changes.push(Change::Jump { family, table: "nat", from: "POSTROUTING", chain: nat });
             }
-            self.set_sysctl(family.sysctl())?;
+            if !routes.is_empty() || config.allow_clients {
+                self.set_sysctl(family.sysctl())?;
+            }
         }
         Ok(())
     }
@@ -202,8 +250,8 @@ impl Forwarding {
         if run(family, &["-t", table, "-N", chain]).is_err() {
             // Left behind by a run that could not clean up (killed): ours by
             // its name, so it goes first.
-            tracing::warn!("removing a stale {} chain {chain} (table {table})", family.tool());
-            remove_chain(family, table, chain, &["FORWARD", "POSTROUTING"]);
+            tracing::warn!("removing a stale {} chain {chain} (table {table})", family.name());
+            remove_chain(family, table, chain, &["FORWARD", "INPUT", "POSTROUTING"]);
             run(family, &["-t", table, "-N", chain])?;
         }
         self.changes.push(Change::Chain { family, table, chain: chain.to_owned() });
@@ -262,4 +310,18 @@ fn remove_chain(family: Family, table: &str, chain: &str, builtins: &[&str]) {
     }
     let _ = run(family, &["-t", table, "-F", chain]);
     let _ = run(family, &["-t", table, "-X", chain]);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn iptables_is_run_by_absolute_path_never_through_path() {
+        for family in [Family::V4, Family::V6] {
+            let tool = family.tool();
+            assert!(std::path::Path::new(&tool).is_absolute(), "{tool}");
+            assert!(tool.ends_with(family.name()), "{tool}");
+        }
+    }
 }

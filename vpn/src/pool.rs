@@ -27,6 +27,9 @@ pub enum PoolError {
     /// An IPv4 pool smaller than a /30 has no room for a client.
     #[error("IPv4 pool {0} is too small (a /30 at least)")]
     TooSmallV4(Ipv4Net),
+    /// An IPv4 pool wider than a /16 (clients refuse it).
+    #[error("IPv4 pool {0} is too wide (a /16 at most)")]
+    TooWideV4(Ipv4Net),
     /// The IPv6 network must be a /64 (or shorter, taken as its first /64).
     #[error("IPv6 prefix {0} must be /64 or shorter")]
     BadV6(Ipv6Net),
@@ -73,6 +76,7 @@ impl Pool {
         let capacity = match (v4, v6) {
             (None, None) => return Err(PoolError::Empty),
             (Some(n), _) if n.prefix_len() > 30 => return Err(PoolError::TooSmallV4(n)),
+            (Some(n), _) if n.prefix_len() < crate::engine::WIDEST_V4_POOL => return Err(PoolError::TooWideV4(n)),
             // Network, server and broadcast addresses are not for clients.
             (Some(n), _) => ((1u64 << (32 - n.prefix_len())) - 3).min(u64::from(u32::MAX)) as u32,
             (None, Some(_)) => MAX_V6_ONLY_CLIENTS,
@@ -231,6 +235,8 @@ mod tests {
     fn bad_pools() {
         assert_eq!(Pool::new(None, None).unwrap_err(), PoolError::Empty);
         assert!(matches!(Pool::new(Some("10.0.0.0/31".parse().unwrap()), None), Err(PoolError::TooSmallV4(_))));
+        assert!(matches!(Pool::new(Some("10.0.0.0/15".parse().unwrap()), None), Err(PoolError::TooWideV4(_))));
+        assert!(Pool::new(Some("10.0.0.0/16".parse().unwrap()), None).is_ok());
         assert!(matches!(Pool::new(None, Some("fd00::/96".parse().unwrap())), Err(PoolError::BadV6(_))));
         let p = Pool::new(None, Some("fd00::/48".parse().unwrap())).unwrap();
         assert_eq!(p.v6_net().unwrap().to_string(), "fd00::/64");

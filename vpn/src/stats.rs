@@ -13,6 +13,9 @@ pub enum Drop {
     NoSession,
     /// From a peer, with a source address the peer may not use.
     SourceNotAllowed,
+    /// From a peer, to a destination it was not offered (the server's
+    /// other addresses, a network not routed to it, another client).
+    DestinationNotAllowed,
     /// Not a valid IPv4 or IPv6 packet.
     Malformed,
     /// Longer than the session MTU.
@@ -29,11 +32,12 @@ pub enum Drop {
 
 impl Drop {
     /// Every reason, in counter order.
-    pub const ALL: [Drop; 10] = [
+    pub const ALL: [Drop; 11] = [
         Drop::NoRoute,
         Drop::PeerOffline,
         Drop::NoSession,
         Drop::SourceNotAllowed,
+        Drop::DestinationNotAllowed,
         Drop::Malformed,
         Drop::TooBig,
         Drop::NotData,
@@ -53,6 +57,7 @@ impl Drop {
             Drop::PeerOffline => "peer_offline",
             Drop::NoSession => "no_session",
             Drop::SourceNotAllowed => "source_not_allowed",
+            Drop::DestinationNotAllowed => "destination_not_allowed",
             Drop::Malformed => "malformed",
             Drop::TooBig => "too_big",
             Drop::NotData => "not_data",

@@ -203,7 +203,7 @@ async fn iperf3_through_the_engines() {
     let sdev = device_in(&s, "tuns", mtu, offload).await;
     let cdev = device_in(&c, "tunc", mtu, offload).await;
     let cancel = CancellationToken::new();
-    let client = Engine::client(ClientConfig { mtu, routes: vec![] }).unwrap();
+    let client = Engine::client(ClientConfig { mtu, ..ClientConfig::default() }).unwrap();
     let (server, mut client) = join(server_engine(&[], mtu), sdev, client, cdev, cancel.clone()).await;
     wait_event(&mut client.events, 10, |e| matches!(e, Event::Assigned { .. })).await;
     let mut iperf = std::process::Command::new("ip")

@@ -45,6 +45,7 @@
 pub mod buffers;
 pub mod congestion;
 pub mod path;
+pub mod replay;
 pub mod session;
 
 use std::collections::VecDeque;
@@ -1204,6 +1205,37 @@ mod tests {
             // layer above on the other side either.
             assert!(!p.events_b.iter().any(|e| matches!(e, NetCryptoEvent::Lossless(_, d) if d[0] == 0x9f)));
         }
+    }
+
+    #[test]
+    fn a_replayed_aegis_lossy_packet_is_dropped() {
+        let mut p = Pair::new(11, 0.0);
+        for _ in 0..100 {
+            p.step(Duration::from_millis(5));
+        }
+        assert_eq!(p.a.session(&p.b_pk).unwrap().cipher(), session::DataCipher::Aegis256);
+        p.step(Duration::from_millis(50));
+        p.events_b.clear();
+        // Two lossy packets, captured on the wire and delivered by hand.
+        let now = p.now;
+        p.a.send_lossy(now, &p.b_pk, Bytes::from_static(&[200, 1])).unwrap();
+        p.a.send_lossy(now, &p.b_pk, Bytes::from_static(&[200, 2])).unwrap();
+        let sent: Vec<Bytes> = std::iter::from_fn(|| p.a.poll_transmit()).map(|t| t.payload).collect();
+        assert!(sent.len() == 2 && sent.iter().all(|d| d[0] == 0x1c), "{sent:?}");
+        // Reordered, then each played again (now and later).
+        for d in [&sent[1], &sent[0], &sent[0], &sent[1]] {
+            p.b.handle_udp(now, p.a_addr, d.clone());
+        }
+        p.step(Duration::from_millis(100));
+        p.b.handle_udp(p.now, p.a_addr, sent[0].clone());
+        p.step(Duration::from_millis(1));
+        let lossy: Vec<&Bytes> = p
+            .events_b
+            .iter()
+            .filter_map(|e| if let NetCryptoEvent::Lossy(_, d) = e { Some(d) } else { None })
+            .collect();
+        assert_eq!(lossy, [&Bytes::from_static(&[200, 2]), &Bytes::from_static(&[200, 1])], "each once");
+        assert_eq!(p.b.session_stats(&p.a_pk).unwrap().replays, 3);
     }
 
     #[test]

@@ -9,6 +9,7 @@ use bytes::{Bytes, BytesMut};
 use super::buffers::{Insert, LossTiming, RecvBuffer, SendBuffer};
 use super::congestion::Congestion;
 use super::path::{PathChoice, PathKind};
+use super::replay::{self, ReplayWindow};
 use crate::crypto::{AeadKey, KeyPair, Nonce, PublicKey, SharedKey};
 use crate::wire::aegis_data::{self, AEGIS_DATA_KIND};
 use crate::wire::cipher_offer::{CIPHER_OFFER_ID, CipherOffer};
@@ -120,6 +121,9 @@ pub struct SessionStats {
     pub packets_dropped: u64,
     /// Lossless packets received twice.
     pub duplicates: u64,
+    /// AEGIS-256 data packets (0x1c) whose nonce was seen before or fell
+    /// behind the replay window (dropped, also counted in `packets_dropped`).
+    pub replays: u64,
     /// Data packets sent sealed with AEGIS-256 (0x1c), of `packets_sent`.
     pub aegis_sent: u64,
     /// Bytes of the data packets sent, sealed (as on the wire, without
@@ -154,6 +158,8 @@ pub struct Session {
     peer_aegis: bool,
     pub(super) send_nonce: Nonce,
     pub(super) recv_nonce: Nonce,
+    /// The nonces of AEGIS-256 data packets received (tuntox peers only).
+    replay: ReplayWindow,
     pub(super) cookie_request_id: u64,
     temp: Option<TempPacket>,
     /// The peer's direct UDP address, if known.
@@ -199,6 +205,7 @@ impl Session {
             peer_aegis: false,
             send_nonce,
             recv_nonce: Nonce::ZERO,
+            replay: ReplayWindow::default(),
             cookie_request_id: 0,
             temp: None,
             addr: None,
@@ -647,11 +654,12 @@ impl Session {
         if self.state != State::Established {
             return None;
         }
-        let dropped = self.stats.packets_dropped;
+        let (dropped, replays) = (self.stats.packets_dropped, self.stats.replays);
         if self.handle_data(now, packet, delivered) {
             Some(self.advanced)
         } else {
             self.stats.packets_dropped = dropped;
+            self.stats.replays = replays;
             None
         }
     }
@@ -662,8 +670,17 @@ impl Session {
         self.advanced = false;
         let Some(key) = self.shared.as_ref() else { return false };
         let sealed_len = packet.len() as u64;
+        // Between tuntox peers (AEGIS-256) each nonce is taken once: a
+        // replayed lossy packet has nothing else to tell it apart.
+        let mut counter = None;
         let opened = match (packet.first(), &self.aegis) {
-            (Some(&AEGIS_DATA_KIND), Some(keys)) => aegis_data::open_in_place(&keys.recv, &mut self.recv_nonce, packet),
+            (Some(&AEGIS_DATA_KIND), Some(keys)) => {
+                if let Some(low) = packet.get(1..3) {
+                    let nonce = crypto_data::packet_nonce(&self.recv_nonce, u16::from_be_bytes([low[0], low[1]]));
+                    counter = Some(replay::counter(&nonce));
+                }
+                aegis_data::open_in_place(&keys.recv, &mut self.recv_nonce, packet)
+            }
             (Some(&AEGIS_DATA_KIND), None) => Err(crypto_data::DataOpenError::Decrypt),
             _ => crypto_data::open_in_place(key, &mut self.recv_nonce, packet),
         };
@@ -671,6 +688,13 @@ impl Session {
             self.stats.packets_dropped += 1;
             return false;
         };
+        if counter.is_some_and(|c| !self.replay.accept(c)) {
+            // Not heard from the peer: a replay neither delivers nor keeps
+            // a path alive.
+            self.stats.replays += 1;
+            self.stats.packets_dropped += 1;
+            return false;
+        }
         self.stats.packets_received += 1;
         self.stats.bytes_received += sealed_len;
         self.last_recv = now;

@@ -27,10 +27,11 @@
 //! DHT packets are taken on those sockets.
 
 pub mod friends;
+pub mod requests;
 
 use std::collections::VecDeque;
 
-use foldhash::{HashMap, HashSet};
+use foldhash::HashMap;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
@@ -39,6 +40,7 @@ use rand_chacha::ChaCha20Rng;
 use rand_core::{Rng, SeedableRng};
 
 use self::friends::{Friend, FriendEvent, Path, PendingRequest, Status};
+use self::requests::SeenRequests;
 use super::dht::{Dht, DhtConfig, DhtEvent, Transmit};
 use super::net_crypto::path::PathKind;
 use super::net_crypto::session::{DataCipher, SendError};
@@ -54,7 +56,7 @@ use super::relay::server::{ClientId, CloseReason, RelayOutput, RelayServer, Rela
 use crate::crypto::{KeyPair, PublicKey};
 use crate::wire::crypto_data::packet_id;
 use crate::wire::dht_pk_announce::DHT_PK_KIND;
-use crate::wire::friend_request::{FriendRequest, MessageLenError};
+use crate::wire::friend_request::{FriendRequest, MAX_SENT_MESSAGE_LEN, MessageLenError};
 use crate::wire::packed_node::{PackedNode, Protocol};
 use crate::wire::punch::{PUNCH_ID, PUNCH_LOSSY_ID, PunchMessage};
 use crate::wire::tcp::{ServerHandshake, TcpPacket};
@@ -143,7 +145,7 @@ pub struct Node {
     onion: OnionClient,
     net_crypto: NetCrypto,
     friends: HashMap<PublicKey, Friend>,
-    requests_seen: HashSet<PublicKey>,
+    requests_seen: SeenRequests,
     onion_client: bool,
     unix_base: u64,
     start: Option<Instant>,
@@ -190,7 +192,7 @@ impl Node {
             real_keys,
             nospam: config.nospam,
             friends: HashMap::default(),
-            requests_seen: HashSet::default(),
+            requests_seen: SeenRequests::default(),
             onion_client,
             unix_base: config.unix_time_at_start,
             start: None,
@@ -315,7 +317,11 @@ impl Node {
     /// Adds a friend and sends it a friend request with `message` until it
     /// connects (every 5 s, doubling), and again whenever it has been away
     /// for a while (a server that forgot us takes us back).
+    /// The message is 1 to [`MAX_SENT_MESSAGE_LEN`] bytes.
     pub fn add_friend_with_request(&mut self, now: Instant, id: &ToxId, message: Bytes) -> Result<(), MessageLenError> {
+        if message.len() > MAX_SENT_MESSAGE_LEN {
+            return Err(MessageLenError(message.len()));
+        }
         let request = FriendRequest::new(id.nospam(), message)?;
         let real_pk = *id.public_key();
         self.add_friend(real_pk);
@@ -770,11 +776,11 @@ impl Node {
 
     // ---- the TCP relay server -------------------------------------------------
 
-    /// A TCP connection arrived at our relay; `None`: refuse it (no relay,
-    /// or full).
-    pub fn tcp_accept(&mut self, now: Instant) -> Option<ClientId> {
+    /// A TCP connection from `from` arrived at our relay; `None`: refuse it
+    /// (no relay, full, or too many from that source).
+    pub fn tcp_accept(&mut self, now: Instant, from: std::net::IpAddr) -> Option<ClientId> {
         self.start.get_or_insert(now);
-        self.tcp_server.as_mut()?.accept(now)
+        self.tcp_server.as_mut()?.accept(now, from)
     }
 
     /// A relay connection finished its handshake and its first frame opened.
@@ -876,7 +882,7 @@ impl Node {
                 if *nospam == self.nospam
                     && !self.friends.contains_key(real_pk)
                     && *real_pk != *self.real_keys.public()
-                    && self.requests_seen.insert(*real_pk)
+                    && self.requests_seen.is_news(now, real_pk, message)
                 {
                     self.events.push_back(NodeEvent::Friend(FriendEvent::Request {
                         real_pk: *real_pk,
@@ -1236,6 +1242,53 @@ mod tests {
         assert_eq!(n.onion().stats(), before, "an onion packet on a punching socket is dropped");
         n.handle_udp(now, other, Bytes::from_static(&[0x84, 1, 2, 3]));
         assert_eq!(n.onion().stats().dropped, before.dropped + 1, "on the main socket it reaches the onion");
+    }
+
+    fn requests(n: &mut Node) -> Vec<(PublicKey, Bytes)> {
+        std::iter::from_fn(|| n.poll_event())
+            .filter_map(|e| match e {
+                NodeEvent::Friend(FriendEvent::Request { real_pk, message }) => Some((real_pk, message)),
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn friend_requests_seen_are_bounded_and_a_refused_key_may_ask_again() {
+        let (mut n, now) = node(true);
+        let mut rng = ChaCha20Rng::seed_from_u64(25);
+        let keys: Vec<PublicKey> = (0..100).map(|_| *KeyPair::generate(&mut rng).public()).collect();
+        let nospam = n.nospam;
+        let request = move |key: PublicKey, message: &'static [u8]| OnionEvent::FriendRequest {
+            real_pk: key,
+            nospam,
+            message: Bytes::from_static(message),
+        };
+        let first = request(keys[0], b"wrong\0");
+        n.on_onion_event(now, &first);
+        n.on_onion_event(now, &first);
+        assert_eq!(requests(&mut n).len(), 1, "a repeat is not news");
+        // The same key with another message (the right secret this time).
+        n.on_onion_event(now + Duration::from_secs(1), &request(keys[0], b"right\0"));
+        assert_eq!(requests(&mut n), vec![(keys[0], Bytes::from_static(b"right\0"))]);
+        // The same message again after a while is news again.
+        n.on_onion_event(now + Duration::from_secs(300), &request(keys[0], b"right\0"));
+        assert_eq!(requests(&mut n).len(), 1, "asked again after a while");
+        // Fresh keys without end: each is news, the memory stays bounded.
+        for (i, key) in keys.iter().enumerate().skip(1) {
+            n.on_onion_event(now + Duration::from_millis(301_000 + i as u64), &request(*key, b"x"));
+        }
+        assert_eq!(requests(&mut n).len(), 99);
+        assert!(n.requests_seen.len() <= 32, "{} requests remembered", n.requests_seen.len());
+    }
+
+    #[test]
+    fn friend_request_messages_are_capped_where_c_toxcore_drops_them() {
+        let (mut n, now) = node(true);
+        let keys = KeyPair::generate(&mut ChaCha20Rng::seed_from_u64(26));
+        let id = ToxId::new(*keys.public(), NoSpam([1, 2, 3, 4]));
+        assert_eq!(n.add_friend_with_request(now, &id, Bytes::from(vec![b'x'; 922])), Err(MessageLenError(922)));
+        assert!(n.add_friend_with_request(now, &id, Bytes::from(vec![b'x'; 921])).is_ok());
     }
 
     #[test]

@@ -450,7 +450,7 @@ mod tests {
             let keys = KeyPair::generate(&mut self.rng);
             let relay = self.relay_node();
             let (mut client, hello) = RelayClient::start(&mut self.rng, &keys, relay, self.now).unwrap();
-            let id = self.server.accept(self.now).unwrap();
+            let id = self.server.accept(self.now, std::net::Ipv4Addr::LOCALHOST.into()).unwrap();
             let accepted = accept_handshake(&mut self.rng, &self.relay_keys, &hello).unwrap();
             assert_eq!(accepted.client_pk, *keys.public());
             assert!(client.handle_handshake(self.now, &accepted.response).is_some());

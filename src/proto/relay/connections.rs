@@ -624,7 +624,8 @@ mod tests {
                                 self.conns.handle_closed(self.now, relay);
                                 continue;
                             }
-                            let client = self.relays[i].1.accept(self.now).unwrap();
+                            let client =
+                                self.relays[i].1.accept(self.now, std::net::Ipv4Addr::LOCALHOST.into()).unwrap();
                             let accepted = accept_handshake(&mut self.rng, &self.relays[i].0, &hello).unwrap();
                             self.relays[i].1.confirm(self.now, client, accepted.client_pk);
                             self.links.insert(relay, (i, client));
@@ -704,7 +705,7 @@ mod tests {
         assert!(w.conns.reachable(&peer), "registered on both");
         assert!(!w.conns.online(&peer));
         // The peer connects to relay 1 and routes us: online there.
-        let peer_client = w.relays[1].1.accept(now).unwrap();
+        let peer_client = w.relays[1].1.accept(now, std::net::Ipv4Addr::LOCALHOST.into()).unwrap();
         w.relays[1].1.confirm(now, peer_client, peer);
         let ours = *w.conns.dht_keys.public();
         w.relays[1].1.handle_packet(

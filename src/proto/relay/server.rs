@@ -5,8 +5,13 @@
 //! connection (handshake, sealing, opening); this core sees plaintext
 //! packets. A connection's life:
 //!
-//! 1. [`accept`](RelayServer::accept) gives it a [`ClientId`] (or refuses it
-//!    when the relay is full). It must complete the handshake and send one
+//! 1. [`accept`](RelayServer::accept) gives it a [`ClientId`], or refuses it
+//!    when the relay is full or its source address (an IPv4 address, an IPv6
+//!    /64) holds too many connections already. When
+//!    [`RelayServerConfig::max_pending`] connections are in their handshake
+//!    the oldest of them is closed to make room, as c-toxcore does, so that
+//!    one attacker opening connections cannot lock everyone out. It must
+//!    complete the handshake and send one
 //!    valid frame within [`RelayServerConfig::confirm_timeout`] (10 s, the
 //!    `TCP_CONNECTION_TIMEOUT` c-toxcore clients give themselves).
 //! 2. [`confirm`](RelayServer::confirm) with the client's key once its first
@@ -31,6 +36,7 @@
 //! dozen bytes plus its slots in use, so idle connections cost little.
 
 use std::collections::{HashMap, VecDeque};
+use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -54,14 +60,25 @@ pub const PING_TIMEOUT: Duration = Duration::from_secs(10);
 pub const CONFIRM_TIMEOUT: Duration = Duration::from_secs(10);
 /// How often the timers are checked.
 pub const TICK: Duration = Duration::from_secs(1);
+/// See [`RelayServerConfig::max_per_source`] (room for a household or an
+/// office behind one NAT address).
+pub const MAX_PER_SOURCE: usize = 32;
+/// See [`RelayServerConfig::max_pending_per_source`].
+pub const MAX_PENDING_PER_SOURCE: usize = 8;
 
 /// Limits and timers.
 #[derive(Debug, Clone)]
 pub struct RelayServerConfig {
     /// Connections at most, confirmed or not; more are refused at accept.
     pub max_clients: usize,
-    /// Connections still in their handshake at most (c-toxcore keeps 256).
+    /// Connections still in their handshake at most (c-toxcore keeps 256);
+    /// past it the oldest is closed to make room.
     pub max_pending: usize,
+    /// Connections from one source (IPv4 address, IPv6 /64) at most;
+    /// loopback is not capped.
+    pub max_per_source: usize,
+    /// Connections in their handshake from one source at most.
+    pub max_pending_per_source: usize,
     /// See [`CONFIRM_TIMEOUT`].
     pub confirm_timeout: Duration,
     /// See [`PING_INTERVAL`].
@@ -75,6 +92,8 @@ impl Default for RelayServerConfig {
         Self {
             max_clients: 4096,
             max_pending: 256,
+            max_per_source: MAX_PER_SOURCE,
+            max_pending_per_source: MAX_PENDING_PER_SOURCE,
             confirm_timeout: CONFIRM_TIMEOUT,
             ping_interval: PING_INTERVAL,
             ping_timeout: PING_TIMEOUT,
@@ -101,6 +120,9 @@ pub enum CloseReason {
     BadFrame,
     /// A frame that did not open with the session key.
     Undecryptable,
+    /// Still in its handshake, the oldest such, when a new connection
+    /// needed its room.
+    Evicted,
     /// The client closed the socket, or it failed.
     Gone,
 }
@@ -133,6 +155,10 @@ pub struct RelayServerStats {
     pub accepted: u64,
     /// Connections refused because the relay was full.
     pub refused_full: u64,
+    /// Connections refused because their source had too many.
+    pub refused_source: u64,
+    /// Connections in their handshake closed to make room for a new one.
+    pub evicted: u64,
     /// Connections confirmed (handshake and first frame done).
     pub confirmed: u64,
     /// Connections replaced by a newer one with the same key.
@@ -184,6 +210,7 @@ struct Link {
 #[derive(Debug)]
 struct Client {
     pk: PublicKey,
+    source: Source,
     /// Slot i is connection id 16 + i; grows only as slots are used.
     links: Vec<Option<Link>>,
     last_pinged: Instant,
@@ -192,8 +219,30 @@ struct Client {
 
 #[derive(Debug)]
 enum Conn {
-    Pending { since: Instant },
+    Pending { since: Instant, source: Source },
     Confirmed(Client),
+}
+
+/// Where connections come from, for the per-source limits: an IPv4
+/// address, or an IPv6 /64 (one host may hold a whole /64).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+struct Source(u128);
+
+impl Source {
+    fn of(ip: IpAddr) -> Source {
+        match ip.to_canonical() {
+            IpAddr::V4(a) => Source(u128::from(a.to_bits())),
+            // (Bit 32 set: never an IPv4 value.)
+            IpAddr::V6(a) => Source((a.to_bits() & !u128::from(u64::MAX)) | (1 << 32)),
+        }
+    }
+}
+
+/// Connections from one source.
+#[derive(Debug, Clone, Copy, Default)]
+struct PerSource {
+    all: usize,
+    pending: usize,
 }
 
 /// The relay server.
@@ -204,6 +253,7 @@ pub struct RelayServer {
     conns: HashMap<ClientId, Conn>,
     by_key: HashMap<PublicKey, ClientId>,
     pending: usize,
+    sources: HashMap<Source, PerSource>,
     next_id: ClientId,
     rng: ChaCha20Rng,
     outputs: VecDeque<RelayOutput>,
@@ -221,6 +271,7 @@ impl RelayServer {
             conns: HashMap::new(),
             by_key: HashMap::new(),
             pending: 0,
+            sources: HashMap::new(),
             next_id: 1,
             rng: ChaCha20Rng::from_seed(seed),
             outputs: VecDeque::new(),
@@ -255,16 +306,42 @@ impl RelayServer {
         self.by_key.get(pk).copied()
     }
 
-    /// A new TCP connection arrived; `None` means refuse it (full).
-    pub fn accept(&mut self, now: Instant) -> Option<ClientId> {
-        if self.conns.len() >= self.config.max_clients || self.pending >= self.config.max_pending {
+    /// A new TCP connection arrived from `from`; `None` means refuse it
+    /// (full, or too many from that source). With
+    /// [`RelayServerConfig::max_pending`] handshakes under way the oldest is
+    /// closed (see [`poll_output`](Self::poll_output)) to make room.
+    pub fn accept(&mut self, now: Instant, from: IpAddr) -> Option<ClientId> {
+        let source = Source::of(from);
+        let counts = self.sources.get(&source).copied().unwrap_or_default();
+        // Loopback is this host's own clients (and tests): not capped.
+        let capped = !from.to_canonical().is_loopback();
+        if capped && (counts.all >= self.config.max_per_source || counts.pending >= self.config.max_pending_per_source)
+        {
+            self.stats.refused_source += 1;
+            return None;
+        }
+        if self.conns.len() >= self.config.max_clients {
             self.stats.refused_full += 1;
             return None;
         }
+        if self.pending >= self.config.max_pending {
+            // Ids grow with age: the smallest pending one is the oldest.
+            let oldest = self.conns.iter().filter(|(_, c)| matches!(c, Conn::Pending { .. })).map(|(id, _)| *id).min();
+            match oldest {
+                Some(oldest) => self.close(oldest, CloseReason::Evicted),
+                None => {
+                    self.stats.refused_full += 1;
+                    return None;
+                }
+            }
+        }
         let id = self.next_id;
         self.next_id += 1;
-        self.conns.insert(id, Conn::Pending { since: now });
+        self.conns.insert(id, Conn::Pending { since: now, source });
         self.pending += 1;
+        let counts = self.sources.entry(source).or_default();
+        counts.all += 1;
+        counts.pending += 1;
         self.stats.accepted += 1;
         self.next_tick.get_or_insert(now + TICK);
         Some(id)
@@ -274,14 +351,18 @@ impl RelayServer {
     /// it is the client with key `pk` from now on. False if the connection
     /// is not pending any more (timed out); the driver then drops it.
     pub fn confirm(&mut self, now: Instant, client: ClientId, pk: PublicKey) -> bool {
-        if !matches!(self.conns.get(&client), Some(Conn::Pending { .. })) {
+        let Some(&Conn::Pending { source, .. }) = self.conns.get(&client) else {
             return false;
-        }
+        };
         if let Some(old) = self.by_key.get(&pk).copied() {
             self.close(old, CloseReason::Replaced);
         }
         self.pending -= 1;
-        self.conns.insert(client, Conn::Confirmed(Client { pk, links: Vec::new(), last_pinged: now, ping_id: 0 }));
+        if let Some(counts) = self.sources.get_mut(&source) {
+            counts.pending -= 1;
+        }
+        self.conns
+            .insert(client, Conn::Confirmed(Client { pk, source, links: Vec::new(), last_pinged: now, ping_id: 0 }));
         self.by_key.insert(pk, client);
         self.stats.confirmed += 1;
         true
@@ -305,6 +386,7 @@ impl RelayServer {
             CloseReason::BadHandshake => s.bad_handshakes += 1,
             CloseReason::BadFrame => s.bad_frames += 1,
             CloseReason::Undecryptable => s.undecryptable += 1,
+            CloseReason::Evicted => s.evicted += 1,
             CloseReason::Gone => {}
         }
     }
@@ -321,11 +403,13 @@ impl RelayServer {
     fn forget(&mut self, client: ClientId) -> bool {
         match self.conns.remove(&client) {
             None => false,
-            Some(Conn::Pending { .. }) => {
+            Some(Conn::Pending { source, .. }) => {
                 self.pending -= 1;
+                self.leave(source, true);
                 true
             }
             Some(Conn::Confirmed(gone)) => {
+                self.leave(gone.source, false);
                 if self.by_key.get(&gone.pk) == Some(&client) {
                     self.by_key.remove(&gone.pk);
                 }
@@ -335,6 +419,16 @@ impl RelayServer {
                     }
                 }
                 true
+            }
+        }
+    }
+
+    fn leave(&mut self, source: Source, pending: bool) {
+        if let Some(counts) = self.sources.get_mut(&source) {
+            counts.all -= 1;
+            counts.pending -= usize::from(pending);
+            if counts.all == 0 {
+                self.sources.remove(&source);
             }
         }
     }
@@ -537,7 +631,7 @@ impl RelayServer {
         let mut pings = Vec::new();
         for (&id, conn) in &mut self.conns {
             match conn {
-                Conn::Pending { since } => {
+                Conn::Pending { since, .. } => {
                     if now >= *since + self.config.confirm_timeout {
                         to_close.push((id, CloseReason::ConfirmTimeout));
                     }
@@ -602,8 +696,13 @@ mod tests {
         RelayServer::new(pk(0xee), RelayServerConfig::default(), [7; 32])
     }
 
+    /// A distinct address per `n`.
+    fn ip(n: u32) -> IpAddr {
+        IpAddr::V4(std::net::Ipv4Addr::from_bits(0x0a00_0000 + n))
+    }
+
     fn connect(s: &mut RelayServer, now: Instant, key: u8) -> ClientId {
-        let id = s.accept(now).unwrap();
+        let id = s.accept(now, ip(u32::from(key))).unwrap();
         assert!(s.confirm(now, id, pk(key)));
         id
     }
@@ -797,13 +896,12 @@ mod tests {
         let t0 = test_epoch();
         let config = RelayServerConfig { max_clients: 3, max_pending: 2, ..RelayServerConfig::default() };
         let mut s = RelayServer::new(pk(0xee), config, [1; 32]);
-        let p1 = s.accept(t0).unwrap();
-        let p2 = s.accept(t0).unwrap();
-        assert_eq!(s.accept(t0), None, "too many in their handshake");
+        let p1 = s.accept(t0, ip(1)).unwrap();
+        let p2 = s.accept(t0, ip(2)).unwrap();
         assert!(s.confirm(t0, p1, pk(1)));
-        let p3 = s.accept(t0).unwrap();
-        assert_eq!(s.accept(t0), None, "too many connections");
-        assert_eq!(s.stats().refused_full, 2);
+        let p3 = s.accept(t0, ip(3)).unwrap();
+        assert_eq!(s.accept(t0, ip(4)), None, "too many connections");
+        assert_eq!(s.stats().refused_full, 1);
         assert_eq!(s.poll_timeout(), Some(t0 + TICK));
         s.handle_timeout(t0 + CONFIRM_TIMEOUT);
         let out = outputs(&mut s);
@@ -819,13 +917,67 @@ mod tests {
         assert_eq!(s.stats().confirm_timeouts, 2);
         assert_eq!((s.connections(), s.clients()), (1, 1));
         // Failed handshakes and bad frames are counted.
-        let p4 = s.accept(t0).unwrap();
+        let p4 = s.accept(t0, ip(4)).unwrap();
         s.handle_closed(p4, CloseReason::BadHandshake);
-        let p5 = s.accept(t0).unwrap();
+        let p5 = s.accept(t0, ip(5)).unwrap();
         assert!(s.confirm(t0, p5, pk(5)));
         s.handle_closed(p5, CloseReason::Undecryptable);
         s.handle_closed(p5, CloseReason::Undecryptable);
         assert_eq!((s.stats().bad_handshakes, s.stats().undecryptable), (1, 1));
+    }
+
+    #[test]
+    fn a_full_handshake_queue_makes_room_by_closing_its_oldest() {
+        let t0 = test_epoch();
+        let mut s = server();
+        // An attacker fills the handshake queue from many addresses.
+        let flood: Vec<ClientId> = (0..256u32).map(|i| s.accept(t0, ip(i)).unwrap()).collect();
+        assert!(outputs(&mut s).is_empty());
+        // Someone else still gets in; the oldest half-open one goes.
+        let honest = s.accept(t0, "198.51.100.7".parse().unwrap()).expect("not locked out");
+        assert_eq!(outputs(&mut s), [RelayOutput::Close { client: flood[0], reason: CloseReason::Evicted }]);
+        assert!(s.confirm(t0, honest, pk(7)));
+        assert!(!s.confirm(t0, flood[0], pk(8)), "the evicted one is gone");
+        assert_eq!((s.stats().evicted, s.stats().refused_full), (1, 0));
+        assert_eq!((s.connections(), s.clients()), (256, 1));
+    }
+
+    #[test]
+    fn one_source_gets_a_bounded_share() {
+        let t0 = test_epoch();
+        let mut s = server();
+        let from: IpAddr = "203.0.113.9".parse().unwrap();
+        let mut open = Vec::new();
+        for _ in 0..MAX_PENDING_PER_SOURCE {
+            open.push(s.accept(t0, from).unwrap());
+        }
+        assert_eq!(s.accept(t0, from), None, "too many handshakes from one address");
+        // An IPv4-mapped IPv6 address is the same source.
+        assert_eq!(s.accept(t0, "::ffff:203.0.113.9".parse().unwrap()), None);
+        // Confirmed ones count toward the whole share only.
+        for (i, id) in open.iter().enumerate() {
+            assert!(s.confirm(t0, *id, pk(i as u8)));
+        }
+        for i in MAX_PENDING_PER_SOURCE..MAX_PER_SOURCE {
+            let id = s.accept(t0, from).unwrap();
+            assert!(s.confirm(t0, id, pk(i as u8)));
+        }
+        assert_eq!(s.accept(t0, from), None, "too many connections from one address");
+        assert_eq!(s.stats().refused_source, 3);
+        // Others are not affected; one that leaves frees a place.
+        assert!(s.accept(t0, "203.0.113.10".parse().unwrap()).is_some());
+        s.handle_closed(open[0], CloseReason::Gone);
+        assert!(s.accept(t0, from).is_some());
+        // An IPv6 /64 is one source.
+        for i in 0..MAX_PENDING_PER_SOURCE {
+            assert!(s.accept(t0, format!("2001:db8:1:2::{i:x}").parse().unwrap()).is_some());
+        }
+        assert_eq!(s.accept(t0, "2001:db8:1:2:ffff::1".parse().unwrap()), None);
+        assert!(s.accept(t0, "2001:db8:1:3::1".parse().unwrap()).is_some());
+        // This host's own clients are not capped.
+        for _ in 0..MAX_PER_SOURCE + 1 {
+            assert!(s.accept(t0, "127.0.0.1".parse().unwrap()).is_some());
+        }
     }
 
     #[test]
