@@ -455,17 +455,12 @@ async fn run(
             () = cancel.cancelled() => break,
             readable = readable(&socket) => {
                 if let (Ok(()), Some(socket)) = (readable, socket.as_mut()) {
-                    let now = Instant::now();
-                    let got = socket.try_recv(RECV_BATCH, |from, datagram| node.handle_udp(now, from, datagram));
-                    stats.received += got as u64;
+                    stats.received += read_main(&mut node, socket) as u64;
                 }
             }
             i = readable_extra(&extras) => {
-                let now = Instant::now();
                 let (id, extra) = &mut extras[i];
-                let id = *id;
-                let got = extra.try_recv(RECV_BATCH, |from, datagram| node.handle_udp_on(now, id, from, datagram));
-                stats.received += got as u64;
+                stats.received += read_extra(&mut node, *id, extra) as u64;
             }
             input = relays.recv() => {
                 let now = Instant::now();
@@ -502,13 +497,11 @@ async fn run(
                 // the process went without CPU for a while, a timer and the
                 // socket are ready at once, and a path whose packets sit
                 // unread must not count as silent.
-                let now = Instant::now();
                 if let Some(socket) = socket.as_mut() {
-                    stats.received += socket.try_recv(RECV_BATCH, |from, datagram| node.handle_udp(now, from, datagram)) as u64;
+                    stats.received += read_main(&mut node, socket) as u64;
                 }
                 for (id, extra) in &mut extras {
-                    let id = *id;
-                    stats.received += extra.try_recv(RECV_BATCH, |from, datagram| node.handle_udp_on(now, id, from, datagram)) as u64;
+                    stats.received += read_extra(&mut node, *id, extra) as u64;
                 }
                 node.handle_timeout(Instant::now());
             }
@@ -516,6 +509,19 @@ async fn run(
     }
     farewell(&mut node, &mut socket, &mut extras, &mut relays, &mut outgoing, &mut stats).await;
     stats
+}
+
+/// Hands the node what waits on the main socket (up to about
+/// [`RECV_BATCH`] datagrams); returns how many.
+fn read_main(node: &mut Node, socket: &mut BatchSocket) -> usize {
+    let now = Instant::now();
+    socket.try_recv(RECV_BATCH, |from, datagram| node.handle_udp(now, from, datagram))
+}
+
+/// Hands the node what waits on hole punching's socket `id`.
+fn read_extra(node: &mut Node, id: SocketId, extra: &mut BatchSocket) -> usize {
+    let now = Instant::now();
+    extra.try_recv(RECV_BATCH, |from, datagram| node.handle_udp_on(now, id, from, datagram))
 }
 
 /// How long the relay connections get to write our goodbyes before they
